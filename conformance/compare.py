@@ -1,0 +1,126 @@
+"""Compare a computed tensor with the reference under the tolerance model. Returns values, never raises.
+
+Order of checks: shape, dtype, non-finite pattern, per-element limit, then the tensor-level bias and
+energy statistics (which catch small systematic errors that stay under every per-element limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from conformance.tolerance import Tolerance
+
+WORST_ELEMENTS = 5
+
+
+@dataclass(frozen=True)
+class Comparison:
+    passed: bool
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
+    return [int(i) for i in np.unravel_index(flat, shape)]
+
+
+def _nonfinite_problems(actual: np.ndarray, reference: np.ndarray, oracle: np.ndarray,
+                        single_limit: np.ndarray, largest: float) -> np.ndarray:
+    """Elements whose NaN/Inf status is wrong. Where the reference is NaN or +-Inf the actual value must
+    be the same. A finite reference admits a non-finite actual value only where overflow is plausible
+    (|oracle| + limit reaches the dtype's largest finite value) and it is an Inf of the oracle's sign."""
+    ref_nan, act_nan = np.isnan(reference), np.isnan(actual)
+    ref_inf, act_inf = np.isinf(reference), np.isinf(actual)
+    wrong = (ref_nan & ~act_nan) | (ref_inf & (actual != reference))
+    finite_ref = np.isfinite(reference)
+    may_overflow = np.abs(oracle) + single_limit >= largest
+    overflow_ok = may_overflow & act_inf & (np.sign(actual) == np.sign(oracle))
+    wrong |= finite_ref & (act_nan | (act_inf & ~overflow_ok))
+    return wrong
+
+
+def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
+            tolerance: Tolerance, sides: int, dtype: np.dtype) -> Comparison:
+    """Judge `actual` against `reference` (TensorFlow's output, or the oracle itself).
+
+    sides: how many of (actual, reference) carry rounding error: 2 against TensorFlow, 1 against the
+    oracle. The metrics say how far off the worst element is, in units of its limit.
+    """
+    if not isinstance(actual, np.ndarray):
+        return Comparison(False, f"returned {type(actual).__name__}, not an array")
+    if actual.shape != reference.shape:
+        return Comparison(False, f"shape {list(actual.shape)}, expected {list(reference.shape)}",
+                          {"shape": list(actual.shape)})
+    if actual.dtype != dtype:
+        return Comparison(False, f"dtype {actual.dtype}, expected {dtype}", {"dtype": str(actual.dtype)})
+    with np.errstate(all="ignore"):
+        return _compare_values(actual.astype(np.float64), reference.astype(np.float64), oracle, bound,
+                               tolerance, sides, float(ml_dtypes.finfo(dtype).max))
+
+
+def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
+                    tolerance: Tolerance, sides: int, largest: float) -> Comparison:
+    limit = tolerance.limit(bound, sides)
+    nonfinite_wrong = _nonfinite_problems(got, ref, oracle, tolerance.limit(bound, 1), largest)
+    comparable = np.isfinite(ref) & np.isfinite(got) & np.isfinite(bound)
+    error = np.where(comparable, np.abs(got - ref), 0.0)
+    ratio = np.where(error > 0, error / limit, 0.0)  # limit 0 (exact) and error > 0 gives inf
+    relative = np.where(comparable & (ref != 0), error / np.abs(ref), 0.0)
+    over = (ratio > 1.0) | nonfinite_wrong
+    metrics: dict[str, Any] = {
+        "elements": int(ref.size),
+        "max_abs_error": float(error.max(initial=0.0)),
+        "max_rel_error": float(relative.max(initial=0.0)),
+        "max_error_in_limits": float(ratio.max(initial=0.0)),
+        "elements_over_limit": int(over.sum()),
+        "nonfinite_mismatches": int(nonfinite_wrong.sum()),
+    }
+    if ref.size:
+        worst = int(np.argmax(np.where(nonfinite_wrong, np.inf, ratio)))
+        metrics["worst_index"] = _index(worst, ref.shape)
+        metrics["worst"] = _worst_elements(got, ref, limit, np.where(nonfinite_wrong, np.inf, ratio))
+    if over.any():
+        w = metrics["worst"][0]
+        what = ("non-finite mismatch" if nonfinite_wrong.any() and not np.isfinite(w["error_in_limits"])
+                else f"error {w['error_in_limits']:.3g}x the limit")
+        return Comparison(False, f"{what} at {w['index']}: expected {w['expected']:.9g}, got {w['got']:.9g}, "
+                                 f"limit {w['limit']:.3g}; {int(over.sum())} of {ref.size} elements off",
+                          metrics)
+    if tolerance.statistics:
+        verdict = _statistics(got - ref, tolerance.unit(bound), comparable & (bound > 0), tolerance, sides)
+        metrics.update(verdict.metrics)
+        if not verdict.passed:
+            return Comparison(False, verdict.reason, metrics)
+    return Comparison(True, "", metrics)
+
+
+def _worst_elements(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, ratio: np.ndarray) -> list[dict]:
+    order = np.argsort(ratio, axis=None)[::-1][:WORST_ELEMENTS]
+    return [{"index": _index(int(i), ref.shape), "expected": float(ref.flat[i]), "got": float(got.flat[i]),
+             "error": float(abs(got.flat[i] - ref.flat[i])), "limit": float(limit.flat[i]),
+             "error_in_limits": float(ratio.flat[i])}
+            for i in order if ratio.flat[i] > 0]
+
+
+def _statistics(difference: np.ndarray, unit: np.ndarray, mask: np.ndarray, tolerance: Tolerance,
+                sides: int) -> Comparison:
+    """TOSA-style tensor-level checks on normalized errors: systematic bias and excess energy."""
+    count = int(mask.sum())
+    if count == 0:
+        return Comparison(True, "")
+    normalized = difference[mask] / unit[mask]
+    bias = abs(float(normalized.sum())) / tolerance.bias_limit(count, sides)
+    energy = float(np.square(normalized).sum()) / tolerance.energy_limit(count, sides)
+    metrics = {"bias_in_limits": bias, "energy_in_limits": energy,
+               "mean_normalized_error": float(normalized.mean())}
+    if bias > 1.0:
+        return Comparison(False, f"systematic bias: mean error {normalized.mean():+.3g} units of u*B over "
+                                 f"{count} elements is {bias:.3g}x the bias limit", metrics)
+    if energy > 1.0:
+        return Comparison(False, f"error energy {energy:.3g}x its limit: too many elements are off by more than "
+                                 "rounding explains", metrics)
+    return Comparison(True, "", metrics)

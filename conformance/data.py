@@ -1,0 +1,73 @@
+"""Seeded inputs for a case, in its dtype and layout.
+
+Values are drawn in float64 and rounded once to the case's dtype; the oracle sees exactly those rounded
+values (widened back to float64), so the only error a backend may add is its own arithmetic's.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from conformance.case import Case
+
+# Significand precision p (including the implicit bit): integers up to 2**p are exact.
+PRECISION_BITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
+NONFINITE_FRACTION = 0.02  # share of input elements replaced by NaN, +Inf or -Inf
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The operator's three tensors, in the case's dtype; input is in the case's layout."""
+
+    input: np.ndarray
+    depthwise_filter: np.ndarray
+    pointwise_filter: np.ndarray
+
+
+def integer_range(case: Case) -> int:
+    """Largest r such that values in [-r, r] keep every partial sum exactly representable.
+
+    |depthwise sum| <= kh*kw*r^2 and |pointwise sum| <= C*M*kh*kw*r^3 must stay <= 2**p; 0 means
+    no such r exists for this case's sizes and dtype.
+    """
+    taps = case.kernel[0] * case.kernel[1]
+    limit = 2 ** PRECISION_BITS[case.dtype]
+    r = 0
+    while taps * (r + 1) ** 2 <= limit and case.depthwise_channels * taps * (r + 1) ** 3 <= limit:
+        r += 1
+    return r
+
+
+def _draw(rng: np.random.Generator, shape: tuple[int, ...], case: Case, scale: float) -> np.ndarray:
+    if case.data == "uniform":
+        return rng.uniform(-1.0, 1.0, shape) * scale
+    if case.data == "integers":
+        r = integer_range(case)
+        return rng.integers(-r, r, size=shape, endpoint=True).astype(np.float64)
+    return rng.standard_normal(shape) * scale
+
+
+def materialize(case: Case) -> Inputs:
+    """Draw the case's inputs. Deterministic in (seed, id): the same case gets the same data anywhere."""
+    rng = np.random.default_rng([case.seed, zlib.crc32(case.id.encode())])
+    dtype = numpy_dtype(case.dtype)
+    # Scale the pointwise filter so outputs stay O(1) whatever C*M is (keeps float16 far from overflow).
+    pw_scale = 1.0 / np.sqrt(max(case.pointwise_shape[2] if len(case.pointwise_shape) == 4 else 1, 1))
+    x = _draw(rng, case.input, case, 1.0)
+    if case.data == "nonfinite":
+        flat = x.reshape(-1)
+        picked = rng.random(flat.size) < NONFINITE_FRACTION
+        flat[picked] = rng.choice([np.nan, np.inf, -np.inf], size=int(picked.sum()))
+    if case.data_format == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    dw = _draw(rng, case.depthwise_shape, case, 1.0)
+    pw = _draw(rng, case.pointwise_shape, case, pw_scale)
+    return Inputs(np.ascontiguousarray(x).astype(dtype), dw.astype(dtype), pw.astype(dtype))

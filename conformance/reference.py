@@ -1,0 +1,127 @@
+"""The reference of record: TensorFlow's tf.nn.separable_conv2d on the CPU, checked before it is trusted.
+
+TensorFlow is not always right (see README, "Reference health"): it refuses some valid cases, accepts a
+forbidden one, aborts the process on malformed ranks, and has returned wrong, run-to-run varying values
+for some small strided shapes. So its output is computed twice (bitwise equal or `nondeterministic`) and
+judged against the float64 oracle with the same tolerance model (else `mismatch`). Where TensorFlow
+refuses or fails, the backend is judged against the oracle instead, and the record says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from conformance import contract
+from conformance.case import Case
+from conformance.compare import compare
+from conformance.data import Inputs, numpy_dtype
+from conformance.oracle import OracleOutputs, compute_oracle
+from conformance.tolerance import Tolerance
+
+REFERENCE_STATUSES = ("ok", "refused", "mismatch", "nondeterministic", "not_run")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a backend's output for one case is judged against, and how healthy TensorFlow was."""
+
+    source: str  # "tensorflow" or "oracle": what the backend is compared with
+    status: str  # one of REFERENCE_STATUSES
+    detail: str = ""
+    output: np.ndarray | None = None  # TensorFlow's output when source is tensorflow
+    oracle: OracleOutputs | None = None  # None for cases that expect an error
+    metrics: dict[str, Any] = field(default_factory=dict)  # TensorFlow vs the oracle
+
+
+def tensorflow_missing() -> str | None:
+    """Why TensorFlow cannot be used here, or None when it can."""
+    try:
+        _tensorflow()
+    except ImportError as error:
+        return f"TensorFlow is not installed ({error}); install the `tf` extra or use --reference oracle"
+    return None
+
+
+def _tensorflow() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    if not getattr(_tensorflow, "configured", False):
+        # TF32 would silently lower float32 matmuls to 10-bit mantissas on Ampere+ GPUs.
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        _tensorflow.configured = True  # type: ignore[attr-defined]
+    return tf
+
+
+def tensorflow_version() -> str | None:
+    try:
+        return str(_tensorflow().__version__)
+    except ImportError:
+        return None
+
+
+def run_tensorflow(case: Case, inputs: Inputs) -> np.ndarray:
+    """tf.nn.separable_conv2d on the CPU; raises whatever TensorFlow raises."""
+    tf = _tensorflow()
+    with tf.device("/CPU:0"):
+        result = tf.nn.separable_conv2d(
+            tf.constant(inputs.input), tf.constant(inputs.depthwise_filter),
+            tf.constant(inputs.pointwise_filter), strides=case.operator_strides,
+            padding=case.operator_padding, data_format=case.data_format, dilations=list(case.rates))
+    return np.asarray(result.numpy())
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    # TensorFlow prefixes messages with '{{function_node ...}}'; the reason follows it.
+    if message.startswith("{{") and "}}" in message:
+        message = message.split("}}", 1)[1].strip()
+    return f"{type(error).__name__}: {message.split(' [Op:')[0]}"
+
+
+def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> Reference:
+    """The reference for one case; never raises for anything TensorFlow does."""
+    if case.expect_error:
+        return _error_reference(case, inputs, use_tensorflow)
+    oracle = compute_oracle(case, inputs)
+    if not use_tensorflow:
+        return Reference("oracle", "not_run", "TensorFlow not used (--reference oracle)", oracle=oracle)
+    try:
+        first = run_tensorflow(case, inputs)
+        second = run_tensorflow(case, inputs)
+    except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
+        return Reference("oracle", "refused", _first_line(error), oracle=oracle)
+    verdict = compare(first, oracle.output, oracle.output, oracle.bound, Tolerance.for_case(case), sides=1,
+                      dtype=numpy_dtype(case.dtype))
+    metrics = {"tf_" + k: v for k, v in verdict.metrics.items() if not k.startswith("worst")}
+    if not _bitwise_equal(first, second):
+        changed = int(np.sum(first.astype(np.float64) != second.astype(np.float64)))
+        return Reference("oracle", "nondeterministic",
+                         f"two TensorFlow runs differ in {changed} elements", oracle=oracle, metrics=metrics)
+    if not verdict.passed:
+        return Reference("oracle", "mismatch", f"TensorFlow vs oracle: {verdict.reason}", oracle=oracle,
+                         metrics=metrics)
+    return Reference("tensorflow", "ok", output=first, oracle=oracle, metrics=metrics)
+
+
+def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
+    """For a case the contract forbids: does TensorFlow reject it too?"""
+    if not use_tensorflow:
+        return Reference("contract", "not_run", "TensorFlow not used (--reference oracle)")
+    if not contract.structurally_safe(case):
+        return Reference("contract", "not_run", "not sent to TensorFlow: malformed ranks can abort its process")
+    try:
+        result = run_tensorflow(case, inputs)
+    except Exception as error:  # noqa: BLE001
+        return Reference("contract", "ok", f"TensorFlow rejects it: {_first_line(error)}")
+    return Reference("contract", "mismatch",
+                     f"TensorFlow accepts input the contract forbids (returned shape {list(result.shape)})")

@@ -1,0 +1,83 @@
+"""Run one case against one backend and judge it: `run_case` returns a `Result`, it never raises for
+anything the backend does."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from functools import lru_cache
+
+import numpy as np
+
+from conformance.backends import Backend
+from conformance.case import Case
+from conformance.compare import compare
+from conformance.data import Inputs, materialize, numpy_dtype
+from conformance.reference import Reference, build_reference
+from conformance.result import Result
+from conformance.tolerance import Tolerance
+
+
+def reproducer(case: Case, backend: str) -> str:
+    return shlex.join(["sepconv-conformance", "run", "--cases", case.origin.file, "--backend", backend,
+                       "--id", case.id])
+
+
+@lru_cache(maxsize=4)
+def prepare(case: Case, use_tensorflow: bool) -> tuple[Inputs, Reference]:
+    """Inputs and reference for a case, kept for the next backends of the same case."""
+    inputs = materialize(case)
+    return inputs, build_reference(case, inputs, use_tensorflow)
+
+
+def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
+    # Copies: a backend that writes into its inputs must not corrupt the reference or the next backend.
+    return backend.fn(inputs.input.copy(), inputs.depthwise_filter.copy(), inputs.pointwise_filter.copy(),
+                      case.operator_strides, case.operator_padding, data_format=case.data_format,
+                      dilations=list(case.rates))
+
+
+def _judge_error_case(case: Case, backend: Backend, inputs: Inputs) -> tuple[str, str]:
+    try:
+        output = _call(backend, case, inputs)
+    except Exception as error:  # noqa: BLE001 - rejecting is what this case expects
+        message = f"{type(error).__name__}: {error}"
+        if case.error_pattern and not re.search(case.error_pattern, message):
+            return "fail", f"raised, but the message does not match /{case.error_pattern}/: {message}"
+        return "pass", f"rejected: {message}"
+    shape = list(np.shape(output)) if isinstance(output, np.ndarray) else type(output).__name__
+    return "fail", f"accepted input the contract forbids (returned {shape})"
+
+
+def run_case(case: Case, backend: Backend, use_tensorflow: bool = True) -> Result:
+    start = time.perf_counter()
+    inputs, reference = prepare(case, use_tensorflow)
+    common = dict(case=case.id, backend=backend.name, expect="error" if case.expect_error else "result",
+                  reference=reference.source, reference_status=reference.status,
+                  reference_detail=reference.detail, parameters=case.parameters(),
+                  reproducer=reproducer(case, backend.name))
+    if case.expect_error:
+        status, message = _judge_error_case(case, backend, inputs)
+        return Result(status=status, message=message, duration_s=time.perf_counter() - start, **common)
+    try:
+        output = _call(backend, case, inputs)
+    except Exception as error:  # noqa: BLE001 - a backend that raises on valid input is a finding
+        return Result(status="error", message=f"raised on valid input: {type(error).__name__}: {error}",
+                      metrics=dict(reference.metrics), duration_s=time.perf_counter() - start, **common)
+    if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):
+        try:  # array-likes (a TensorFlow tensor, say) are fine
+            output = np.asarray(output)
+        except Exception:  # noqa: BLE001 - left as is: compare reports the type
+            pass
+    assert reference.oracle is not None
+    expected = reference.output if reference.output is not None else reference.oracle.output
+    sides = 2 if reference.source == "tensorflow" else 1
+    verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound,
+                      Tolerance.for_case(case), sides, numpy_dtype(case.dtype))
+    status = "pass" if verdict.passed else "fail"
+    if not isinstance(output, np.ndarray):
+        status = "error"
+    metrics = dict(reference.metrics) | verdict.metrics
+    return Result(status=status, message=verdict.reason, metrics=metrics,
+                  duration_s=time.perf_counter() - start, **common)

@@ -1,0 +1,1 @@
+"""Bundled implementations under test."""
