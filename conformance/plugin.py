@@ -1,1 +1,172 @@
-"""pytest plugin (placeholder, replaced below)."""
+"""pytest plugin: case files become test items, one per case x backend.
+
+Active only when `--backend` is given, so ordinary test runs are untouched. Then `pytest --backend numpy`
+(no paths) runs the default bank, and -k, -x, --lf, -n (pytest-xdist) and --junitxml work as usual.
+Each item's `Result` travels to the controller as a user property (xdist ships those), where the
+`ResultSink` writes results.json and prints the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import reports
+from conformance.backends import Backend, BackendError, resolve_backend
+from conformance.case import Case
+from conformance.loader import CaseFileError, load_cases, load_file
+from conformance.reference import tensorflow_missing
+from conformance.result import FAILING_STATUSES, Result
+from conformance.runner import run_case
+
+RESULT_PROPERTY = "sepconv_result"
+CASE_SUFFIXES = (".yaml", ".yml")
+BACKENDS = pytest.StashKey[list["Backend"]]()
+
+
+def default_bank() -> Path:
+    """The bundled bank: packaged as conformance/bank in a wheel, the repo's cases/ in a checkout."""
+    packaged = Path(__file__).parent / "bank"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "cases"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sepconv-conformance", "separable_conv2d conformance")
+    group.addoption("--backend", action="append", default=[], metavar="SPEC",
+                    help="backend to test: numpy, cupy, module:function or path/to/file.py:function "
+                         "(repeatable); enables collection of case files")
+    group.addoption("--cases", action="append", default=[], metavar="PATH",
+                    help="case file or folder (repeatable; default: the bundled bank)")
+    group.addoption("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
+                    help="run only the case with this exact id (repeatable)")
+    group.addoption("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
+                    help="tensorflow (default): TensorFlow checked against the float64 oracle; "
+                         "oracle: the float64 oracle alone, for machines without TensorFlow")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="write results.json (and junit.xml unless --junitxml is given) here")
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml's configure reads --junitxml
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): keep a case's items on one xdist worker")
+    specs: list[str] = config.getoption("backend")
+    if not specs:
+        return
+    try:
+        backends = [resolve_backend(spec) for spec in dict.fromkeys(specs)]
+    except BackendError as error:
+        raise pytest.UsageError(str(error)) from None
+    if config.getoption("reference") == "tensorflow" and (reason := tensorflow_missing()):
+        raise pytest.UsageError(reason)
+    if config.getoption("cases"):
+        config.args = config.getoption("cases")
+    elif config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [str(default_bank())]
+    try:  # validate every case file up front: a bad file is a usage error, not a half-run
+        load_cases(_case_paths(config.args))
+    except CaseFileError as error:
+        raise pytest.UsageError(f"invalid case file(s):\n{error}") from None
+    report_dir = config.getoption("report_dir")
+    if report_dir and not config.option.xmlpath:
+        config.option.xmlpath = str(Path(report_dir) / "junit.xml")
+    config.stash[BACKENDS] = backends
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
+        config.pluginmanager.register(ResultSink(config, report_dir), "sepconv-result-sink")
+
+
+def _case_paths(args: list[str]) -> list[str]:
+    """The case files and folders among pytest's arguments (node ids lose their '::' part)."""
+    paths = [arg.split("::")[0] for arg in args]
+    return [p for p in paths if Path(p).is_dir() or Path(p).suffix in CASE_SUFFIXES]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if BACKENDS in parent.config.stash and file_path.suffix in CASE_SUFFIXES:
+        return CaseFile.from_parent(parent, path=file_path)
+    return None
+
+
+class CaseFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        wanted = set(self.config.getoption("case_ids"))
+        for case in load_file(self.path):
+            if wanted and case.id not in wanted:
+                continue
+            for backend in self.config.stash[BACKENDS]:
+                yield CaseItem.from_parent(self, name=f"{case.id}[{backend.name}]", case=case, backend=backend)
+
+
+class CaseFailure(Exception):
+    """Raised by an item whose result does not conform; carries the result for the report."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.message)
+        self.result = result
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, backend: Backend, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.case = case
+        self.backend = backend
+        self.add_marker(pytest.mark.xdist_group(case.id))
+        for tag in case.tags:
+            self.keywords[tag] = True  # lets -k select by tag
+
+    def runtest(self) -> None:
+        use_tensorflow = self.config.getoption("reference") == "tensorflow"
+        result = run_case(self.case, self.backend, use_tensorflow)
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(result.to_dict())))
+        if result.status in FAILING_STATUSES:
+            raise CaseFailure(result)
+        if result.status == "skip":
+            pytest.skip(result.message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CaseFailure):
+            return reports.describe_failure(excinfo.value.result)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.case.origin.line - 1, f"{self.case.id} [{self.backend.name}]"
+
+
+class ResultSink:
+    """Collects results on the controller; writes results.json and the terminal summary at the end."""
+
+    def __init__(self, config: pytest.Config, report_dir: str | None):
+        self.config = config
+        self.report_dir = Path(report_dir) if report_dir else None
+        self.results: list[Result] = []
+        self.started = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":  # every phase's report carries the item's properties
+            return
+        for name, value in report.user_properties:
+            if name == RESULT_PROPERTY:
+                self.results.append(Result.from_dict(json.loads(value)))
+
+    def run_info(self) -> dict[str, Any]:
+        return {"backends": [b.name for b in self.config.stash[BACKENDS]],
+                "backend_versions": {b.name: b.version for b in self.config.stash[BACKENDS]},
+                "reference": self.config.getoption("reference"),
+                "cases": [str(p) for p in self.config.args],
+                "started": self.started, "duration_s": time.time() - self.started}
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.report_dir is not None:
+            reports.write_results_json(self.report_dir / "results.json", self.results, self.run_info())
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = reports.terminal_summary(self.results, self.run_info())
+        if self.report_dir is not None:
+            lines.append(f"reports: {self.report_dir / 'results.json'}, {self.config.option.xmlpath}")
+        terminalreporter.section("sepconv-conformance")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,107 @@
+"""Command line: `sepconv-conformance run | list | validate`.
+
+Exit codes: 0 every case conforms; 1 some case does not; 2 bad usage, an invalid case file, or a
+backend or reference that cannot run here; 3 an internal error of the harness; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from collections.abc import Sequence
+
+from conformance import __version__
+from conformance.backends import BackendError, resolve_backend
+from conformance.loader import CaseFileError, load_cases
+from conformance.plugin import default_bank
+from conformance.reference import tensorflow_missing
+
+EXIT_OK, EXIT_NONCONFORMING, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# pytest's exit codes -> ours. 5 (no tests collected) means a selection matched nothing: a usage error,
+# never a green gate.
+PYTEST_EXIT = {0: EXIT_OK, 1: EXIT_NONCONFORMING, 2: EXIT_INTERRUPTED, 3: EXIT_INTERNAL, 4: EXIT_USAGE,
+               5: EXIT_USAGE}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sepconv-conformance",
+                                     description="Conformance suite for tf.nn.separable_conv2d.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run case files against backends, compared with TensorFlow")
+    run.add_argument("--cases", action="append", metavar="PATH",
+                     help="case file or folder (repeatable; default: the bundled bank)")
+    run.add_argument("--backend", action="append", metavar="SPEC",
+                     help="numpy, cupy, module:function or path/to/file.py:function (repeatable; default numpy)")
+    run.add_argument("--out", default="reports", metavar="DIR", help="where reports go (default: reports)")
+    run.add_argument("-k", dest="keyword", metavar="EXPR", help="select cases by id/tag expression (pytest -k)")
+    run.add_argument("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
+                     help="run only the case with this exact id (repeatable)")
+    run.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), e.g. 2 or auto")
+    run.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
+                     help="what backends are judged against (default: TensorFlow, checked by the oracle)")
+    run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
+    run.add_argument("-q", "--quiet", action="store_true", help="less output")
+    run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
+
+    for name, text in (("list", "list the case ids in the case files"),
+                       ("validate", "check case files and report every problem")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"sepconv-conformance: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pytest
+
+    cases = args.cases or [str(default_bank())]
+    backends = args.backend or ["numpy"]
+    load_cases(cases)  # invalid files stop here, with every problem listed
+    for spec in backends:
+        resolve_backend(spec)
+    if args.reference == "tensorflow" and (reason := tensorflow_missing()):
+        return _fail(reason)
+    pytest_args = [*cases, "-p", "no:sepconv_conformance", "-p", "conformance.plugin",
+                   "--report-dir", args.out, "--reference", args.reference,
+                   "-o", f"cache_dir={Path(args.out) / '.pytest_cache'}",  # so --lf works per report folder
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    for spec in backends:
+        pytest_args += ["--backend", spec]
+    for case_id in args.case_ids:
+        pytest_args += ["--id", case_id]
+    if args.keyword:
+        pytest_args += ["-k", args.keyword]
+    if args.workers:
+        pytest_args += ["-n", args.workers, "--dist", "loadgroup"]
+    if args.exitfirst:
+        pytest_args.append("-x")
+    if args.quiet:
+        pytest_args.append("-q")
+    return PYTEST_EXIT.get(int(pytest.main([*pytest_args, *args.pytest_args])), EXIT_INTERNAL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        cases = load_cases(args.cases or [str(default_bank())])
+        if args.command == "list":
+            for case in cases:
+                print(f"{case.id}\t{case.origin}")
+        else:
+            print(f"{len(cases)} cases, no problems")
+        return EXIT_OK
+    except CaseFileError as error:
+        return _fail(f"invalid case file(s):\n{error}")
+    except BackendError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)

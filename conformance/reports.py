@@ -1,0 +1,110 @@
+"""Renderings of the results: results.json (the source of truth) and the terminal summary.
+
+JUnit XML is written by pytest itself (--junitxml), with each case's result attached as a property.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from conformance import __version__
+from conformance.result import FAILING_STATUSES, STATUSES, Result
+
+RESULTS_FORMAT_VERSION = 1
+MAX_LISTED_FAILURES = 50
+
+
+def environment() -> dict[str, Any]:
+    import numpy
+
+    from conformance.reference import tensorflow_version
+
+    return {"sepconv_conformance": __version__, "numpy": numpy.__version__,
+            "tensorflow": tensorflow_version(), "python": platform.python_version(),
+            "machine": platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def reference_health(results: Sequence[Result]) -> dict[str, Any]:
+    """TensorFlow's status per case (not per backend), and every deviation with its detail."""
+    per_case: dict[str, Result] = {}
+    for result in results:
+        per_case.setdefault(result.case, result)
+    counts = Counter(r.reference_status for r in per_case.values())
+    deviations = [{"case": r.case, "reference_status": r.reference_status, "detail": r.reference_detail}
+                  for r in per_case.values() if r.reference_status not in ("ok", "not_run")]
+    return {"counts": dict(counts), "deviations": deviations}
+
+
+def summarize(results: Sequence[Result]) -> dict[str, Any]:
+    per_backend: dict[str, Counter[str]] = {}
+    for result in results:
+        per_backend.setdefault(result.backend, Counter())[result.status] += 1
+    totals = Counter(r.status for r in results)
+    return {"total": len(results), "statuses": dict(totals),
+            "conforms": not any(totals[s] for s in FAILING_STATUSES),
+            "per_backend": {b: dict(c) for b, c in per_backend.items()},
+            "reference_health": reference_health(results)}
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or Infinity: such floats are written as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename), so a reader never sees half a file."""
+    ordered = sorted(results, key=lambda r: (r.case, r.backend))
+    document = {"format_version": RESULTS_FORMAT_VERSION, "environment": environment(), "run": run,
+                "summary": summarize(ordered), "results": [r.to_dict() for r in ordered]}
+    document = _json_safe(document)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(document, indent=1, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def describe_failure(result: Result) -> str:
+    """A few lines that say what is wrong, against what, and how to reproduce it alone."""
+    lines = [f"{result.status.upper()} {result.case} [{result.backend}]: {result.message}"]
+    reference = f"compared with {result.reference}"
+    if result.reference_status not in ("ok", ""):
+        reference += f" (TensorFlow {result.reference_status}: {result.reference_detail})"
+    lines.append(f"  {reference}")
+    if "tf_max_error_in_limits" in result.metrics:
+        lines.append(f"  TensorFlow's own error vs the oracle: {result.metrics['tf_max_error_in_limits']:.3g}x "
+                     "its limit")
+    lines.append(f"  reproduce: {result.reproducer}")
+    return "\n".join(lines)
+
+
+def terminal_summary(results: Sequence[Result], run: dict[str, Any]) -> list[str]:
+    summary = summarize(results)
+    lines = [f"{summary['total']} results in {run['duration_s']:.1f} s, reference: {run['reference']}"]
+    width = max([len(b) for b in summary["per_backend"]] + [7])
+    lines.append(f"  {'backend':<{width}} " + " ".join(f"{s:>6}" for s in STATUSES))
+    for backend, counts in summary["per_backend"].items():
+        lines.append(f"  {backend:<{width}} " + " ".join(f"{counts.get(s, 0):>6}" for s in STATUSES))
+    health = summary["reference_health"]
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(health["counts"].items()))
+    lines.append(f"reference health (TensorFlow per case): {counts}")
+    failures = [r for r in results if r.status in FAILING_STATUSES]
+    for result in failures[:MAX_LISTED_FAILURES]:
+        lines.append(f"{result.status.upper()} {result.case} [{result.backend}]: {result.message[:160]}")
+        lines.append(f"    {result.reproducer}")
+    if len(failures) > MAX_LISTED_FAILURES:
+        lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more failures in results.json")
+    lines.append("CONFORMS" if summary["conforms"] else f"DOES NOT CONFORM: {len(failures)} failing results")
+    return lines
