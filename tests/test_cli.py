@@ -1,0 +1,112 @@
+"""The command line and the pytest plugin, run as a user runs them (in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL_CASE
+
+WRONG_BACKEND = '''
+from impls.numpy_backend import separable_conv2d
+
+def off_by_a_bit(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    out.flat[-1] *= 1.01
+    return out
+'''
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "conformance", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture
+def small(case_file) -> Path:
+    return case_file(SMALL_CASE + """
+  - input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+    strides: [2, 2]
+    rates: [2, 2]
+    expect: error
+""")
+
+
+def test_run_passes_and_writes_reports(small, tmp_path):
+    done = cli("run", "--cases", str(small), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "CONFORMS" in done.stdout
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["summary"]["statuses"] == {"pass": 2}
+    record = document["results"][1]
+    for key in ("case", "backend", "status", "parameters", "metrics", "reference_status", "reproducer"):
+        assert key in record
+    assert {"max_abs_error", "max_rel_error", "max_error_in_limits", "worst_index",
+            "tf_max_error_in_limits"} <= set(record["metrics"])
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    assert suite.find("testsuite").get("tests") == "2"
+
+
+def test_nonconforming_backend_exits_1_with_a_reproducer(small, tmp_path):
+    (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
+    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DOES NOT CONFORM" in done.stdout
+    reproducer = next(line.strip() for line in done.stdout.splitlines()
+                      if line.strip().startswith("sepconv-conformance run"))
+    assert "--id n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32" in reproducer
+    # The reproducer runs that case alone.
+    again = cli(*reproducer.split()[1:], "--out", "again", cwd=tmp_path)
+    assert again.returncode == 1
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["summary"]["total"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "no_such_module:fn"], "cannot be imported"),
+    (["--backend", "numpy:no_such_function"], "no callable"),
+    (["-k", "matches_nothing_at_all"], ""),
+])
+def test_usage_errors_exit_2_without_traceback(small, tmp_path, args, message):
+    done = cli("run", "--cases", str(small), "--out", "out", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_invalid_case_file_exits_2_naming_file_line_and_field(case_file, tmp_path):
+    bad = case_file(SMALL_CASE.replace("padding: SAME", "padding: SAME\n    dtype: float8"), "bad.yaml")
+    for command in ("run", "validate"):
+        done = cli(command, "--cases", str(bad), cwd=tmp_path)
+        assert done.returncode == 2
+        assert f"{bad}:7: dtype: expected one of" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_list_prints_ids_and_origins(small, tmp_path):
+    done = cli("list", "--cases", str(small), cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[0] == f"n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32\t{small}:2"
+
+
+def test_pytest_plugin_runs_case_files_with_xdist(small, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--backend", "numpy",
+                           "--cases", str(small), "-n", "2", "--report-dir", "out", "-k", "NHWC"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["total"] == 2
+
+
+def test_plugin_is_inert_without_backend(small, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+                          cwd=small.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 5  # a YAML file is not a test unless --backend asks for it

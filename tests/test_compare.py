@@ -1,0 +1,108 @@
+"""The comparison: shape/dtype first, NaN/Inf pattern, per-element limit, tensor statistics."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from conformance.compare import compare
+from conformance.tolerance import UNIT_ROUNDOFF, Tolerance
+
+F32 = np.dtype(np.float32)
+
+
+def tolerance(exact: bool = False, accumulation: int = 10, statistics: bool = True) -> Tolerance:
+    return Tolerance(UNIT_ROUNDOFF["float32"], 2.0**-149, accumulation, exact=exact, statistics=statistics)
+
+
+@pytest.fixture
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    oracle = rng.standard_normal((2, 4, 4, 3))
+    return oracle, np.abs(oracle) * 3 + 1.0
+
+
+def test_rounded_oracle_passes(data):
+    oracle, bound = data
+    verdict = compare(oracle.astype(np.float32), oracle, oracle, bound, tolerance(), 1, F32)
+    assert verdict.passed, verdict.reason
+    assert 0 < verdict.metrics["max_error_in_limits"] < 1
+
+
+def test_shape_and_dtype_are_checked_first(data):
+    oracle, bound = data
+    assert "shape" in compare(oracle[:1].astype(np.float32), oracle, oracle, bound, tolerance(), 1, F32).reason
+    assert "dtype float64" in compare(oracle, oracle, oracle, bound, tolerance(), 1, F32).reason
+    assert "not an array" in compare([1.0], oracle, oracle, bound, tolerance(), 1, F32).reason
+
+
+def test_one_element_off_is_located(data):
+    oracle, bound = data
+    actual = oracle.astype(np.float32)
+    actual[1, 2, 3, 0] *= 1.001
+    verdict = compare(actual, oracle, oracle, bound, tolerance(), 1, F32)
+    assert not verdict.passed
+    assert verdict.metrics["worst_index"] == [1, 2, 3, 0]
+    assert verdict.metrics["elements_over_limit"] == 1
+    assert "at [1, 2, 3, 0]" in verdict.reason
+
+
+def test_cancellation_is_judged_against_the_bound_not_the_value():
+    # y = 1e-6 from terms of size ~1: a float32 result off by 1e-7 (10% relative) is still correct.
+    oracle, bound = np.array([1e-6]), np.array([2.0])
+    actual = np.array([1.1e-6], dtype=np.float32)
+    assert compare(actual, oracle, oracle, bound, tolerance(statistics=False), 1, F32).passed
+
+
+def test_nan_and_inf_must_match_the_reference(data):
+    oracle, bound = data
+    reference = oracle.copy()
+    reference[0, 0, 0, 0], reference[0, 0, 0, 1] = np.nan, np.inf
+    good = reference.astype(np.float32)
+    assert compare(good, reference, oracle, bound, tolerance(), 2, F32).passed
+    for wrong in (0.0, -np.inf, np.nan):
+        bad = good.copy()
+        bad[0, 0, 0, 1] = wrong
+        verdict = compare(bad, reference, oracle, bound, tolerance(), 2, F32)
+        assert not verdict.passed and verdict.metrics["nonfinite_mismatches"] == 1
+    bad = good.copy()
+    bad[1, 1, 1, 1] = np.inf  # finite reference, no overflow possible
+    assert not compare(bad, reference, oracle, bound, tolerance(), 2, F32).passed
+
+
+def test_overflow_is_allowed_only_where_plausible():
+    f16 = np.dtype(np.float16)
+    oracle, bound = np.array([65500.0, 10.0]), np.array([65500.0, 10.0])
+    reference = oracle.astype(np.float16)
+    actual = np.array([np.inf, 10.0], dtype=np.float16)
+    tol = Tolerance(UNIT_ROUNDOFF["float16"], 2.0**-24, 10, statistics=False)
+    assert compare(actual, reference, oracle, bound, tol, 2, f16).passed
+    actual = np.array([-np.inf, 10.0], dtype=np.float16)
+    assert not compare(actual, reference, oracle, bound, tol, 2, f16).passed
+
+
+def test_exact_mode_requires_bitwise_equality():
+    oracle, bound = np.array([3.0, -5.0]), np.array([3.0, 5.0])
+    assert compare(oracle.astype(np.float32), oracle, oracle, bound, tolerance(exact=True), 1, F32).passed
+    off = np.array([3.0, -5.0000005], dtype=np.float32)
+    verdict = compare(off, oracle, oracle, bound, tolerance(exact=True), 1, F32)
+    assert not verdict.passed and verdict.metrics["max_error_in_limits"] == float("inf")
+
+
+def test_small_systematic_bias_is_caught_by_statistics():
+    rng = np.random.default_rng(2)
+    oracle = rng.standard_normal(20000)
+    bound = np.abs(oracle) + 1.0
+    unit = UNIT_ROUNDOFF["float32"] * bound
+    biased = (oracle + 2.0 * unit).astype(np.float32)  # 2 units per element: far under the 10-unit limit
+    verdict = compare(biased, oracle, oracle, bound, tolerance(), 1, F32)
+    assert not verdict.passed and "systematic bias" in verdict.reason
+    assert verdict.metrics["max_error_in_limits"] < 1
+
+
+def test_bfloat16_outputs_are_compared_in_their_own_precision():
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    oracle = np.array([1.0, 2.0, 3.0])
+    tol = Tolerance(UNIT_ROUNDOFF["bfloat16"], 2.0**-133, 4)
+    assert compare(oracle.astype(bf16), oracle, oracle, oracle, tol, 1, bf16).passed
