@@ -71,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     pytest_args = [*cases, "-p", "no:sepconv_conformance", "-p", "conformance.plugin",
                    "--report-dir", args.out, "--reference", args.reference,
                    "-o", f"cache_dir={Path(args.out) / '.pytest_cache'}",  # so --lf works per report folder
-                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                   "-rN"]  # our summary lists failures with their reproducers; pytest's would repeat them
     for spec in backends:
         pytest_args += ["--backend", spec]
     for case_id in args.case_ids:

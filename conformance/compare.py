@@ -85,8 +85,12 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
         metrics["worst"] = _worst_elements(got, ref, limit, np.where(nonfinite_wrong, np.inf, ratio))
     if over.any():
         w = metrics["worst"][0]
-        what = ("non-finite mismatch" if nonfinite_wrong.any() and not np.isfinite(w["error_in_limits"])
-                else f"error {w['error_in_limits']:.3g}x the limit")
+        if nonfinite_wrong.any() and not np.isfinite(w["error_in_limits"]):
+            what = "non-finite mismatch"
+        elif w["limit"] == 0:
+            what = "not bitwise exact (exact integer data)"
+        else:
+            what = f"error {w['error_in_limits']:.3g}x the limit"
         return Comparison(False, f"{what} at {w['index']}: expected {w['expected']:.9g}, got {w['got']:.9g}, "
                                  f"limit {w['limit']:.3g}; {int(over.sum())} of {ref.size} elements off",
                           metrics)

@@ -115,8 +115,7 @@ class CaseItem(pytest.Item):
         self.case = case
         self.backend = backend
         self.add_marker(pytest.mark.xdist_group(case.id))
-        for tag in case.tags:
-            self.keywords[tag] = True  # lets -k select by tag
+        self.extra_keyword_matches.update(case.tags)  # lets -k select by tag
 
     def runtest(self) -> None:
         use_tensorflow = self.config.getoption("reference") == "tensorflow"

@@ -106,5 +106,8 @@ def terminal_summary(results: Sequence[Result], run: dict[str, Any]) -> list[str
         lines.append(f"    {result.reproducer}")
     if len(failures) > MAX_LISTED_FAILURES:
         lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more failures in results.json")
-    lines.append("CONFORMS" if summary["conforms"] else f"DOES NOT CONFORM: {len(failures)} failing results")
+    if not results:
+        lines.append("NO CASES RAN: nothing to conform")
+    else:
+        lines.append("CONFORMS" if summary["conforms"] else f"DOES NOT CONFORM: {len(failures)} failing results")
     return lines

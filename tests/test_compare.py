@@ -88,6 +88,7 @@ def test_exact_mode_requires_bitwise_equality():
     off = np.array([3.0, -5.0000005], dtype=np.float32)
     verdict = compare(off, oracle, oracle, bound, tolerance(exact=True), 1, F32)
     assert not verdict.passed and verdict.metrics["max_error_in_limits"] == float("inf")
+    assert "not bitwise exact" in verdict.reason
 
 
 def test_small_systematic_bias_is_caught_by_statistics():
