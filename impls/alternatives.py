@@ -88,19 +88,8 @@ def _prepare(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: 
     nhwc = x if data_format == "NHWC" else x.transpose(0, 2, 3, 1)
     _, h, w, _ = nhwc.shape
     kh, kw = dw.shape[:2]
-    eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
-    if isinstance(padding, str) and padding in ("SAME", "VALID"):
-        if padding == "SAME":
-            (top, bottom), (left, right) = _nb._same_split(h, eff_h, sh), _nb._same_split(w, eff_w, sw)
-        else:
-            top = bottom = left = right = 0
-    else:
-        top, bottom, left, right = _nb._explicit_padding(padding, data_format)
-    out_h = (h + top + bottom - eff_h) // sh + 1
-    out_w = (w + left + right - eff_w) // sw + 1
-    if out_h < 1 or out_w < 1:
-        _nb._fail(f"output size would be {out_h}x{out_w}: the dilated kernel ({eff_h}x{eff_w}) does not "
-                  f"fit in the padded input ({h + top + bottom}x{w + left + right})")
+    top, bottom, left, right, out_h, out_w = _nb._padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding,
+                                                                    data_format)
     return _Call(nhwc, dw, pw, data_format, (sh, sw), (rh, rw), (top, bottom, left, right), out_h, out_w)
 
 

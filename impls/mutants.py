@@ -63,20 +63,10 @@ def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Seq
     kh, kw, _, m = dw.shape
     if bug == "kernel_transposed":  # the filter buffer indexed [kw, kh] instead of [kh, kw]
         dw = np.ascontiguousarray(dw).reshape(kw, kh, c, m).transpose(1, 0, 2, 3)
-    eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
-    if isinstance(padding, str) and padding in ("SAME", "VALID"):
-        if padding == "SAME":
-            (top, bottom), (left, right) = _nb._same_split(h, eff_h, sh), _nb._same_split(w, eff_w, sw)
-            if bug == "same_split_before":
-                top, bottom, left, right = bottom, top, right, left
-        else:
-            top = bottom = left = right = 0
-    else:
-        top, bottom, left, right = _nb._explicit_padding(padding, data_format)
-    out_h = (h + top + bottom - eff_h) // sh + 1
-    out_w = (w + left + right - eff_w) // sw + 1
-    if out_h < 1 or out_w < 1:
-        _nb._fail(f"output size would be {out_h}x{out_w}")
+    top, bottom, left, right, out_h, out_w = _nb._padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding,
+                                                                    data_format)
+    if bug == "same_split_before" and isinstance(padding, str) and padding == "SAME":  # the odd pixel goes before, not after
+        top, bottom, left, right = bottom, top, right, left
     if bug == "extra_row":  # output height rounded up: one more row, read from extra zero padding
         out_h += 1
         bottom += sh

@@ -49,6 +49,26 @@ def _same_split(size: int, effective_kernel: int, stride: int) -> tuple[int, int
     return total // 2, total - total // 2
 
 
+def _padding_and_output(h: int, w: int, kh: int, kw: int, sh: int, sw: int, rh: int, rw: int, padding: Any,
+                        data_format: str) -> tuple[int, int, int, int, int, int]:
+    """(top, bottom, left, right, out_h, out_w) for the padding argument; raises where the dilated kernel
+    does not fit in the padded input."""
+    eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
+    named = padding if isinstance(padding, str) else None  # explicit padding may be a list or an array
+    if named == "SAME":
+        (top, bottom), (left, right) = _same_split(h, eff_h, sh), _same_split(w, eff_w, sw)
+    elif named == "VALID":
+        top = bottom = left = right = 0
+    else:
+        top, bottom, left, right = _explicit_padding(padding, data_format)
+    out_h = (h + top + bottom - eff_h) // sh + 1
+    out_w = (w + left + right - eff_w) // sw + 1
+    if out_h < 1 or out_w < 1:
+        _fail(f"output size would be {out_h}x{out_w}: the dilated kernel ({eff_h}x{eff_w}) does not fit "
+              f"in the padded input ({h + top + bottom}x{w + left + right})")
+    return top, bottom, left, right, out_h, out_w
+
+
 def _check(x: np.ndarray, dw: np.ndarray, pw: np.ndarray, strides: Sequence[int], data_format: str,
            dilations: Sequence[int]) -> tuple[int, int, int, int]:
     """Validate the arguments; returns (sh, sw, rh, rw)."""
@@ -95,19 +115,7 @@ def separable_conv2d(input: Any, depthwise_filter: Any, pointwise_filter: Any, s
     nhwc = x if data_format == "NHWC" else x.transpose(0, 2, 3, 1)
     n, h, w, c = nhwc.shape
     kh, kw, _, m = dw.shape
-    eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
-    if isinstance(padding, str) and padding in ("SAME", "VALID"):
-        if padding == "SAME":
-            (top, bottom), (left, right) = _same_split(h, eff_h, sh), _same_split(w, eff_w, sw)
-        else:
-            top = bottom = left = right = 0
-    else:
-        top, bottom, left, right = _explicit_padding(padding, data_format)
-    out_h = (h + top + bottom - eff_h) // sh + 1
-    out_w = (w + left + right - eff_w) // sw + 1
-    if out_h < 1 or out_w < 1:
-        _fail(f"output size would be {out_h}x{out_w}: the dilated kernel ({eff_h}x{eff_w}) does not fit "
-              f"in the padded input ({h + top + bottom}x{w + left + right})")
+    top, bottom, left, right, out_h, out_w = _padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding, data_format)
 
     padded = np.zeros((n, h + top + bottom, w + left + right, c), dtype=compute)
     padded[:, top:top + h, left:left + w, :] = nhwc
