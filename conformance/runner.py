@@ -19,6 +19,10 @@ from conformance.result import Result
 from conformance.tolerance import Tolerance
 
 
+# What a backend may raise without ending the run: a sys.exit() inside a backend is its failure, not ours.
+BACKEND_EXCEPTIONS = (Exception, SystemExit)
+
+
 def reproducer(case: Case, backend: str) -> str:
     return shlex.join(["sepconv-conformance", "run", "--cases", case.origin.file, "--backend", backend,
                        "--id", case.id])
@@ -41,7 +45,7 @@ def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
 def _judge_error_case(case: Case, backend: Backend, inputs: Inputs) -> tuple[str, str]:
     try:
         output = _call(backend, case, inputs)
-    except Exception as error:  # noqa: BLE001 - rejecting is what this case expects
+    except BACKEND_EXCEPTIONS as error:  # rejecting is what this case expects
         message = f"{type(error).__name__}: {error}"
         if case.error_pattern and not re.search(case.error_pattern, message):
             return "fail", f"raised, but the message does not match /{case.error_pattern}/: {message}"
@@ -62,7 +66,7 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True) -> Resul
         return Result(status=status, message=message, duration_s=time.perf_counter() - start, **common)
     try:
         output = _call(backend, case, inputs)
-    except Exception as error:  # noqa: BLE001 - a backend that raises on valid input is a finding
+    except BACKEND_EXCEPTIONS as error:  # a backend that raises on valid input is a finding
         return Result(status="error", message=f"raised on valid input: {type(error).__name__}: {error}",
                       metrics=dict(reference.metrics), duration_s=time.perf_counter() - start, **common)
     if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):

@@ -81,3 +81,4 @@ def test_oracle_only_mode_does_not_touch_tensorflow(monkeypatch):
     monkeypatch.setattr(reference_module, "run_tensorflow", lambda *a: pytest.fail("TensorFlow called"))
     result = run_case(CASE, resolve_backend("numpy"), use_tensorflow=False)
     assert (result.status, result.reference, result.reference_status) == ("pass", "oracle", "not_run")
+
