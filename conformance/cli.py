@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), e.g. 2 or auto")
     run.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                      help="what backends are judged against (default: TensorFlow, checked by the oracle)")
+    run.add_argument("--shard", metavar="K/N", help="run only shard K of N (deterministic by case id)")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
@@ -81,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         pytest_args += ["-k", args.keyword]
     if args.workers:
         pytest_args += ["-n", args.workers, "--dist", "loadgroup"]
+    if args.shard:
+        pytest_args += ["--shard", args.shard]
     if args.exitfirst:
         pytest_args.append("-x")
     if args.quiet:

@@ -8,6 +8,7 @@ Each item's `Result` travels to the controller as a user property (xdist ships t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -27,6 +28,25 @@ from conformance.runner import run_case
 RESULT_PROPERTY = "sepconv_result"
 CASE_SUFFIXES = (".yaml", ".yml")
 BACKENDS = pytest.StashKey[list["Backend"]]()
+SHARD = pytest.StashKey["tuple[int, int] | None"]()
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N) with 1 <= K <= N; raises pytest.UsageError otherwise."""
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise pytest.UsageError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(k), int(n)
+
+
+def in_shard(case_id: str, shard: tuple[int, int] | None) -> bool:
+    """Stable across machines, Python versions and bank edits: depends on the id alone."""
+    if shard is None:
+        return True
+    k, n = shard
+    return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big") % n == k - 1
 
 
 def default_bank() -> Path:
@@ -47,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                     help="tensorflow (default): TensorFlow checked against the float64 oracle; "
                          "oracle: the float64 oracle alone, for machines without TensorFlow")
+    group.addoption("--shard", default=None, metavar="K/N",
+                    help="run only shard K of N (1-based): a deterministic split by case id, the same on "
+                         "every machine")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write results.json (and junit.xml unless --junitxml is given) here")
 
@@ -71,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
         load_cases(_case_paths(config.args))
     except CaseFileError as error:
         raise pytest.UsageError(f"invalid case file(s):\n{error}") from None
+    config.stash[SHARD] = parse_shard(config.getoption("shard"))
     report_dir = config.getoption("report_dir")
     if report_dir and not config.option.xmlpath:
         config.option.xmlpath = str(Path(report_dir) / "junit.xml")
@@ -95,7 +119,7 @@ class CaseFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         wanted = set(self.config.getoption("case_ids"))
         for case in load_file(self.path):
-            if wanted and case.id not in wanted:
+            if (wanted and case.id not in wanted) or not in_shard(case.id, self.config.stash[SHARD]):
                 continue
             for backend in self.config.stash[BACKENDS]:
                 yield CaseItem.from_parent(self, name=f"{case.id}[{backend.name}]", case=case, backend=backend)
@@ -136,20 +160,29 @@ class CaseItem(pytest.Item):
 
 
 class ResultSink:
-    """Collects results on the controller; writes results.json and the terminal summary at the end."""
+    """Collects results on the controller: appends each to the journal (DIR/results.jsonl, flushed per
+    result, so a killed run keeps what it computed), then writes results.json and the terminal summary."""
 
     def __init__(self, config: pytest.Config, report_dir: str | None):
         self.config = config
         self.report_dir = Path(report_dir) if report_dir else None
         self.results: list[Result] = []
         self.started = time.time()
+        self.journal = None
+        if self.report_dir is not None:
+            self.report_dir.mkdir(parents=True, exist_ok=True)
+            self.journal = open(self.report_dir / "results.jsonl", "w", encoding="utf-8")  # noqa: SIM115
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":  # every phase's report carries the item's properties
             return
         for name, value in report.user_properties:
             if name == RESULT_PROPERTY:
-                self.results.append(Result.from_dict(json.loads(value)))
+                result = Result.from_dict(json.loads(value))
+                self.results.append(result)
+                if self.journal is not None:
+                    self.journal.write(json.dumps(reports.json_safe(result.to_dict())) + "\n")
+                    self.journal.flush()
 
     def run_info(self) -> dict[str, Any]:
         return {"backends": [b.name for b in self.config.stash[BACKENDS]],
@@ -159,6 +192,8 @@ class ResultSink:
                 "started": self.started, "duration_s": time.time() - self.started}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.journal is not None:
+            self.journal.close()
         if self.report_dir is not None:
             reports.write_results_json(self.report_dir / "results.json", self.results, self.run_info())
 

@@ -53,14 +53,14 @@ def summarize(results: Sequence[Result]) -> dict[str, Any]:
             "reference_health": reference_health(results)}
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN or Infinity: such floats are written as the strings "nan", "inf", "-inf"."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -69,7 +69,7 @@ def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any
     ordered = sorted(results, key=lambda r: (r.case, r.backend))
     document = {"format_version": RESULTS_FORMAT_VERSION, "environment": environment(), "run": run,
                 "summary": summarize(ordered), "results": [r.to_dict() for r in ordered]}
-    document = _json_safe(document)
+    document = json_safe(document)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(document, indent=1, allow_nan=False, default=str) + "\n", encoding="utf-8")

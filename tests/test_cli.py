@@ -52,6 +52,8 @@ def test_run_passes_and_writes_reports(small, tmp_path):
         assert key in record
     assert {"max_abs_error", "max_rel_error", "max_error_in_limits", "worst_index",
             "tf_max_error_in_limits"} <= set(record["metrics"])
+    journal = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["case"] for line in journal) == [r["case"] for r in document["results"]]
     suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
     assert suite.find("testsuite").get("tests") == "2"
 
@@ -110,3 +112,26 @@ def test_plugin_is_inert_without_backend(small, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
                           cwd=small.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 5  # a YAML file is not a test unless --backend asks for it
+
+
+def test_shards_partition_the_bank_deterministically(tmp_path):
+    from conformance.loader import load_cases
+    from conformance.plugin import in_shard
+    from tests.conftest import BANK
+
+    ids = [c.id for c in load_cases([BANK])]
+    shards = [[i for i in ids if in_shard(i, (k, 3))] for k in (1, 2, 3)]
+    assert sorted(sum(shards, [])) == sorted(ids)  # every case in exactly one shard
+    assert all(len(s) > len(ids) / 6 for s in shards)  # and roughly balanced
+    assert shards[0] == [i for i in ids if in_shard(i, (1, 3))]
+
+
+def test_shard_option_runs_one_shard_and_rejects_bad_values(small, tmp_path):
+    counts = []
+    for k in (1, 2):
+        done = cli("run", "--cases", str(small), "--shard", f"{k}/2", "--out", f"out{k}", cwd=tmp_path)
+        assert done.returncode in (0, 2), done.stdout + done.stderr  # 2: this shard holds no case
+        counts.append(json.loads((tmp_path / f"out{k}" / "results.json").read_text())["summary"]["total"])
+    assert sum(counts) == 2
+    done = cli("run", "--cases", str(small), "--shard", "3/2", "--out", "bad", cwd=tmp_path)
+    assert done.returncode == 2 and "expected K/N" in done.stderr + done.stdout
