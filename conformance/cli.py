@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                      help="what backends are judged against (default: TensorFlow, checked by the oracle)")
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N (deterministic by case id)")
+    run.add_argument("--resume", action="store_true",
+                     help="keep the results in OUT/results.jsonl (e.g. of a killed run) and run only the rest")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
@@ -84,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         pytest_args += ["-n", args.workers, "--dist", "loadgroup"]
     if args.shard:
         pytest_args += ["--shard", args.shard]
+    if args.resume:
+        pytest_args.append("--resume")
     if args.exitfirst:
         pytest_args.append("-x")
     if args.quiet:

@@ -29,6 +29,21 @@ RESULT_PROPERTY = "sepconv_result"
 CASE_SUFFIXES = (".yaml", ".yml")
 BACKENDS = pytest.StashKey[list["Backend"]]()
 SHARD = pytest.StashKey["tuple[int, int] | None"]()
+DONE = pytest.StashKey["set[tuple[str, str]]"]()
+JOURNAL = "results.jsonl"
+
+
+def read_journal(path: Path) -> list[Result]:
+    """Results already journaled; a last line cut short by a kill is ignored (that case runs again)."""
+    if not path.is_file():
+        return []
+    results = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            results.append(Result.from_dict(json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return results
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -70,6 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run only shard K of N (1-based): a deterministic split by case id, the same on "
                          "every machine")
+    group.addoption("--resume", action="store_true",
+                    help="keep the results already in DIR/results.jsonl and run only the missing ones")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write results.json (and junit.xml unless --junitxml is given) here")
 
@@ -96,11 +113,15 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"invalid case file(s):\n{error}") from None
     config.stash[SHARD] = parse_shard(config.getoption("shard"))
     report_dir = config.getoption("report_dir")
+    if config.getoption("resume") and not report_dir:
+        raise pytest.UsageError("--resume needs --report-dir (the folder holding results.jsonl)")
+    journaled = read_journal(Path(report_dir) / JOURNAL) if config.getoption("resume") else []
+    config.stash[DONE] = {(r.case, r.backend) for r in journaled}
     if report_dir and not config.option.xmlpath:
         config.option.xmlpath = str(Path(report_dir) / "junit.xml")
     config.stash[BACKENDS] = backends
     if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
-        config.pluginmanager.register(ResultSink(config, report_dir), "sepconv-result-sink")
+        config.pluginmanager.register(ResultSink(config, report_dir, journaled), "sepconv-result-sink")
 
 
 def _case_paths(args: list[str]) -> list[str]:
@@ -122,6 +143,8 @@ class CaseFile(pytest.File):
             if (wanted and case.id not in wanted) or not in_shard(case.id, self.config.stash[SHARD]):
                 continue
             for backend in self.config.stash[BACKENDS]:
+                if (case.id, backend.name) in self.config.stash[DONE]:
+                    continue  # resumed: its result is already in the journal
                 yield CaseItem.from_parent(self, name=f"{case.id}[{backend.name}]", case=case, backend=backend)
 
 
@@ -163,7 +186,7 @@ class ResultSink:
     """Collects results on the controller: appends each to the journal (DIR/results.jsonl, flushed per
     result, so a killed run keeps what it computed), then writes results.json and the terminal summary."""
 
-    def __init__(self, config: pytest.Config, report_dir: str | None):
+    def __init__(self, config: pytest.Config, report_dir: str | None, resumed: list[Result]):
         self.config = config
         self.report_dir = Path(report_dir) if report_dir else None
         self.results: list[Result] = []
@@ -171,18 +194,24 @@ class ResultSink:
         self.journal = None
         if self.report_dir is not None:
             self.report_dir.mkdir(parents=True, exist_ok=True)
-            self.journal = open(self.report_dir / "results.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            # Rewritten, not appended: drops a line a kill cut short, and the results of a previous run
+            # unless resumed.
+            self.journal = open(self.report_dir / JOURNAL, "w", encoding="utf-8")  # noqa: SIM115
+        for result in resumed:
+            self.record(result)
+
+    def record(self, result: Result) -> None:
+        self.results.append(result)
+        if self.journal is not None:
+            self.journal.write(json.dumps(reports.json_safe(result.to_dict())) + "\n")
+            self.journal.flush()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":  # every phase's report carries the item's properties
             return
         for name, value in report.user_properties:
             if name == RESULT_PROPERTY:
-                result = Result.from_dict(json.loads(value))
-                self.results.append(result)
-                if self.journal is not None:
-                    self.journal.write(json.dumps(reports.json_safe(result.to_dict())) + "\n")
-                    self.journal.flush()
+                self.record(Result.from_dict(json.loads(value)))
 
     def run_info(self) -> dict[str, Any]:
         return {"backends": [b.name for b in self.config.stash[BACKENDS]],
@@ -194,6 +223,11 @@ class ResultSink:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.journal is not None:
             self.journal.close()
+        # Resumed results count too: a resumed failure keeps the gate red, and a run with nothing left
+        # to do is judged by what the journal holds rather than as "no tests collected".
+        if self.results and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            conforms = not any(r.status in FAILING_STATUSES for r in self.results)
+            session.exitstatus = pytest.ExitCode.OK if conforms else pytest.ExitCode.TESTS_FAILED
         if self.report_dir is not None:
             reports.write_results_json(self.report_dir / "results.json", self.results, self.run_info())
 

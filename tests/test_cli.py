@@ -135,3 +135,51 @@ def test_shard_option_runs_one_shard_and_rejects_bad_values(small, tmp_path):
     assert sum(counts) == 2
     done = cli("run", "--cases", str(small), "--shard", "3/2", "--out", "bad", cwd=tmp_path)
     assert done.returncode == 2 and "expected K/N" in done.stderr + done.stdout
+
+
+KILLED_MIDWAY = '''
+import os, signal
+from pathlib import Path
+from impls.numpy_backend import separable_conv2d
+
+CALLS = Path(__file__).with_name("calls")
+
+def dies_once(*args, **kwargs):
+    calls = int(CALLS.read_text()) if CALLS.exists() else 0
+    CALLS.write_text(str(calls + 1))
+    if calls == 2 and not Path(__file__).with_name("survived").exists():
+        Path(__file__).with_name("survived").write_text("")
+        os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` on the run, mid-way
+    return separable_conv2d(*args, **kwargs)
+'''
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_a_case(tmp_path):
+    from conformance.loader import load_cases
+    from tests.conftest import BANK
+
+    (tmp_path / "backend.py").write_text(KILLED_MIDWAY)
+    args = ["run", "--cases", str(BANK / "geometry.yaml"), "--backend", "backend.py:dies_once", "-k", "edge",
+            "--out", "out"]
+    first = cli(*args, cwd=tmp_path)
+    assert first.returncode == -9, first.stdout + first.stderr
+    journal = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(journal) == 2  # the two results before the kill were kept
+    second = cli(*args, "--resume", cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    ids = [r["case"] for r in records]
+    assert len(ids) == len(set(ids)) and set(json.loads(line)["case"] for line in journal) < set(ids)
+    selected = {c.id for c in load_cases([BANK / "geometry.yaml"]) if "edge" in c.tags or "edge" in c.id}
+    assert set(ids) == selected and len(ids) > 3
+    third = cli(*args, "--resume", cwd=tmp_path)  # nothing left to run: judged by the journal
+    assert third.returncode == 0, third.stdout + third.stderr
+
+
+def test_resumed_failures_keep_the_gate_red(small, tmp_path):
+    (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
+    args = ["run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--out", "out"]
+    assert cli(*args, cwd=tmp_path).returncode == 1
+    again = cli(*args, "--resume", cwd=tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["total"] == 2
