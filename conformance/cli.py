@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                      help="what backends are judged against (default: TensorFlow, checked by the oracle)")
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N (deterministic by case id)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="per-case limit on a backend call; a hang is recorded as `timeout` and the run goes on")
+    run.add_argument("--no-isolate", action="store_true",
+                     help="call backends in the harness's process (a crash then ends the run)")
     run.add_argument("--resume", action="store_true",
                      help="keep the results in OUT/results.jsonl (e.g. of a killed run) and run only the rest")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
@@ -88,6 +92,10 @@ def _run(args: argparse.Namespace) -> int:
         pytest_args += ["--shard", args.shard]
     if args.resume:
         pytest_args.append("--resume")
+    if args.timeout is not None:
+        pytest_args += ["--case-timeout", str(args.timeout)]
+    if args.no_isolate:
+        pytest_args.append("--no-isolate")
     if args.exitfirst:
         pytest_args.append("-x")
     if args.quiet:

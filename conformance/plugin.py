@@ -20,6 +20,7 @@ import pytest
 from conformance import reports
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
+from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
 from conformance.reference import tensorflow_missing
 from conformance.result import FAILING_STATUSES, Result
@@ -85,6 +86,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run only shard K of N (1-based): a deterministic split by case id, the same on "
                          "every machine")
+    group.addoption("--case-timeout", type=float, default=None, metavar="SECONDS",
+                    help="per-case limit on a backend call: a hang is recorded as `timeout`")
+    group.addoption("--no-isolate", action="store_false", dest="isolate",
+                    help="call backends in the test process (faster to debug; a crash ends the run)")
     group.addoption("--resume", action="store_true",
                     help="keep the results already in DIR/results.jsonl and run only the missing ones")
     group.addoption("--report-dir", default=None, metavar="DIR",
@@ -101,6 +106,11 @@ def pytest_configure(config: pytest.Config) -> None:
         backends = [resolve_backend(spec) for spec in dict.fromkeys(specs)]
     except BackendError as error:
         raise pytest.UsageError(str(error)) from None
+    timeout = config.getoption("case_timeout")
+    if config.getoption("isolate"):  # each backend in its own process: crashes and hangs become results
+        backends = [Backend(b.name, IsolatedBackend(b.name, timeout), b.version) for b in backends]
+    elif timeout is not None:
+        raise pytest.UsageError("--case-timeout needs isolated backends (drop --no-isolate)")
     if config.getoption("reference") == "tensorflow" and (reason := tensorflow_missing()):
         raise pytest.UsageError(reason)
     if config.getoption("cases"):

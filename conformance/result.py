@@ -6,15 +6,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("pass", "fail", "error", "skip")
-FAILING_STATUSES = ("fail", "error")
+STATUSES = ("pass", "fail", "error", "crash", "timeout", "skip")
+FAILING_STATUSES = ("fail", "error", "crash", "timeout")
 
 
 @dataclass(frozen=True)
 class Result:
     case: str  # the case id
     backend: str
-    status: str  # one of STATUSES
+    status: str  # one of STATUSES; crash: the backend's process died; timeout: it did not answer in time
     message: str = ""
     expect: str = "result"  # "result" or "error"
     reference: str = ""  # what the backend was compared with: tensorflow, oracle or contract

@@ -14,6 +14,7 @@ from conformance.backends import Backend
 from conformance.case import Case
 from conformance.compare import compare
 from conformance.data import Inputs, materialize, numpy_dtype
+from conformance.isolation import BackendCrash, BackendTimeout
 from conformance.reference import Reference, build_reference
 from conformance.result import Result
 from conformance.tolerance import Tolerance
@@ -42,11 +43,13 @@ def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
                       dilations=list(case.rates))
 
 
-def _judge_error_case(case: Case, backend: Backend, inputs: Inputs) -> tuple[str, str]:
-    try:
-        output = _call(backend, case, inputs)
-    except BACKEND_EXCEPTIONS as error:  # rejecting is what this case expects
-        message = f"{type(error).__name__}: {error}"
+def _describe(error: BaseException) -> str:
+    return f"{getattr(error, 'type_name', type(error).__name__)}: {error}"
+
+
+def _judge_error_case(case: Case, output: object, raised: BaseException | None) -> tuple[str, str]:
+    if raised is not None:  # rejecting is what this case expects
+        message = _describe(raised)
         if case.error_pattern and not re.search(case.error_pattern, message):
             return "fail", f"raised, but the message does not match /{case.error_pattern}/: {message}"
         return "pass", f"rejected: {message}"
@@ -61,13 +64,21 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True) -> Resul
                   reference=reference.source, reference_status=reference.status,
                   reference_detail=reference.detail, parameters=case.parameters(),
                   reproducer=reproducer(case, backend.name))
-    if case.expect_error:
-        status, message = _judge_error_case(case, backend, inputs)
-        return Result(status=status, message=message, duration_s=time.perf_counter() - start, **common)
+    output: object = None
     try:
         output = _call(backend, case, inputs)
-    except BACKEND_EXCEPTIONS as error:  # a backend that raises on valid input is a finding
-        return Result(status="error", message=f"raised on valid input: {type(error).__name__}: {error}",
+        raised: BaseException | None = None
+    except BackendCrash as error:  # a crash or a hang is never a pass, not even for an error case
+        return Result(status="crash", message=str(error), duration_s=time.perf_counter() - start, **common)
+    except BackendTimeout as error:
+        return Result(status="timeout", message=str(error), duration_s=time.perf_counter() - start, **common)
+    except BACKEND_EXCEPTIONS as error:
+        raised = error
+    if case.expect_error:
+        status, message = _judge_error_case(case, output, raised)
+        return Result(status=status, message=message, duration_s=time.perf_counter() - start, **common)
+    if raised is not None:  # a backend that raises on valid input is a finding
+        return Result(status="error", message=f"raised on valid input: {_describe(raised)}",
                       metrics=dict(reference.metrics), duration_s=time.perf_counter() - start, **common)
     if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):
         try:  # array-likes (a TensorFlow tensor, say) are fine

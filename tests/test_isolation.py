@@ -1,0 +1,122 @@
+"""Crashes and hangs are results, not the end of the run: real misbehaving backends, with and without -n."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BANK
+from tests.test_cli import cli
+
+MISBEHAVING = '''
+import ctypes, os, time, zlib
+import numpy as np
+from impls.numpy_backend import separable_conv2d as correct
+
+def _crashes_here(input):  # about 10% of the cases, decided by the data alone
+    return zlib.crc32(np.ascontiguousarray(input).tobytes()) % 10 == 0
+
+def aborts_on_some(input, *args, **kwargs):
+    if _crashes_here(input):
+        os.abort()
+    return correct(input, *args, **kwargs)
+
+def null_deref(input, *args, **kwargs):
+    return ctypes.string_at(0)
+
+def hangs(input, *args, **kwargs):
+    time.sleep(3600)
+
+def exits(input, *args, **kwargs):
+    os._exit(7)
+
+def wrong_shape(*args, **kwargs):
+    return correct(*args, **kwargs)[:, :-1]
+
+def nans(*args, **kwargs):
+    out = correct(*args, **kwargs)
+    out[...] = np.nan
+    return out
+
+def wrong_dtype(*args, **kwargs):
+    return correct(*args, **kwargs).astype(np.float64)
+
+def not_an_array(*args, **kwargs):
+    return "an answer"
+
+def raises(*args, **kwargs):
+    raise RuntimeError("device lost")
+'''
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, small: Path) -> Path:
+    (tmp_path / "misbehaving.py").write_text(MISBEHAVING)
+    return tmp_path
+
+
+@pytest.fixture
+def small(case_file) -> Path:
+    from tests.conftest import SMALL_CASE
+    return case_file(SMALL_CASE + """
+  - input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+    strides: [2, 2]
+    rates: [2, 2]
+    expect: error
+""")
+
+
+def statuses(out: Path) -> dict[str, tuple[str, str]]:
+    records = json.loads((out / "results.json").read_text())["results"]
+    return {r["case"]: (r["status"], r["message"]) for r in records}
+
+
+@pytest.mark.parametrize("function, status, message", [
+    ("null_deref", "crash", "killed by signal SIGSEGV"),
+    ("exits", "crash", "exited with code 7"),
+    ("wrong_shape", "fail", "shape"),
+    ("nans", "fail", "non-finite mismatch"),
+    ("wrong_dtype", "fail", "dtype float64"),
+    ("not_an_array", "error", "not an array"),
+    ("raises", "error", "RuntimeError: device lost"),
+])
+def test_misbehaviour_is_recorded_and_the_run_goes_on(workdir, small, function, status, message):
+    done = cli("run", "--cases", str(small), "--backend", f"misbehaving.py:{function}", "--out", "out",
+               cwd=workdir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    found = statuses(workdir / "out")
+    valid = next(v for k, v in found.items() if "r2x2" not in k)
+    assert valid[0] == status and message in valid[1], valid
+    assert len(found) == 2  # the other case has its result too
+
+
+def test_a_hang_is_a_timeout(workdir, small):
+    start = time.monotonic()
+    done = cli("run", "--cases", str(small), "--backend", "misbehaving.py:hangs", "--timeout", "2", "--out", "out",
+               cwd=workdir)
+    assert done.returncode == 1
+    assert {s for s, _ in statuses(workdir / "out").values()} == {"timeout"}
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]])
+def test_crashes_on_ten_percent_of_cases_leave_every_other_result_intact(workdir, workers):
+    geometry = BANK / "geometry.yaml"
+    done = cli("run", "--cases", str(geometry), "--backend", "misbehaving.py:aborts_on_some", "--out", "out",
+               *workers, cwd=workdir)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    found = statuses(workdir / "out")
+    listed = cli("list", "--cases", str(geometry), cwd=workdir).stdout.splitlines()
+    assert len(found) == len(listed)  # every case has a result
+    counts = Counter(status for status, _ in found.values())
+    assert counts["crash"] >= len(found) // 20 and counts["crash"] <= len(found) // 5
+    assert counts["pass"] == len(found) - counts["crash"]
+    assert all("SIGABRT" in message for status, message in found.values() if status == "crash")
