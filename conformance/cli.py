@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from conformance import __version__
 from conformance.backends import BackendError, resolve_backend
 from conformance.loader import CaseFileError, load_cases
+from conformance.merge import MergeError, merge_runs
 from conformance.plugin import default_bank
 from conformance.reference import tensorflow_missing
 
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
+
+    merge = commands.add_parser("merge", help="combine the results of shard runs into one set of reports")
+    merge.add_argument("folders", nargs="+", metavar="DIR", help="result folders of the shards")
+    merge.add_argument("--out", required=True, metavar="DIR", help="where the merged reports go")
 
     for name, text in (("list", "list the case ids in the case files"),
                        ("validate", "check case files and report every problem")):
@@ -108,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "merge":
+            summary = merge_runs([Path(f) for f in args.folders], Path(args.out))
+            print(f"merged {summary['total']} results from {len(args.folders)} folders into {args.out}: "
+                  + ("CONFORMS" if summary["conforms"] else "DOES NOT CONFORM"))
+            return EXIT_OK if summary["conforms"] else EXIT_NONCONFORMING
         cases = load_cases(args.cases or [str(default_bank())])
         if args.command == "list":
             for case in cases:
@@ -117,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except CaseFileError as error:
         return _fail(f"invalid case file(s):\n{error}")
-    except BackendError as error:
+    except (BackendError, MergeError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)

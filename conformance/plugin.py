@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conformance import reports
+from conformance import __version__, reports
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
 from conformance.isolation import IsolatedBackend
@@ -31,6 +31,13 @@ CASE_SUFFIXES = (".yaml", ".yml")
 BACKENDS = pytest.StashKey[list["Backend"]]()
 SHARD = pytest.StashKey["tuple[int, int] | None"]()
 DONE = pytest.StashKey["set[tuple[str, str]]"]()
+BANK_DIGEST = pytest.StashKey[str]()
+
+
+def bank_digest(cases: list[Case]) -> str:
+    """Identifies the whole bank a run drew from (before -k, --id and --shard): shards of one bank agree."""
+    text = "\n".join(sorted(json.dumps(c.parameters() | {"origin": None}, sort_keys=True) for c in cases))
+    return hashlib.sha256(text.encode()).hexdigest()
 JOURNAL = "results.jsonl"
 
 
@@ -118,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
     elif config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(default_bank())]
     try:  # validate every case file up front: a bad file is a usage error, not a half-run
-        load_cases(_case_paths(config.args))
+        config.stash[BANK_DIGEST] = bank_digest(load_cases(_case_paths(config.args)))
     except CaseFileError as error:
         raise pytest.UsageError(f"invalid case file(s):\n{error}") from None
     config.stash[SHARD] = parse_shard(config.getoption("shard"))
@@ -227,7 +234,8 @@ class ResultSink:
         return {"backends": [b.name for b in self.config.stash[BACKENDS]],
                 "backend_versions": {b.name: b.version for b in self.config.stash[BACKENDS]},
                 "reference": self.config.getoption("reference"),
-                "cases": [str(p) for p in self.config.args],
+                "cases": [str(p) for p in self.config.args], "bank_digest": self.config.stash[BANK_DIGEST],
+                "shard": self.config.getoption("shard"), "version": __version__,
                 "started": self.started, "duration_s": time.time() - self.started}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

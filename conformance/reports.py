@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,25 @@ def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(document, indent=1, allow_nan=False, default=str) + "\n", encoding="utf-8")
     os.replace(temporary, path)
+
+
+def write_junit(path: Path, results: Sequence[Result]) -> None:
+    """JUnit XML rendered from results (for merged shards; a single run's junit.xml comes from pytest)."""
+    suite = ET.Element("testsuite", name="sepconv-conformance", tests=str(len(results)),
+                       failures=str(sum(r.status in FAILING_STATUSES for r in results)),
+                       skipped=str(sum(r.status == "skip" for r in results)))
+    for result in sorted(results, key=lambda r: (r.case, r.backend)):
+        case = ET.SubElement(suite, "testcase", classname=result.backend, name=result.case,
+                             time=f"{result.duration_s:.3f}")
+        if result.status in FAILING_STATUSES:
+            ET.SubElement(case, "failure", message=f"{result.status}: {result.message}").text = \
+                describe_failure(result)
+        elif result.status == "skip":
+            ET.SubElement(case, "skipped", message=result.message)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tree = ET.ElementTree(ET.Element("testsuites"))
+    tree.getroot().append(suite)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
 def describe_failure(result: Result) -> str:

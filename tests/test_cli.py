@@ -183,3 +183,19 @@ def test_resumed_failures_keep_the_gate_red(small, tmp_path):
     again = cli(*args, "--resume", cwd=tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
     assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["total"] == 2
+
+
+def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(small, case_file, tmp_path):
+    for k in (1, 2):
+        cli("run", "--cases", str(small), "--shard", f"{k}/2", "--out", f"shard{k}", cwd=tmp_path)
+    done = cli("merge", "shard1", "shard2", "--out", "merged", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged["summary"]["total"] == 2 and merged["run"]["merged_from"] == ["shard1", "shard2"]
+    assert ET.parse(tmp_path / "merged" / "junit.xml").getroot().find("testsuite").get("tests") == "2"
+    overlapping = cli("merge", "shard1", "shard2", "merged", "--out", "again", cwd=tmp_path)
+    assert overlapping.returncode == 2 and "overlapping shards" in overlapping.stderr
+    other = case_file(SMALL_CASE.replace("[2, 1]", "[1, 1]"), "other.yaml")
+    cli("run", "--cases", str(other), "--out", "other", cwd=tmp_path)
+    mismatched = cli("merge", "shard1", "other", "--out", "bad", cwd=tmp_path)
+    assert mismatched.returncode == 2 and "differ in bank_digest" in mismatched.stderr
