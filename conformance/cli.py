@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from conformance import __version__
 from conformance.backends import BackendError, resolve_backend
+from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
 from conformance.plugin import default_bank
@@ -41,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
                      help="run only the case with this exact id (repeatable)")
     run.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), e.g. 2 or auto")
-    run.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
-                     help="what backends are judged against (default: TensorFlow, checked by the oracle)")
+    run.add_argument("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
+                     help="what backends are judged against (default: TensorFlow, checked by the oracle; "
+                          "golden: stored TensorFlow results, no TensorFlow needed)")
+    run.add_argument("--golden", metavar="DIR", help="golden references (with --reference golden)")
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N (deterministic by case id)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="per-case limit on a backend call; a hang is recorded as `timeout` and the run goes on")
@@ -53,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
+
+    golden = commands.add_parser("golden", help="golden references: TensorFlow's results, stored")
+    golden_commands = golden.add_subparsers(dest="golden_command", required=True)
+    build = golden_commands.add_parser("build", help="run TensorFlow once per case and store its results")
+    build.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
+    build.add_argument("--out", default="goldens", metavar="DIR", help="where entries go (default: goldens)")
 
     merge = commands.add_parser("merge", help="combine the results of shard runs into one set of reports")
     merge.add_argument("folders", nargs="+", metavar="DIR", help="result folders of the shards")
@@ -97,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
         pytest_args += ["--shard", args.shard]
     if args.resume:
         pytest_args.append("--resume")
+    if args.golden:
+        pytest_args += ["--golden", args.golden]
     if args.timeout is not None:
         pytest_args += ["--case-timeout", str(args.timeout)]
     if args.no_isolate:
@@ -113,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "golden":
+            if reason := tensorflow_missing():
+                return _fail(reason)
+            summary = build_goldens(load_cases(args.cases or [str(default_bank())]), Path(args.out))
+            print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
+                  + ", ".join(f"{n} {s}" for s, n in sorted(summary["reference_statuses"].items())))
+            return EXIT_OK
         if args.command == "merge":
             summary = merge_runs([Path(f) for f in args.folders], Path(args.out))
             print(f"merged {summary['total']} results from {len(args.folders)} folders into {args.out}: "

@@ -87,9 +87,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="case file or folder (repeatable; default: the bundled bank)")
     group.addoption("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
                     help="run only the case with this exact id (repeatable)")
-    group.addoption("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
-                    help="tensorflow (default): TensorFlow checked against the float64 oracle; "
-                         "oracle: the float64 oracle alone, for machines without TensorFlow")
+    group.addoption("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
+                    help="tensorflow (default): TensorFlow checked against the float64 oracle; golden: "
+                         "stored TensorFlow results (--golden DIR), no TensorFlow needed; oracle: the "
+                         "float64 oracle alone")
+    group.addoption("--golden", default=None, metavar="DIR",
+                    help="golden references made by `sepconv-conformance golden build`")
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run only shard K of N (1-based): a deterministic split by case id, the same on "
                          "every machine")
@@ -120,6 +123,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--case-timeout needs isolated backends (drop --no-isolate)")
     if config.getoption("reference") == "tensorflow" and (reason := tensorflow_missing()):
         raise pytest.UsageError(reason)
+    if config.getoption("reference") == "golden":
+        golden = config.getoption("golden")
+        if not golden or not Path(golden).is_dir():
+            raise pytest.UsageError(f"--reference golden needs --golden DIR, a folder of golden entries "
+                                    f"(got {golden!r})")
     if config.getoption("cases"):
         config.args = config.getoption("cases")
     elif config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -182,8 +190,9 @@ class CaseItem(pytest.Item):
         self.extra_keyword_matches.update(case.tags)  # lets -k select by tag
 
     def runtest(self) -> None:
-        use_tensorflow = self.config.getoption("reference") == "tensorflow"
-        result = run_case(self.case, self.backend, use_tensorflow)
+        reference = self.config.getoption("reference")
+        golden = self.config.getoption("golden") if reference == "golden" else None
+        result = run_case(self.case, self.backend, reference == "tensorflow", golden)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(result.to_dict())))
         if result.status in FAILING_STATUSES:
             raise CaseFailure(result)

@@ -14,6 +14,7 @@ from conformance.backends import Backend
 from conformance.case import Case
 from conformance.compare import compare
 from conformance.data import Inputs, materialize, numpy_dtype
+from conformance.golden import GoldenError, GoldenStore
 from conformance.isolation import BackendCrash, BackendTimeout
 from conformance.reference import Reference, build_reference
 from conformance.result import Result
@@ -30,9 +31,13 @@ def reproducer(case: Case, backend: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def prepare(case: Case, use_tensorflow: bool) -> tuple[Inputs, Reference]:
-    """Inputs and reference for a case, kept for the next backends of the same case."""
+def prepare(case: Case, use_tensorflow: bool = True, golden: str | None = None) -> tuple[Inputs, Reference]:
+    """Inputs and reference for a case, kept for the next backends of the same case. With `golden` (a
+    folder of golden entries) the reference is read from there and TensorFlow is never imported;
+    raises GoldenError when the entry is missing or bad."""
     inputs = materialize(case)
+    if golden is not None:
+        return inputs, GoldenStore(golden).read(case, inputs)
     return inputs, build_reference(case, inputs, use_tensorflow)
 
 
@@ -57,9 +62,15 @@ def _judge_error_case(case: Case, output: object, raised: BaseException | None) 
     return "fail", f"accepted input the contract forbids (returned {shape})"
 
 
-def run_case(case: Case, backend: Backend, use_tensorflow: bool = True) -> Result:
+def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None) -> Result:
     start = time.perf_counter()
-    inputs, reference = prepare(case, use_tensorflow)
+    try:
+        inputs, reference = prepare(case, use_tensorflow, golden)
+    except GoldenError as error:  # never a silent pass: this case cannot be judged
+        return Result(case=case.id, backend=backend.name, status="error", message=f"golden reference: {error}",
+                      expect="error" if case.expect_error else "result", reference="golden",
+                      parameters=case.parameters(), reproducer=reproducer(case, backend.name),
+                      duration_s=time.perf_counter() - start)
     common = dict(case=case.id, backend=backend.name, expect="error" if case.expect_error else "result",
                   reference=reference.source, reference_status=reference.status,
                   reference_detail=reference.detail, parameters=case.parameters(),
