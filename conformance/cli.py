@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from conformance import __version__
 from conformance.backends import BackendError, resolve_backend
+from conformance.export import export_pack
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
@@ -62,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     build = golden_commands.add_parser("build", help="run TensorFlow once per case and store its results")
     build.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
     build.add_argument("--out", default="goldens", metavar="DIR", help="where entries go (default: goldens)")
+
+    export = commands.add_parser("export", help="write the bank as a language-neutral vector pack "
+                                                "(manifest.json + .npy; see docs/vector-pack.md)")
+    export.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
+    export.add_argument("--out", required=True, metavar="DIR", help="where the pack goes")
+    export.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
+                        help="include TensorFlow's outputs (default) or only the oracle")
 
     merge = commands.add_parser("merge", help="combine the results of shard runs into one set of reports")
     merge.add_argument("folders", nargs="+", metavar="DIR", help="result folders of the shards")
@@ -131,6 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
                   + ", ".join(f"{n} {s}" for s, n in sorted(summary["reference_statuses"].items())))
             return EXIT_OK
+        if args.command == "export":
+            if args.reference == "tensorflow" and (reason := tensorflow_missing()):
+                return _fail(reason)
+            cases = load_cases(args.cases or [str(default_bank())])
+            written = export_pack(cases, Path(args.out), use_tensorflow=args.reference == "tensorflow")
+            print(f"exported {written['cases']} cases, {written['files']} files, {written['bytes']} bytes: "
+                  f"{written['manifest']}")
+            return EXIT_OK
         if args.command == "merge":
             summary = merge_runs([Path(f) for f in args.folders], Path(args.out))
             print(f"merged {summary['total']} results from {len(args.folders)} folders into {args.out}: "
@@ -145,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except CaseFileError as error:
         return _fail(f"invalid case file(s):\n{error}")
-    except (BackendError, MergeError) as error:
+    except (BackendError, MergeError, ValueError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)

@@ -199,3 +199,15 @@ def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(small,
     cli("run", "--cases", str(other), "--out", "other", cwd=tmp_path)
     mismatched = cli("merge", "shard1", "other", "--out", "bad", cwd=tmp_path)
     assert mismatched.returncode == 2 and "differ in bank_digest" in mismatched.stderr
+
+
+def test_export_writes_a_vector_pack(small, tmp_path):
+    done = cli("export", "--cases", str(small), "--out", "pack", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    assert len(manifest["cases"]) == 2
+    valid = next(e for e in manifest["cases"] if e["expect"] == "result")
+    assert {"input", "depthwise_filter", "pointwise_filter", "tensorflow", "oracle", "bound"} <= set(valid["files"])
+    for entry in manifest["cases"]:
+        for file in entry["files"].values():
+            assert (tmp_path / "pack" / file["path"]).is_file()
