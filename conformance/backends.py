@@ -1,6 +1,7 @@
 """Resolve a --backend spec to a callable with tf.nn.separable_conv2d's signature.
 
-Specs: a bundled name (`numpy`, `cupy`), `package.module:function`, or `path/to/file.py:function`.
+Specs: a bundled name (`numpy`, `cupy`), `package.module:function`, `path/to/file.py:function`, or
+`cmd:<command line>` (an external program, see conformance.external).
 Bundled backends are imported lazily, so a machine without CuPy still runs everything else. A backend
 that cannot be loaded is a BackendError with the reason (exit code 2), never a silently skipped run.
 """
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +52,30 @@ def _load_module(spec: str, module_part: str) -> Any:
     return importlib.import_module(module_part)
 
 
+def _external_backend(spec: str) -> Backend:
+    from conformance.external import ExternalCommand
+
+    try:
+        argv = shlex.split(spec[len("cmd:"):])
+    except ValueError as error:  # unbalanced quotes
+        raise BackendError(f"backend {spec!r}: cannot split the command line: {error}") from None
+    if not argv:
+        raise BackendError(f"backend {spec!r}: empty command (expected cmd:\"PROGRAM [ARGS...]\")")
+    program = argv[0]
+    if os.sep in program or (os.altsep and os.altsep in program):
+        if not Path(program).is_file():
+            raise BackendError(f"backend {spec!r}: no such file {program}")
+        if not os.access(program, os.X_OK):
+            raise BackendError(f"backend {spec!r}: {program} is not executable")
+    elif shutil.which(program) is None:
+        raise BackendError(f"backend {spec!r}: program {program!r} not found on PATH")
+    return Backend(spec, ExternalCommand(argv, name=spec))
+
+
 def resolve_backend(spec: str) -> Backend:
     """Import the backend named by `spec`; raises BackendError saying why it cannot run here."""
+    if spec.startswith("cmd:"):
+        return _external_backend(spec)
     target = BUNDLED.get(spec, spec)
     module_part, sep, attribute = target.rpartition(":")
     if not sep or not module_part or not attribute:

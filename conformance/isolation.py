@@ -55,6 +55,8 @@ def _serve(connection: Connection, spec: str, stderr_path: str) -> None:
             if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):
                 output = np.asarray(output)
             reply: tuple[Any, ...] = ("ok", output)
+        except (BackendCrash, BackendTimeout) as error:  # e.g. an external command that crashed in there
+            reply = ("crash" if isinstance(error, BackendCrash) else "timeout", str(error))
         except BaseException as error:  # noqa: BLE001 - everything the backend raises goes back to the harness
             reply = ("raised", type(error).__name__, str(error))
         try:
@@ -125,4 +127,8 @@ class IsolatedBackend:
                                + (f"; stderr ends with: {tail}" if tail else "")) from None
         if reply[0] == "raised":
             raise RemoteError(reply[1], reply[2])
+        if reply[0] == "crash":
+            raise BackendCrash(reply[1])
+        if reply[0] == "timeout":
+            raise BackendTimeout(reply[1])
         return reply[1]

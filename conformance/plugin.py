@@ -20,6 +20,7 @@ import pytest
 from conformance import __version__, reports
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
+from conformance.external import ExternalCommand
 from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
 from conformance.reference import tensorflow_missing
@@ -117,9 +118,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except BackendError as error:
         raise pytest.UsageError(str(error)) from None
     timeout = config.getoption("case_timeout")
+    for backend in backends:
+        if isinstance(backend.fn, ExternalCommand) and timeout is not None:
+            backend.fn.timeout = timeout  # its own process already: the per-case limit applies to it directly
     if config.getoption("isolate"):  # each backend in its own process: crashes and hangs become results
-        backends = [Backend(b.name, IsolatedBackend(b.name, timeout), b.version) for b in backends]
-    elif timeout is not None:
+        backends = [b if isinstance(b.fn, ExternalCommand) else Backend(b.name, IsolatedBackend(b.name, timeout),
+                                                                         b.version) for b in backends]
+    elif timeout is not None and not all(isinstance(b.fn, ExternalCommand) for b in backends):
         raise pytest.UsageError("--case-timeout needs isolated backends (drop --no-isolate)")
     if config.getoption("reference") == "tensorflow" and (reason := tensorflow_missing()):
         raise pytest.UsageError(reason)

@@ -138,7 +138,7 @@ def test_shard_option_runs_one_shard_and_rejects_bad_values(small, tmp_path):
 
 
 KILLED_MIDWAY = '''
-import os, signal
+import os, signal, time
 from pathlib import Path
 from impls.numpy_backend import separable_conv2d
 
@@ -149,7 +149,8 @@ def dies_once(*args, **kwargs):
     CALLS.write_text(str(calls + 1))
     if calls == 2 and not Path(__file__).with_name("survived").exists():
         Path(__file__).with_name("survived").write_text("")
-        os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` on the run, mid-way
+        os.kill(os.getppid(), signal.SIGKILL)  # `kill -9` on the run (this backend runs in its child)
+        time.sleep(10)
     return separable_conv2d(*args, **kwargs)
 '''
 

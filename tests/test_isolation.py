@@ -120,3 +120,16 @@ def test_crashes_on_ten_percent_of_cases_leave_every_other_result_intact(workdir
     assert counts["crash"] >= len(found) // 20 and counts["crash"] <= len(found) // 5
     assert counts["pass"] == len(found) - counts["crash"]
     assert all("SIGABRT" in message for status, message in found.values() if status == "crash")
+
+
+@pytest.mark.parametrize("behaviour, options, status", [
+    ("import os; os.abort()", [], "crash"),
+    ("import time; time.sleep(600)", ["--timeout", "2"], "timeout"),
+])
+def test_external_commands_that_crash_or_hang_never_pass_error_cases(workdir, small, behaviour, options, status):
+    import sys
+    (workdir / "command.py").write_text(behaviour + "\n")
+    done = cli("run", "--cases", str(small), "--backend", f"cmd:{sys.executable} command.py", "--out", "out",
+               *options, cwd=workdir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert [s for s, _ in statuses(workdir / "out").values()] == [status, status]
