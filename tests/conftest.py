@@ -28,3 +28,18 @@ def case_file(tmp_path: Path) -> Callable[..., Path]:
         path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
         return path
     return write
+
+
+@pytest.fixture
+def small(case_file: Callable[..., Path]) -> Path:
+    """SMALL_CASE plus a case the contract forbids (rate 2 with stride 2)."""
+    return case_file(SMALL_CASE + """
+  - input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+    strides: [2, 2]
+    rates: [2, 2]
+    expect: error
+""")

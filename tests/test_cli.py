@@ -27,20 +27,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
                           timeout=300, env=env)
 
 
-@pytest.fixture
-def small(case_file) -> Path:
-    return case_file(SMALL_CASE + """
-  - input: [1, 5, 5, 2]
-    kernel: [3, 3]
-    channel_multiplier: 1
-    out_channels: 2
-    padding: SAME
-    strides: [2, 2]
-    rates: [2, 2]
-    expect: error
-""")
-
-
 def test_run_passes_and_writes_reports(small, tmp_path):
     done = cli("run", "--cases", str(small), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

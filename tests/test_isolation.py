@@ -59,21 +59,6 @@ def workdir(tmp_path: Path, small: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def small(case_file) -> Path:
-    from tests.conftest import SMALL_CASE
-    return case_file(SMALL_CASE + """
-  - input: [1, 5, 5, 2]
-    kernel: [3, 3]
-    channel_multiplier: 1
-    out_channels: 2
-    padding: SAME
-    strides: [2, 2]
-    rates: [2, 2]
-    expect: error
-""")
-
-
 def statuses(out: Path) -> dict[str, tuple[str, str]]:
     records = json.loads((out / "results.json").read_text())["results"]
     return {r["case"]: (r["status"], r["message"]) for r in records}
