@@ -25,6 +25,7 @@ from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
 from conformance.reference import tensorflow_missing
 from conformance.result import FAILING_STATUSES, Result
+from conformance import runner
 from conformance.runner import run_case
 
 RESULT_PROPERTY = "sepconv_result"
@@ -121,6 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for backend in backends:
         if isinstance(backend.fn, ExternalCommand) and timeout is not None:
             backend.fn.timeout = timeout  # its own process already: the per-case limit applies to it directly
+    # TensorFlow too runs in a child process of its own, so that its aborting is one case's crash.
+    runner.isolate_reference(runner.REFERENCE_SPEC if config.getoption("isolate") else None)
     if config.getoption("isolate"):  # each backend in its own process: crashes and hangs become results
         backends = [b if isinstance(b.fn, ExternalCommand) else Backend(b.name, IsolatedBackend(b.name, timeout),
                                                                          b.version) for b in backends]

@@ -15,7 +15,7 @@ from conformance.case import Case
 from conformance.compare import compare
 from conformance.data import Inputs, materialize, numpy_dtype
 from conformance.golden import GoldenError, GoldenStore
-from conformance.isolation import BackendCrash, BackendTimeout
+from conformance.isolation import BackendCrash, BackendTimeout, IsolatedBackend
 from conformance.reference import Reference, build_reference
 from conformance.result import Result
 from conformance.tolerance import Tolerance
@@ -30,14 +30,30 @@ def reproducer(case: Case, backend: str) -> str:
                        "--id", case.id])
 
 
+REFERENCE_SPEC = "conformance.reference:build_reference"
+_reference_process: IsolatedBackend | None = None
+
+
+def isolate_reference(spec: str | None = REFERENCE_SPEC) -> None:
+    """Compute TensorFlow references in a child process (None: in this one), so that TensorFlow aborting
+    on one case is that case's `crash`, not the end of the run."""
+    global _reference_process
+    if _reference_process is not None:
+        _reference_process.close()
+    _reference_process = IsolatedBackend(spec) if spec else None
+    prepare.cache_clear()
+
+
 @lru_cache(maxsize=4)
 def prepare(case: Case, use_tensorflow: bool = True, golden: str | None = None) -> tuple[Inputs, Reference]:
     """Inputs and reference for a case, kept for the next backends of the same case. With `golden` (a
     folder of golden entries) the reference is read from there and TensorFlow is never imported;
-    raises GoldenError when the entry is missing or bad."""
+    raises GoldenError when the entry is missing or bad, BackendCrash when TensorFlow's process dies."""
     inputs = materialize(case)
     if golden is not None:
         return inputs, GoldenStore(golden).read(case, inputs)
+    if use_tensorflow and _reference_process is not None:
+        return inputs, _reference_process(case, inputs, use_tensorflow)
     return inputs, build_reference(case, inputs, use_tensorflow)
 
 
@@ -66,9 +82,11 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     start = time.perf_counter()
     try:
         inputs, reference = prepare(case, use_tensorflow, golden)
-    except GoldenError as error:  # never a silent pass: this case cannot be judged
-        return Result(case=case.id, backend=backend.name, status="error", message=f"golden reference: {error}",
-                      expect="error" if case.expect_error else "result", reference="golden",
+    except (BackendCrash, GoldenError) as error:  # no reference: this case cannot be judged, never a pass
+        crashed = isinstance(error, BackendCrash)
+        return Result(case=case.id, backend=backend.name, status="crash" if crashed else "error",
+                      message=f"reference: {error}", expect="error" if case.expect_error else "result",
+                      reference="tensorflow" if crashed else "golden", reference_status="crash" if crashed else "",
                       parameters=case.parameters(), reproducer=reproducer(case, backend.name),
                       duration_s=time.perf_counter() - start)
     common = dict(case=case.id, backend=backend.name, expect="error" if case.expect_error else "result",

@@ -118,3 +118,32 @@ def test_external_commands_that_crash_or_hang_never_pass_error_cases(workdir, sm
                *options, cwd=workdir)
     assert done.returncode == 1, done.stdout + done.stderr
     assert [s for s, _ in statuses(workdir / "out").values()] == [status, status]
+
+
+CRASHING_REFERENCE = '''
+import os
+from conformance.reference import build_reference
+
+def aborts_on_nchw(case, inputs, use_tensorflow):
+    if case.data_format == "NCHW":
+        os.abort()  # as TensorFlow does on some malformed input
+    return build_reference(case, inputs, use_tensorflow)
+'''
+
+
+def test_tensorflow_aborting_on_a_case_is_that_cases_crash(tmp_path):
+    from conformance import runner
+    from conformance.backends import resolve_backend
+    from conformance.case import Case
+
+    (tmp_path / "crashing_reference.py").write_text(CRASHING_REFERENCE)
+    base = dict(input=(1, 5, 5, 2), kernel=(3, 3), channel_multiplier=1, out_channels=2, strides=(1, 1),
+                rates=(1, 1), padding="SAME", dtype="float32")
+    runner.isolate_reference(f"{tmp_path / 'crashing_reference.py'}:aborts_on_nchw")
+    try:
+        results = [runner.run_case(Case(**base, data_format=layout), resolve_backend("numpy"))
+                   for layout in ("NHWC", "NCHW", "NHWC")]
+    finally:
+        runner.isolate_reference(None)
+    assert [r.status for r in results] == ["pass", "crash", "pass"]
+    assert results[1].reference_status == "crash" and "SIGABRT" in results[1].message
