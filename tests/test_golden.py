@@ -77,3 +77,17 @@ def test_entries_are_addressed_by_what_is_computed_not_by_labels(small_bank):
     relabelled = dataclasses.replace(case, name="renamed", tags=("x",), description="d")
     assert golden_key(relabelled) == golden_key(case)
     assert golden_key(dataclasses.replace(case, seed=1)) != golden_key(case)
+
+
+def test_concurrent_builders_leave_only_whole_entries(small_bank, tmp_path):
+    import subprocess
+    import sys
+
+    builders = [subprocess.Popen([sys.executable, "-m", "conformance", "golden", "build", "--cases", str(small_bank),
+                                  "--out", "gold"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for _ in range(3)]
+    assert all(b.wait(timeout=300) == 0 for b in builders)
+    assert not [p for p in (tmp_path / "gold").rglob(".*")]  # no temporary file left behind
+    done = cli("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
