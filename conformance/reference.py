@@ -9,7 +9,10 @@ refuses or fails, the backend is judged against the oracle instead, and the reco
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,11 +41,16 @@ class Reference:
 
 
 def tensorflow_missing() -> str | None:
-    """Why TensorFlow cannot be used here, or None when it can."""
+    """Why TensorFlow cannot be used here, or None when it can. Looks it up without importing it: the
+    references are computed in a child process, so this process need not pay for the import."""
     try:
-        _tensorflow()
-    except ImportError as error:
-        return f"TensorFlow is not installed ({error}); install the `tf` extra or use --reference oracle"
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError) as error:
+        found, reason = False, str(error)
+    else:
+        reason = "no module named 'tensorflow'"
+    if not found:
+        return f"TensorFlow is not installed ({reason}); install the `tf` extra or use --reference oracle"
     return None
 
 
@@ -58,10 +66,17 @@ def _tensorflow() -> Any:
 
 
 def tensorflow_version() -> str | None:
-    try:
-        return str(_tensorflow().__version__)
-    except ImportError:
+    """The installed TensorFlow's version, read from its package metadata (no import), or None."""
+    if tensorflow_missing():
         return None
+    if "tensorflow" in sys.modules:
+        return str(sys.modules["tensorflow"].__version__)
+    for distribution in ("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def run_tensorflow(case: Case, inputs: Inputs) -> np.ndarray:

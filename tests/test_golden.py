@@ -13,7 +13,19 @@ from conformance.golden import GoldenStore, golden_key
 from conformance.loader import load_cases
 from tests.test_cli import cli
 
-NO_TENSORFLOW = "raise ImportError('TensorFlow is hidden for this test')\n"
+NO_TENSORFLOW = """
+import sys
+
+
+class HideTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError("No module named 'tensorflow' (hidden for this test)")
+        return None
+
+
+sys.meta_path.insert(0, HideTensorFlow())
+"""
 
 
 @pytest.fixture
@@ -31,10 +43,11 @@ def small_bank(case_file) -> Path:
 
 
 def without_tensorflow(tmp_path: Path) -> dict[str, str]:
-    hidden = tmp_path / "hide_tf" / "tensorflow"
-    hidden.mkdir(parents=True)
-    (hidden / "__init__.py").write_text(NO_TENSORFLOW)
-    return {**os.environ, "PYTHONPATH": str(hidden.parent)}
+    """An environment in which `import tensorflow` fails as if it were not installed."""
+    hider = tmp_path / "hide_tf"
+    hider.mkdir()
+    (hider / "sitecustomize.py").write_text(NO_TENSORFLOW)
+    return {**os.environ, "PYTHONPATH": str(hider)}
 
 
 def results(folder: Path) -> dict[str, dict]:
