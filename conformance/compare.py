@@ -22,6 +22,7 @@ class Comparison:
     passed: bool
     reason: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # failures only: where the error is (HTML report)
 
 
 def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
@@ -44,7 +45,7 @@ def _nonfinite_problems(actual: np.ndarray, reference: np.ndarray, oracle: np.nd
 
 
 def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
-            tolerance: Tolerance, sides: int, dtype: np.dtype) -> Comparison:
+            tolerance: Tolerance, sides: int, dtype: np.dtype, data_format: str = "NHWC") -> Comparison:
     """Judge `actual` against `reference` (TensorFlow's output, or the oracle itself).
 
     sides: how many of (actual, reference) carry rounding error: 2 against TensorFlow, 1 against the

@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("pass", "fail", "error", "crash", "timeout", "skip")
-FAILING_STATUSES = ("fail", "error", "crash", "timeout")
+# xfail: fails as the backend's expectations file says it will; xpass: listed there but now passes (fails
+# the gate in strict mode); nondeterministic: repeats of the case (--repeat) were not bitwise equal.
+STATUSES = ("pass", "fail", "error", "crash", "timeout", "nondeterministic", "xpass", "xfail", "skip")
+FAILING_STATUSES = ("fail", "error", "crash", "timeout", "nondeterministic", "xpass")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Result:
     reference_status: str = ""  # TensorFlow's health on this case: ok, refused, mismatch, ...
     reference_detail: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # failures only: error maps for the HTML report
     parameters: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
     reproducer: str = ""

@@ -118,10 +118,10 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     expected = reference.output if reference.output is not None else reference.oracle.output
     sides = 2 if reference.source == "tensorflow" else 1
     verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound,
-                      Tolerance.for_case(case), sides, numpy_dtype(case.dtype))
+                      Tolerance.for_case(case), sides, numpy_dtype(case.dtype), case.data_format)
     status = "pass" if verdict.passed else "fail"
     if not isinstance(output, np.ndarray):
         status = "error"
     metrics = dict(reference.metrics) | verdict.metrics
-    return Result(status=status, message=verdict.reason, metrics=metrics,
+    return Result(status=status, message=verdict.reason, metrics=metrics, details=verdict.details,
                   duration_s=time.perf_counter() - start, **common)
