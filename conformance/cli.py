@@ -1,4 +1,4 @@
-"""Command line: `sepconv-conformance run | list | validate`.
+"""Command line: `sepconv-conformance run | list | validate | golden | export | merge | ...`.
 
 Exit codes: 0 every case conforms; 1 some case does not; 2 bad usage, an invalid case file, or a
 backend or reference that cannot run here; 3 an internal error of the harness; 130 interrupted.
@@ -7,11 +7,13 @@ backend or reference that cannot run here; 3 an internal error of the harness; 1
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from collections.abc import Sequence
 
 from conformance import __version__
+from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
 from conformance.backends import BackendError, resolve_backend
 from conformance.export import export_pack
 from conformance.golden import build_goldens
@@ -19,12 +21,12 @@ from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
 from conformance.plugin import default_bank
 from conformance.reference import tensorflow_missing
+from conformance.session import RunOptions, run_suite
 
-EXIT_OK, EXIT_NONCONFORMING, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-# pytest's exit codes -> ours. 5 (no tests collected) means a selection matched nothing: a usage error,
-# never a green gate.
-PYTEST_EXIT = {0: EXIT_OK, 1: EXIT_NONCONFORMING, 2: EXIT_INTERRUPTED, 3: EXIT_INTERNAL, 4: EXIT_USAGE,
-               5: EXIT_USAGE}
+# Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
+# and execute(args) -> exit code. They must be cheap to import (no TensorFlow, no CuPy at import time).
+MODULE_COMMANDS: dict[str, str] = {
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("validate", "check case files and report every problem")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
+    for name, module_name in MODULE_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
 
 
@@ -88,48 +93,21 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pytest
-
-    cases = args.cases or [str(default_bank())]
-    backends = args.backend or ["numpy"]
-    load_cases(cases)  # invalid files stop here, with every problem listed
-    for spec in backends:
-        resolve_backend(spec)
     if args.reference == "tensorflow" and (reason := tensorflow_missing()):
         return _fail(reason)
-    pytest_args = [*cases, "-p", "no:sepconv_conformance", "-p", "conformance.plugin",
-                   "--report-dir", args.out, "--reference", args.reference,
-                   "-o", f"cache_dir={Path(args.out) / '.pytest_cache'}",  # so --lf works per report folder
-                   "-W", "ignore::pytest.PytestAssertRewriteWarning",
-                   "-rN"]  # our summary lists failures with their reproducers; pytest's would repeat them
-    for spec in backends:
-        pytest_args += ["--backend", spec]
-    for case_id in args.case_ids:
-        pytest_args += ["--id", case_id]
-    if args.keyword:
-        pytest_args += ["-k", args.keyword]
-    if args.workers:
-        pytest_args += ["-n", args.workers, "--dist", "loadgroup"]
-    if args.shard:
-        pytest_args += ["--shard", args.shard]
-    if args.resume:
-        pytest_args.append("--resume")
-    if args.golden:
-        pytest_args += ["--golden", args.golden]
-    if args.timeout is not None:
-        pytest_args += ["--case-timeout", str(args.timeout)]
-    if args.no_isolate:
-        pytest_args.append("--no-isolate")
-    if args.exitfirst:
-        pytest_args.append("-x")
-    if args.quiet:
-        pytest_args.append("-q")
-    return PYTEST_EXIT.get(int(pytest.main([*pytest_args, *args.pytest_args])), EXIT_INTERNAL)
+    options = RunOptions(cases=args.cases or [str(default_bank())], backends=args.backend or ["numpy"],
+                         out=args.out, reference=args.reference, golden=args.golden, keyword=args.keyword,
+                         case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
+                         isolate=not args.no_isolate, resume=args.resume, exitfirst=args.exitfirst,
+                         quiet=args.quiet, extra=args.pytest_args)
+    return run_suite(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in MODULE_COMMANDS:
+            return int(importlib.import_module(MODULE_COMMANDS[args.command]).execute(args))
         if args.command == "run":
             return _run(args)
         if args.command == "golden":
