@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from conformance import __version__
 from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
-from conformance.backends import BackendError, resolve_backend
+from conformance.backends import BackendError
 from conformance.export import export_pack
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
