@@ -1,7 +1,9 @@
 """Resolve a --backend spec to a callable with tf.nn.separable_conv2d's signature.
 
-Specs: a bundled name (`numpy`, `cupy`), `package.module:function`, `path/to/file.py:function`, or
-`cmd:<command line>` (an external program, see conformance.external).
+Specs: a bundled name (`numpy`, `cupy`), the name of a backend an installed package registers in the
+entry-point group `sepconv_conformance.backends`, `package.module:function`, `path/to/file.py:function`,
+or `cmd:<command line>` (an external program, see conformance.external). Bundled names win over
+entry-point names.
 Bundled backends are imported lazily, so a machine without CuPy still runs everything else. A backend
 that cannot be loaded is a BackendError with the reason (exit code 2), never a silently skipped run.
 """
@@ -17,10 +19,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from importlib import metadata
+from importlib.metadata import EntryPoint
 from typing import Any
+
+from conformance.support import Support, SupportError
 
 BackendFn = Callable[..., Any]
 BUNDLED = {"numpy": "impls.numpy_backend:separable_conv2d", "cupy": "impls.cupy_backend:separable_conv2d"}
+ENTRY_POINT_GROUP = "sepconv_conformance.backends"
 
 
 class BackendError(Exception):
@@ -32,6 +39,13 @@ class Backend:
     name: str  # the spec as the user wrote it: the name in results and reproducer lines
     fn: BackendFn
     version: str | None = None
+    support: Support | None = None  # what it declares it supports; None: everything
+    expectations: str | None = None  # the expectations file it ships (module attribute EXPECTATIONS)
+
+
+def entry_points() -> dict[str, EntryPoint]:
+    """Backends registered by installed packages, by name."""
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def _load_module(spec: str, module_part: str) -> Any:
@@ -72,15 +86,52 @@ def _external_backend(spec: str) -> Backend:
     return Backend(spec, ExternalCommand(argv, name=spec))
 
 
+def _target(spec: str) -> tuple[str, str | None]:
+    """`module:function` for a spec, and the version of the package that registered it (entry points)."""
+    if spec in BUNDLED:
+        return BUNDLED[spec], None
+    if ":" not in spec and (entry_point := entry_points().get(spec)) is not None:
+        return entry_point.value, entry_point.dist.version if entry_point.dist else None
+    return spec, None
+
+
+def _declared_support(spec: str, fn: BackendFn, module: Any) -> Support | None:
+    declared = getattr(fn, "supports", None)
+    if declared is None:
+        declared = getattr(module, "SUPPORTS", None)
+    if declared is None:
+        return None
+    try:
+        return Support.from_mapping(declared)
+    except SupportError as error:
+        raise BackendError(f"backend {spec!r}: its support declaration is invalid: {error}") from None
+
+
+def _shipped_expectations(spec: str, module: Any) -> str | None:
+    """The expectations file a backend ships: its module's EXPECTATIONS (a path, relative to the module),
+    or impls/expectations/NAME.yaml for a bundled one."""
+    shipped = getattr(module, "EXPECTATIONS", None)
+    if shipped is None:
+        bundled = Path(__file__).resolve().parent.parent / "impls" / "expectations" / f"{spec}.yaml"
+        return str(bundled) if spec in BUNDLED and bundled.is_file() else None
+    path = Path(shipped)
+    if not path.is_absolute() and getattr(module, "__file__", None):
+        path = Path(module.__file__).parent / path
+    if not path.is_file():
+        raise BackendError(f"backend {spec!r}: its EXPECTATIONS file {path} does not exist")
+    return str(path)
+
+
 def resolve_backend(spec: str) -> Backend:
     """Import the backend named by `spec`; raises BackendError saying why it cannot run here."""
     if spec.startswith("cmd:"):
         return _external_backend(spec)
-    target = BUNDLED.get(spec, spec)
+    target, package_version = _target(spec)
     module_part, sep, attribute = target.rpartition(":")
     if not sep or not module_part or not attribute:
-        raise BackendError(f"backend {spec!r}: expected one of {', '.join(BUNDLED)}, module:function or "
-                           "path/to/file.py:function")
+        known = ", ".join([*BUNDLED, *entry_points()])
+        raise BackendError(f"backend {spec!r}: not a known name ({known}), nor module:function, "
+                           "path/to/file.py:function or cmd:PROGRAM")
     try:
         module = _load_module(spec, module_part)
     except BackendError:
@@ -94,4 +145,31 @@ def resolve_backend(spec: str) -> Backend:
     reason = check() if callable(check) else None
     if reason:
         raise BackendError(f"backend {spec!r} cannot run here: {reason}")
-    return Backend(spec, fn, getattr(module, "__version__", None))
+    version = getattr(fn, "__version__", None) or getattr(module, "__version__", None) or package_version
+    return Backend(spec, fn, version, _declared_support(spec, fn, module), _shipped_expectations(spec, module))
+
+
+@dataclass(frozen=True)
+class BackendListing:
+    name: str
+    source: str  # bundled, or the package that registers it
+    target: str  # module:function
+    version: str | None
+    problem: str | None  # why it cannot run here; None: it can
+    support: Support | None
+
+
+def list_backends() -> list[BackendListing]:
+    """Every named backend: bundled ones and those installed packages register, each tried here."""
+    named = [(name, "bundled", target) for name, target in BUNDLED.items()]
+    named += [(name, f"package {ep.dist.name if ep.dist else '?'}", ep.value)
+              for name, ep in sorted(entry_points().items()) if name not in BUNDLED]
+    listing = []
+    for name, source, target in named:
+        try:
+            backend = resolve_backend(name)
+        except BackendError as error:
+            listing.append(BackendListing(name, source, target, None, str(error), None))
+        else:
+            listing.append(BackendListing(name, source, target, backend.version, None, backend.support))
+    return listing

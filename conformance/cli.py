@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 from collections.abc import Sequence
 
 from conformance import __version__
 from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
-from conformance.backends import BackendError
+from conformance.backends import BackendError, list_backends
 from conformance.export import export_pack
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="call backends in the harness's process (a crash then ends the run)")
     run.add_argument("--resume", action="store_true",
                      help="keep the results in OUT/results.jsonl (e.g. of a killed run) and run only the rest")
+    run.add_argument("--expectations", action="append", default=[], metavar="FILE",
+                     help="a backend's expectations file (cases -> xfail/skip with reasons; repeatable); "
+                          "bundled backends use their own unless one is given")
+    run.add_argument("--no-strict-expectations", action="store_true",
+                     help="a listed xfail case that passes is a pass with a note, not an xpass failure")
+    run.add_argument("--repeat", type=int, default=1, metavar="K",
+                     help="call the backend K times per case; bitwise differences are `nondeterministic`")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
@@ -76,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="combine the results of shard runs into one set of reports")
     merge.add_argument("folders", nargs="+", metavar="DIR", help="result folders of the shards")
     merge.add_argument("--out", required=True, metavar="DIR", help="where the merged reports go")
+
+    backends = commands.add_parser("backends", help="list the named backends (bundled and installed by "
+                                                    "packages), their versions and whether they run here")
+    backends.add_argument("--json", action="store_true", help="print the list as JSON")
 
     for name, text in (("list", "list the case ids in the case files"),
                        ("validate", "check case files and report every problem")):
@@ -98,9 +110,30 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(cases=args.cases or [str(default_bank())], backends=args.backend or ["numpy"],
                          out=args.out, reference=args.reference, golden=args.golden, keyword=args.keyword,
                          case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
-                         isolate=not args.no_isolate, resume=args.resume, exitfirst=args.exitfirst,
+                         isolate=not args.no_isolate, resume=args.resume, expectations=args.expectations,
+                         strict_expectations=not args.no_strict_expectations, repeat=args.repeat,
+                         exitfirst=args.exitfirst,
                          quiet=args.quiet, extra=args.pytest_args)
     return run_suite(options)
+
+
+def _list_backends(as_json: bool) -> int:
+    listing = list_backends()
+    if as_json:
+        print(json.dumps([{"name": b.name, "source": b.source, "target": b.target, "version": b.version,
+                           "runs_here": b.problem is None, "problem": b.problem,
+                           "supports": b.support.describe() if b.support else "everything"} for b in listing],
+                         indent=1))
+        return EXIT_OK
+    rows = [("NAME", "SOURCE", "VERSION", "RUNS HERE")]
+    rows += [(b.name, b.source, b.version or "-",
+              f"yes, supports {b.support.describe() if b.support else 'everything'}" if b.problem is None
+              else f"no: {b.problem}") for b in listing]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    print("\nAlso: --backend module:function, path/to/file.py:function or cmd:PROGRAM (see README).")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(importlib.import_module(MODULE_COMMANDS[args.command]).execute(args))
         if args.command == "run":
             return _run(args)
+        if args.command == "backends":
+            return _list_backends(args.json)
         if args.command == "golden":
             if reason := tensorflow_missing():
                 return _fail(reason)

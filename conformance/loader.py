@@ -286,15 +286,16 @@ def _located(mapping: _Mapping) -> dict[str, tuple[Any, int]]:
     return {str(k): (v, mapping.lines.get(str(k), mapping.line)) for k, v in mapping.items()}
 
 
-def load_file(path: Path | str) -> list[Case]:
-    """Load one case file; raises CaseFileError listing every problem in it."""
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML file safely; mappings remember their lines (`.line`, and `.lines` per key).
+    Raises CaseFileError naming the file and line of a syntax error."""
     path_text = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise CaseFileError([Problem(path_text, 0, "", f"cannot read the file: {error}")]) from None
     try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
@@ -303,8 +304,12 @@ def load_file(path: Path | str) -> list[Case]:
         if context and "tag" not in reason:
             reason = f"{context}, {reason}"
         raise CaseFileError([Problem(path_text, line, "", f"invalid YAML: {reason}")]) from None
-    loader = _FileLoader(path_text)
-    cases = loader.load(document)
+
+
+def load_file(path: Path | str) -> list[Case]:
+    """Load one case file; raises CaseFileError listing every problem in it."""
+    loader = _FileLoader(str(path))
+    cases = loader.load(read_yaml(path))
     if loader.problems:
         raise CaseFileError(sorted(loader.problems, key=lambda p: p.line))
     return cases

@@ -8,6 +8,7 @@ Each item's `Result` travels to the controller as a user property (xdist ships t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -20,6 +21,7 @@ import pytest
 from conformance import __version__, reports
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
+from conformance.expectations import Expectations, apply_expectation, load_expectations, skipped_by_expectation
 from conformance.external import ExternalCommand
 from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
@@ -34,6 +36,8 @@ BACKENDS = pytest.StashKey[list["Backend"]]()
 SHARD = pytest.StashKey["tuple[int, int] | None"]()
 DONE = pytest.StashKey["set[tuple[str, str]]"]()
 BANK_DIGEST = pytest.StashKey[str]()
+EXPECTATIONS = pytest.StashKey["dict[str, Expectations | None]"]()
+EXPECTATION_WARNINGS = pytest.StashKey[list[str]]()
 
 
 def bank_digest(cases: list[Case]) -> str:
@@ -104,6 +108,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="call backends in the test process (faster to debug; a crash ends the run)")
     group.addoption("--resume", action="store_true",
                     help="keep the results already in DIR/results.jsonl and run only the missing ones")
+    group.addoption("--expectations", action="append", default=[], metavar="FILE",
+                    help="a backend's expectations (YAML: cases -> xfail or skip, with reasons); the file's "
+                         "`backend:` says which backend, else it applies to all (repeatable). Bundled "
+                         "backends use theirs unless one is given")
+    group.addoption("--no-strict-expectations", action="store_false", dest="strict_expectations",
+                    help="a listed xfail case that passes is a pass with a note, not an `xpass` failure")
+    group.addoption("--repeat", type=int, default=1, metavar="K",
+                    help="call the backend K times per case; outputs that differ bitwise between calls "
+                         "are the status `nondeterministic`")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write results.json (and junit.xml unless --junitxml is given) here")
 
@@ -125,8 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # TensorFlow too runs in a child process of its own, so that its aborting is one case's crash.
     runner.isolate_reference(runner.REFERENCE_SPEC if config.getoption("isolate") else None)
     if config.getoption("isolate"):  # each backend in its own process: crashes and hangs become results
-        backends = [b if isinstance(b.fn, ExternalCommand) else Backend(b.name, IsolatedBackend(b.name, timeout),
-                                                                         b.version) for b in backends]
+        backends = [b if isinstance(b.fn, ExternalCommand)
+                    else dataclasses.replace(b, fn=IsolatedBackend(b.name, timeout)) for b in backends]
     elif timeout is not None and not all(isinstance(b.fn, ExternalCommand) for b in backends):
         raise pytest.UsageError("--case-timeout needs isolated backends (drop --no-isolate)")
     if config.getoption("reference") == "tensorflow" and (reason := tensorflow_missing()):
@@ -140,10 +153,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = config.getoption("cases")
     elif config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(default_bank())]
+    if config.getoption("repeat") < 1:
+        raise pytest.UsageError(f"--repeat {config.getoption('repeat')}: must be at least 1")
     try:  # validate every case file up front: a bad file is a usage error, not a half-run
-        config.stash[BANK_DIGEST] = bank_digest(load_cases(_case_paths(config.args)))
+        bank = load_cases(_case_paths(config.args))
+        expectations = {b.name: _expectations_for(b, config.getoption("expectations")) for b in backends}
     except CaseFileError as error:
-        raise pytest.UsageError(f"invalid case file(s):\n{error}") from None
+        raise pytest.UsageError(f"invalid case or expectations file(s):\n{error}") from None
+    config.stash[BANK_DIGEST] = bank_digest(bank)
+    config.stash[EXPECTATIONS] = expectations
+    config.stash[EXPECTATION_WARNINGS] = [
+        f"{entry.origin}: matches no case of the bank ({entry.status}: {entry.reason})"
+        for e in dict.fromkeys(e for e in expectations.values() if e) for entry in e.unmatched(bank)]
     config.stash[SHARD] = parse_shard(config.getoption("shard"))
     report_dir = config.getoption("report_dir")
     if config.getoption("resume") and not report_dir:
@@ -155,6 +176,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[BACKENDS] = backends
     if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
         config.pluginmanager.register(ResultSink(config, report_dir, journaled), "sepconv-result-sink")
+
+
+def _expectations_for(backend: Backend, files: list[str]) -> Expectations | None:
+    """The expectations file for this backend: the first given that names it (or names no backend),
+    else the one the backend ships (bundled ones in impls/expectations/, others as EXPECTATIONS)."""
+    for file in files:
+        loaded = load_expectations(file)
+        if loaded.backend in (None, backend.name):
+            return loaded
+    return load_expectations(backend.expectations) if backend.expectations else None
 
 
 def _case_paths(args: list[str]) -> list[str]:
@@ -200,12 +231,21 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         reference = self.config.getoption("reference")
         golden = self.config.getoption("golden") if reference == "golden" else None
-        result = run_case(self.case, self.backend, reference == "tensorflow", golden)
+        expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
+        expected = expectations.lookup(self.case) if expectations else None
+        if expected is not None and expected.status == "skip":
+            result = skipped_by_expectation(self.case, self.backend.name, expected)
+        else:
+            result = run_case(self.case, self.backend, reference == "tensorflow", golden,
+                              self.config.getoption("repeat"))
+            result = apply_expectation(result, expected, self.config.getoption("strict_expectations"))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(result.to_dict())))
         if result.status in FAILING_STATUSES:
             raise CaseFailure(result)
         if result.status == "skip":
             pytest.skip(result.message)
+        if result.status == "xfail":
+            pytest.xfail(result.message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CaseFailure):
@@ -253,6 +293,9 @@ class ResultSink:
                 "reference": self.config.getoption("reference"),
                 "cases": [str(p) for p in self.config.args], "bank_digest": self.config.stash[BANK_DIGEST],
                 "shard": self.config.getoption("shard"), "version": __version__,
+                "repeat": self.config.getoption("repeat"),
+                "expectations": {name: e.source for name, e in self.config.stash[EXPECTATIONS].items() if e},
+                "expectation_warnings": self.config.stash[EXPECTATION_WARNINGS],
                 "started": self.started, "duration_s": time.time() - self.started}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -267,7 +310,8 @@ class ResultSink:
             reports.write_results_json(self.report_dir / "results.json", self.results, self.run_info())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = reports.terminal_summary(self.results, self.run_info())
+        lines = [f"warning: expectations entry {w}" for w in self.config.stash[EXPECTATION_WARNINGS]]
+        lines += reports.terminal_summary(self.results, self.run_info())
         if self.report_dir is not None:
             lines.append(f"reports: {self.report_dir / 'results.json'}, {self.config.option.xmlpath}")
         terminalreporter.section("sepconv-conformance")

@@ -3,6 +3,7 @@ anything the backend does."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import time
@@ -78,7 +79,55 @@ def _judge_error_case(case: Case, output: object, raised: BaseException | None) 
     return "fail", f"accepted input the contract forbids (returned {shape})"
 
 
-def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None) -> Result:
+def _skipped(case: Case, backend: Backend, reason: str) -> Result:
+    return Result(case=case.id, backend=backend.name, status="skip", message=reason,
+                  expect="error" if case.expect_error else "result", reference_status="not_run",
+                  parameters=case.parameters(), reproducer=reproducer(case, backend.name))
+
+
+def _outcome(backend: Backend, case: Case, inputs: Inputs) -> tuple[object, BaseException | None]:
+    """What one call gave: (output, None), or (None, what it raised). Crashes and hangs propagate."""
+    try:
+        return _call(backend, case, inputs), None
+    except (BackendCrash, BackendTimeout):
+        raise
+    except BACKEND_EXCEPTIONS as error:
+        return None, error
+
+
+def _fingerprint(output: object, raised: BaseException | None) -> bytes:
+    """Bitwise identity of an outcome: the output's dtype, shape and bytes, or the kind of exception."""
+    if raised is not None:
+        return f"raised {getattr(raised, 'type_name', type(raised).__name__)}".encode()
+    if isinstance(output, np.ndarray):
+        content = hashlib.sha256(np.ascontiguousarray(output).view(np.uint8).reshape(-1)).digest()
+        return f"{output.dtype}{output.shape}".encode() + content
+    return f"returned {type(output).__name__}".encode()
+
+
+def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[object, BaseException | None],
+                    repeat: int) -> str:
+    """Say how repeat `repeat` differs from the first call."""
+    (output, raised), (other, other_raised) = first, later
+    if raised is not None or other_raised is not None or not isinstance(output, np.ndarray) \
+            or not isinstance(other, np.ndarray) or output.shape != other.shape or output.dtype != other.dtype:
+        describe = [_describe(r) if r is not None else f"{type(o).__name__} {np.shape(o)}"
+                    for o, r in (first, later)]
+        return f"call {repeat} gave {describe[1]}, call 1 gave {describe[0]}"
+    a, b = np.ascontiguousarray(output), np.ascontiguousarray(other)
+    differs = a.view(np.uint8).reshape(a.size, -1) != b.view(np.uint8).reshape(b.size, -1)
+    positions = np.flatnonzero(differs.any(axis=1))
+    index = [int(i) for i in np.unravel_index(int(positions[0]), a.shape)]
+    return (f"call {repeat} differs bitwise from call 1 at {positions.size} of {a.size} elements; first at "
+            f"{index}: {a.flat[positions[0]]!r} vs {b.flat[positions[0]]!r}")
+
+
+def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None,
+             repeat: int = 1) -> Result:
+    """Judge one case on one backend. With repeat > 1 the backend is called that many times and any
+    bitwise difference between the calls is the status `nondeterministic`."""
+    if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
+        return _skipped(case, backend, reason)
     start = time.perf_counter()
     try:
         inputs, reference = prepare(case, use_tensorflow, golden)
@@ -92,17 +141,20 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     common = dict(case=case.id, backend=backend.name, expect="error" if case.expect_error else "result",
                   reference=reference.source, reference_status=reference.status,
                   reference_detail=reference.detail, parameters=case.parameters(),
-                  reproducer=reproducer(case, backend.name))
-    output: object = None
-    try:
-        output = _call(backend, case, inputs)
-        raised: BaseException | None = None
-    except BackendCrash as error:  # a crash or a hang is never a pass, not even for an error case
+                  reproducer=reproducer(case, backend.name) + (f" --repeat {repeat}" if repeat > 1 else ""))
+    try:  # a crash or a hang is never a pass, not even for an error case
+        first = _outcome(backend, case, inputs)
+        first_fingerprint = _fingerprint(*first) if repeat > 1 else b""
+        for call in range(2, repeat + 1):
+            later = _outcome(backend, case, inputs)
+            if _fingerprint(*later) != first_fingerprint:
+                return Result(status="nondeterministic", message=_nondeterminism(first, later, call),
+                              duration_s=time.perf_counter() - start, **common)
+    except BackendCrash as error:
         return Result(status="crash", message=str(error), duration_s=time.perf_counter() - start, **common)
     except BackendTimeout as error:
         return Result(status="timeout", message=str(error), duration_s=time.perf_counter() - start, **common)
-    except BACKEND_EXCEPTIONS as error:
-        raised = error
+    output, raised = first
     if case.expect_error:
         status, message = _judge_error_case(case, output, raised)
         return Result(status=status, message=message, duration_s=time.perf_counter() - start, **common)

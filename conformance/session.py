@@ -31,6 +31,9 @@ class RunOptions:
     timeout: float | None = None
     isolate: bool = True
     resume: bool = False
+    expectations: Sequence[str] = ()
+    strict_expectations: bool = True
+    repeat: int = 1
     exitfirst: bool = False
     quiet: bool = False
     extra: Sequence[str] = field(default_factory=tuple)  # further pytest arguments
@@ -45,15 +48,18 @@ class RunOptions:
             arguments += ["--backend", spec]
         for case_id in self.case_ids:
             arguments += ["--id", case_id]
+        for file in self.expectations:
+            arguments += ["--expectations", file]
         optional = {"-k": self.keyword, "--shard": self.shard, "--golden": self.golden,
-                    "--case-timeout": None if self.timeout is None else str(self.timeout)}
+                    "--case-timeout": None if self.timeout is None else str(self.timeout),
+                    "--repeat": str(self.repeat) if self.repeat != 1 else None}
         for flag, value in optional.items():
             if value is not None:
                 arguments += [flag, value]
         if self.workers:
             arguments += ["-n", self.workers, "--dist", "loadgroup"]
         flags = {"--resume": self.resume, "--no-isolate": not self.isolate, "-x": self.exitfirst,
-                 "-q": self.quiet}
+                 "-q": self.quiet, "--no-strict-expectations": not self.strict_expectations}
         arguments += [flag for flag, on in flags.items() if on]
         return [*arguments, *self.extra]
 

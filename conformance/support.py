@@ -1,0 +1,96 @@
+"""What a backend declares it supports, and why a case falls outside it.
+
+A Python backend declares support with a plain mapping, as an attribute of its function
+(`separable_conv2d.supports = {...}`) or of its module (`SUPPORTS = {...}`):
+
+    {"dtypes": ["float16", "float32"], "data_formats": ["NHWC"], "paddings": ["SAME", "VALID"],
+     "max_rate": 1, "max_channels": 1024, "max_elements": 16_777_216}
+
+Every key is optional; a missing key means no restriction. A case outside the declaration is recorded
+as `skip` with the reason (counted and shown, never silently dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conformance.case import DATA_FORMATS, DTYPES, PADDING_NAMES, Case
+
+PADDING_KINDS = (*PADDING_NAMES, "EXPLICIT")
+# Size limits: key -> (what it limits, how to read it off a case).
+SIZE_LIMITS = {
+    "max_batch": ("batch", lambda c: c.batch),
+    "max_height": ("input height", lambda c: c.input[1]),
+    "max_width": ("input width", lambda c: c.input[2]),
+    "max_channels": ("input channels", lambda c: c.in_channels),
+    "max_multiplier": ("channel multiplier", lambda c: c.channel_multiplier),
+    "max_out_channels": ("output channels", lambda c: c.out_channels),
+    "max_kernel": ("kernel size", lambda c: max(c.kernel)),
+    "max_stride": ("stride", lambda c: max(c.spatial_strides)),
+    "max_rate": ("dilation rate", lambda c: max(c.rates)),
+    "max_elements": ("input elements", lambda c: math.prod(c.input)),
+}
+CHOICES = {"dtypes": DTYPES, "data_formats": DATA_FORMATS, "paddings": PADDING_KINDS}
+
+
+class SupportError(ValueError):
+    """A support declaration that is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Support:
+    dtypes: tuple[str, ...] = DTYPES
+    data_formats: tuple[str, ...] = DATA_FORMATS
+    paddings: tuple[str, ...] = PADDING_KINDS
+    limits: tuple[tuple[str, int], ...] = ()  # (key of SIZE_LIMITS, largest supported value)
+
+    @classmethod
+    def from_mapping(cls, declared: Mapping[str, Any]) -> Support:
+        if not isinstance(declared, Mapping):
+            raise SupportError(f"expected a mapping, got {type(declared).__name__}")
+        unknown = sorted(set(declared) - set(CHOICES) - set(SIZE_LIMITS))
+        if unknown:
+            raise SupportError(f"unknown key(s) {', '.join(unknown)}; known: "
+                               f"{', '.join([*CHOICES, *SIZE_LIMITS])}")
+        fields: dict[str, Any] = {}
+        for key, allowed in CHOICES.items():
+            if key not in declared:
+                continue
+            values = declared[key]
+            if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+                raise SupportError(f"{key}: expected a list of names, got {values!r}")
+            if bad := [v for v in values if v not in allowed]:
+                raise SupportError(f"{key}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+            fields[key] = tuple(values)
+        limits = []
+        for key in SIZE_LIMITS:
+            if key in declared:
+                value = declared[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise SupportError(f"{key}: expected a positive integer, got {value!r}")
+                limits.append((key, value))
+        return cls(**fields, limits=tuple(limits))
+
+    def reason_to_skip(self, case: Case) -> str | None:
+        """Why this backend does not take the case, or None if it does."""
+        if case.dtype not in self.dtypes:
+            return f"the backend does not support dtype {case.dtype} (supports {', '.join(self.dtypes)})"
+        if case.data_format not in self.data_formats:
+            return f"the backend does not support {case.data_format} (supports {', '.join(self.data_formats)})"
+        if case.padding_kind not in self.paddings:
+            return (f"the backend does not support {case.padding_kind} padding "
+                    f"(supports {', '.join(self.paddings)})")
+        for key, largest in self.limits:
+            what, measure = SIZE_LIMITS[key]
+            if (value := measure(case)) > largest:
+                return f"{what} {value} exceeds the backend's {key}: {largest}"
+        return None
+
+    def describe(self) -> str:
+        """One line for `sepconv-conformance backends`."""
+        parts = [f"{key}={','.join(getattr(self, key))}" for key in CHOICES if getattr(self, key) != CHOICES[key]]
+        parts += [f"{key}={value}" for key, value in self.limits]
+        return " ".join(parts) or "everything"

@@ -1,0 +1,71 @@
+"""--repeat K: bitwise differences between calls of the same case are `nondeterministic`."""
+
+from __future__ import annotations
+
+import json
+
+from conformance.backends import Backend
+from conformance.case import Case, Origin
+from conformance.runner import run_case
+from impls.numpy_backend import separable_conv2d
+from tests.test_cli import cli
+
+# Like a kernel whose atomics land in a different order on each launch: the last bit of one element moves.
+RACY_BACKEND = '''
+import numpy as np
+from impls.numpy_backend import separable_conv2d
+
+calls = 0
+
+def racy(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    global calls
+    calls += 1
+    out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    if calls % 2 == 0:
+        out.flat[3] = np.nextafter(out.flat[3], np.inf, dtype=out.dtype)
+    return out
+'''
+
+CASE = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
+            rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32", origin=Origin("x.yaml", 1))
+
+
+def test_racy_backend_is_nondeterministic_and_the_message_says_where(small, tmp_path):
+    (tmp_path / "racy.py").write_text(RACY_BACKEND)
+    once = cli("run", "--cases", str(small), "--backend", "racy.py:racy", "--reference", "oracle",
+               "--out", "once", cwd=tmp_path)
+    assert once.returncode == 0, once.stdout + once.stderr  # a single call cannot see it
+    done = cli("run", "--cases", str(small), "--backend", "racy.py:racy", "--repeat", "3", "--reference",
+               "oracle", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    racy = next(r for r in document["results"] if r["expect"] == "result")
+    assert racy["status"] == "nondeterministic"
+    assert "differs bitwise from call 1 at 1 of" in racy["message"] and "first at [0, 0, 0, 3]" in racy["message"]
+    assert racy["reproducer"].endswith("--repeat 3")
+    assert document["run"]["repeat"] == 3
+
+
+def test_deterministic_backend_passes_with_repeats():
+    result = run_case(CASE, Backend("numpy", separable_conv2d), use_tensorflow=False, repeat=3)
+    assert result.status == "pass", result.message
+
+
+def test_a_backend_that_raises_only_sometimes_is_nondeterministic():
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device busy")
+        return separable_conv2d(*args, **kwargs)
+
+    result = run_case(CASE, Backend("flaky", flaky), use_tensorflow=False, repeat=2)
+    assert result.status == "nondeterministic"
+    assert "call 2 gave RuntimeError: device busy" in result.message
+
+
+def test_repeat_must_be_positive(small, tmp_path):
+    done = cli("run", "--cases", str(small), "--repeat", "0", "--reference", "oracle", "--out", "out",
+               cwd=tmp_path)
+    assert done.returncode == 2 and "--repeat 0" in done.stdout + done.stderr
