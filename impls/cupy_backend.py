@@ -1,0 +1,296 @@
+"""tf.nn.separable_conv2d on a CUDA GPU through CuPy: the bundled `cupy` backend.
+
+Host arrays in, host array out (the backend signature); the work is done on the device: a CUDA kernel
+for the depthwise stage (impls/sepconv_depthwise.cu, one thread per intermediate element) and cuBLAS,
+through cupy.matmul, for the pointwise stage.
+
+Numerics, per dtype (the same as the NumPy backend's, and TensorFlow's two-op graph):
+- float32: depthwise sums in float32; the pointwise GEMM in float32 with TF32 turned off (CuPy uses TF32
+  only when CUPY_TF32=1; this backend resets that, so its results do not depend on the environment).
+- float64: both stages in float64.
+- float16: the kernel reads float16, sums in float32 and rounds the intermediate to float16 (nearest
+  even); the GEMM runs in float32 on the intermediate widened to float32 (so it accumulates in float32),
+  and the result is rounded once to float16.
+- bfloat16: CuPy has no bfloat16 dtype, so tensors travel as their uint16 bit patterns and are widened
+  exactly to float32 on the device (bits << 16); the depthwise stage uses the float32 kernel; the
+  intermediate and the result are rounded to bfloat16 by float32_to_bfloat16_bits (nearest even on the
+  bit pattern, NaN kept quiet), xp code that CI tests against ml_dtypes.
+- NaN and Inf propagate by IEEE rules; padding is zeros, multiplied like any input (0 * Inf = NaN).
+
+Everything but the kernel body is written against an array module `xp` (ArrayBackend): CuPy on the
+device, NumPy in CI, where impls.cupy_kernels.depthwise_standin does the kernel's exact arithmetic, so
+`separable_conv2d_standin` runs this backend's whole pipeline without a GPU.
+
+Importing this module never imports CuPy: `unavailable_reason()` says whether it can run here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from impls.cupy_kernels import DepthwiseGeometry, depthwise_cuda, depthwise_standin, layout_steps
+
+INSTALL_HINT = "pip install 'sepconv-conformance[gpu]'"
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+_STORAGE = {"float16": np.float16, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
+_COMPUTE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
+
+
+# --- can it run here? ----------------------------------------------------------------------------------
+
+def unavailable_reason() -> str | None:
+    """None when CuPy, its CUDA libraries and a CUDA device are usable; otherwise what is missing."""
+    try:
+        import cupy
+    except Exception as error:  # noqa: BLE001 - a broken install says why, whatever it raises
+        if isinstance(error, ModuleNotFoundError) and error.name == "cupy":
+            return f"CuPy is not installed ({INSTALL_HINT})"
+        return f"CuPy is installed but cannot be imported: {type(error).__name__}: {error}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # noqa: BLE001 - CUDARuntimeError: no driver, driver too old, ...
+        return f"CuPy is installed but there is no usable CUDA device: {type(error).__name__}: {error}"
+    if count < 1:
+        return "CuPy is installed but there is no usable CUDA device: no CUDA device found"
+    try:  # NVRTC compiles the kernel, cuBLAS runs the GEMM: both are loaded lazily, so check them now
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+        importlib.import_module("cupy_backends.cuda.libs.cublas")
+    except Exception as error:  # noqa: BLE001
+        return (f"CuPy is installed but cannot load the CUDA libraries it needs (NVRTC, cuBLAS): "
+                f"{type(error).__name__}: {error} (pip install 'cupy-cuda12x[ctk]', or install the CUDA "
+                "toolkit)")
+    return None
+
+
+_device_version: str | None = None
+
+
+def _version() -> str:
+    global _device_version
+    if _device_version is None:
+        reason = unavailable_reason()
+        if reason:  # not kept: the answer may change (a test installs a fake CuPy, say)
+            return f"unavailable: {reason}"
+        import cupy
+
+        device = cupy.cuda.Device()
+        name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        _device_version = f"cupy {cupy.__version__}, {name} (sm_{device.compute_capability})"
+    return _device_version
+
+
+def __getattr__(attribute: str) -> str:
+    # __version__ names CuPy and the device, so it is computed on first access, never at import.
+    if attribute == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+
+
+# --- the contract (host side, plain Python) ------------------------------------------------------------
+
+def _fail(message: str) -> None:
+    raise ValueError(f"separable_conv2d: {message}")
+
+
+def _explicit_padding(padding: Any, data_format: str) -> tuple[int, int, int, int]:
+    try:
+        pairs = [[int(p) for p in pair] for pair in padding]
+    except (TypeError, ValueError):
+        pairs = []
+    if len(pairs) != 4 or any(len(p) != 2 for p in pairs):
+        _fail(f"padding must be 'SAME', 'VALID' or 4 [before, after] pairs, got {padding!r}")
+    outer = (pairs[0], pairs[3]) if data_format == "NHWC" else (pairs[0], pairs[1])
+    if any(p != [0, 0] for p in outer):
+        _fail(f"explicit padding of the batch and channel dimensions must be 0, got {padding!r}")
+    (top, bottom), (left, right) = (pairs[1], pairs[2]) if data_format == "NHWC" else (pairs[2], pairs[3])
+    if min(top, bottom, left, right) < 0:
+        _fail(f"explicit padding must be >= 0, got {padding!r}")
+    return top, bottom, left, right
+
+
+def _same_split(size: int, effective_kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding: the odd pixel goes after (bottom/right)."""
+    total = max((-(-size // stride) - 1) * stride + effective_kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _check(x: np.ndarray, dw: np.ndarray, pw: np.ndarray, strides: Sequence[int], data_format: str,
+           dilations: Sequence[int]) -> tuple[int, int, int, int]:
+    """Everything the contract requires of the arguments (as the NumPy backend); returns (sh, sw, rh, rw)."""
+    if data_format not in ("NHWC", "NCHW"):
+        _fail(f"data_format must be 'NHWC' or 'NCHW', got {data_format!r}")
+    for name, array in (("input", x), ("depthwise_filter", dw), ("pointwise_filter", pw)):
+        if array.ndim != 4:
+            _fail(f"{name} must have rank 4, got shape {list(array.shape)}")
+    if len(strides) != 4 or len(dilations) != 2:
+        _fail(f"strides must have 4 values and dilations 2, got {list(strides)} and {list(dilations)}")
+    outer = (strides[0], strides[3]) if data_format == "NHWC" else (strides[0], strides[1])
+    if tuple(outer) != (1, 1):
+        _fail(f"strides of the batch and channel dimensions must be 1, got {list(strides)}")
+    sh, sw = (strides[1], strides[2]) if data_format == "NHWC" else (strides[2], strides[3])
+    rh, rw = dilations
+    if min(sh, sw, rh, rw) < 1:
+        _fail(f"strides and dilations must be >= 1, got {list(strides)} and {list(dilations)}")
+    if max(rh, rw) > 1 and max(sh, sw) > 1:
+        _fail(f"if any dilation rate is > 1, all strides must be 1 (strides {list(strides)}, "
+              f"dilations {list(dilations)})")
+    channels = x.shape[3] if data_format == "NHWC" else x.shape[1]
+    if dw.shape[2] != channels:
+        _fail(f"depthwise_filter has {dw.shape[2]} input channels, input has {channels}")
+    if pw.shape[:3] != (1, 1, dw.shape[2] * dw.shape[3]):
+        _fail(f"pointwise_filter must have shape [1, 1, {dw.shape[2] * dw.shape[3]}, out_channels], "
+              f"got {list(pw.shape)}")
+    if not (x.dtype == dw.dtype == pw.dtype):
+        _fail(f"all tensors must share one dtype, got {x.dtype}, {dw.dtype}, {pw.dtype}")
+    if x.dtype.name not in DTYPES:
+        _fail(f"unsupported dtype {x.dtype}")
+    return int(sh), int(sw), int(rh), int(rw)
+
+
+def geometry(x_shape: tuple[int, ...], dw_shape: tuple[int, ...], data_format: str, sh: int, sw: int, rh: int,
+             rw: int, padding: Any) -> DepthwiseGeometry:
+    """The kernel's arguments for validated operands; raises ValueError where the dilated kernel does not
+    fit in the padded input."""
+    n, h, w, c = x_shape if data_format == "NHWC" else (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
+    kh, kw, _, m = dw_shape
+    eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
+    named = padding if isinstance(padding, str) else None  # explicit padding may be a list or an array
+    if named == "SAME":
+        (top, bottom), (left, right) = _same_split(h, eff_h, sh), _same_split(w, eff_w, sw)
+    elif named == "VALID":
+        top = bottom = left = right = 0
+    else:
+        top, bottom, left, right = _explicit_padding(padding, data_format)
+    out_h, out_w = (h + top + bottom - eff_h) // sh + 1, (w + left + right - eff_w) // sw + 1
+    if out_h < 1 or out_w < 1:
+        _fail(f"output size would be {out_h}x{out_w}: the dilated kernel ({eff_h}x{eff_w}) does not fit "
+              f"in the padded input ({h + top + bottom}x{w + left + right})")
+    step_n, step_h, step_w, step_c = layout_steps(tuple(x_shape), data_format)
+    return DepthwiseGeometry(batch=n, channels=c, multiplier=m, in_h=h, in_w=w, out_h=out_h, out_w=out_w,
+                             kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, rate_h=rh, rate_w=rw,
+                             pad_top=top, pad_left=left, step_n=step_n, step_h=step_h, step_w=step_w,
+                             step_c=step_c)
+
+
+# --- bfloat16 as bits (xp code: runs on the device and in CI alike) -------------------------------------
+
+def bfloat16_bits_to_float32(xp: Any, bits: Any) -> Any:
+    """uint16 bfloat16 patterns -> float32 of the same values (exact: the top 16 bits of a float32)."""
+    return (bits.astype(xp.uint32) << xp.uint32(16)).view(xp.float32)
+
+
+def float32_to_bfloat16_bits(xp: Any, values: Any) -> Any:
+    """float32 -> uint16 bfloat16 patterns, rounded to nearest even; overflow gives Inf, NaN stays NaN
+    (quiet, sign kept), subnormals round like any other value."""
+    bits = xp.ascontiguousarray(values, dtype=xp.float32).view(xp.uint32)
+    lsb = (bits >> xp.uint32(16)) & xp.uint32(1)
+    rounded = (bits + xp.uint32(0x7FFF) + lsb) >> xp.uint32(16)  # wraps only for NaN, handled below
+    nan = (bits & xp.uint32(0x7FFFFFFF)) > xp.uint32(0x7F800000)
+    return xp.where(nan, (bits >> xp.uint32(16)) | xp.uint32(0x0040), rounded).astype(xp.uint16)
+
+
+# --- the pipeline, against an array module -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArrayBackend:
+    """Where the pipeline runs: an array module, host<->array transfers, and the depthwise stage."""
+
+    xp: Any
+    to_array: Callable[[np.ndarray], Any]
+    to_host: Callable[[Any], np.ndarray]
+    depthwise: Callable[[Any, Any, Any, DepthwiseGeometry], None]
+
+
+NUMPY_STANDIN = ArrayBackend(np, np.asarray, np.asarray, depthwise_standin)
+
+
+def _upload(backend: ArrayBackend, host: np.ndarray, dtype: str) -> Any:
+    """A host tensor as a contiguous array in the kernel's storage dtype (bfloat16: widened float32)."""
+    host = np.ascontiguousarray(host)
+    if dtype == "bfloat16":
+        return bfloat16_bits_to_float32(backend.xp, backend.to_array(host.view(np.uint16)))
+    return backend.to_array(host)
+
+
+def run_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, pointwise_filter: Any,
+                 strides: Sequence[int], padding: Any, data_format: str | None = None,
+                 dilations: Sequence[int] | None = None) -> np.ndarray:
+    """tf.nn.separable_conv2d's semantics with the work done by `backend`; returns a host array."""
+    x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
+    data_format = data_format or "NHWC"
+    dilations = [1, 1] if dilations is None else list(dilations)
+    sh, sw, rh, rw = _check(x, dw, pw, list(strides), data_format, dilations)
+    g = geometry(x.shape, dw.shape, data_format, sh, sw, rh, rw, padding)
+    dtype, xp = x.dtype.name, backend.xp
+    compute = _COMPUTE[dtype]
+    out_channels = pw.shape[3]
+    with np.errstate(invalid="ignore", over="ignore"):  # NumPy stand-in: NaN/Inf are data, not warnings
+        intermediate = xp.empty((g.batch * g.out_h * g.out_w, g.channels * g.multiplier), dtype=_STORAGE[dtype])
+        backend.depthwise(_upload(backend, x, dtype), _upload(backend, dw, dtype), intermediate, g)
+        if dtype == "bfloat16":  # the intermediate has the operator's dtype, as in TensorFlow's graph
+            intermediate = bfloat16_bits_to_float32(xp, float32_to_bfloat16_bits(xp, intermediate))
+        weights = _upload(backend, pw[0, 0], dtype).astype(compute, copy=False)
+        out = xp.matmul(intermediate.astype(compute, copy=False), weights)
+        if dtype == "bfloat16":
+            out = float32_to_bfloat16_bits(xp, out)
+        else:
+            out = out.astype(x.dtype, copy=False)
+        out = out.reshape(g.batch, g.out_h, g.out_w, out_channels)
+        if data_format == "NCHW":
+            out = out.transpose(0, 3, 1, 2)
+        result = np.ascontiguousarray(backend.to_host(xp.ascontiguousarray(out)))
+    return result.view(ml_dtypes.bfloat16) if dtype == "bfloat16" else result
+
+
+# --- the device ----------------------------------------------------------------------------------------
+
+def _fp32_gemm(cupy: Any) -> None:
+    """Make float32 GEMMs plain FP32 even under CUPY_TF32=1 (TF32 rounds the operands to 10 bits)."""
+    try:
+        from cupy._core import _routines_linalg as linalg
+
+        if linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_TF32:
+            linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_DEFAULT)
+    except (ImportError, AttributeError) as error:  # a CuPy without these internals
+        if int(os.environ.get("CUPY_TF32", "0") or 0) > 0:
+            raise RuntimeError(f"CUPY_TF32 is set and this CuPy ({cupy.__version__}) offers no way to turn "
+                               f"TF32 off for this backend ({error}); unset CUPY_TF32") from None
+
+
+@lru_cache(maxsize=1)
+def _cupy_backend() -> ArrayBackend:
+    """The device, checked once per process (a failed check is not cached: it raises again)."""
+    reason = unavailable_reason()
+    if reason:
+        raise RuntimeError(f"the cupy backend cannot run here: {reason}")
+    import cupy
+
+    _fp32_gemm(cupy)
+    return ArrayBackend(cupy, cupy.asarray, cupy.asnumpy, depthwise_cuda)
+
+
+def separable_conv2d(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int],
+                     padding: Any, data_format: str | None = None,
+                     dilations: Sequence[int] | None = None) -> np.ndarray:
+    """Same signature and semantics as tf.nn.separable_conv2d (without `name`), computed on the GPU."""
+    return run_pipeline(_cupy_backend(), input, depthwise_filter, pointwise_filter, strides, padding,
+                        data_format, dilations)
+
+
+def separable_conv2d_standin(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int],
+                             padding: Any, data_format: str | None = None,
+                             dilations: Sequence[int] | None = None) -> np.ndarray:
+    """This backend's pipeline with NumPy standing in for CuPy and the kernel: runs anywhere."""
+    return run_pipeline(NUMPY_STANDIN, input, depthwise_filter, pointwise_filter, strides, padding,
+                        data_format, dilations)

@@ -1,0 +1,150 @@
+"""The depthwise stage of the CuPy backend: the CUDA kernel (sepconv_depthwise.cu), its launcher, and a
+NumPy stand-in that does exactly the kernel's arithmetic, element by element, so that everything around
+the kernel (and the kernel's index arithmetic itself) runs in CI, where there is no GPU.
+
+Both take the same arguments: the input in its own layout (C-contiguous), the [KH, KW, C, M] filter, an
+output array of N*OH*OW*C*M elements (the intermediate, [N, OH, OW, C, M] row-major), and a
+DepthwiseGeometry, whose fields are the kernel's scalar parameters in order. Storage dtypes: float16,
+float32 or float64 (bfloat16 is widened to float32 by the caller). Accumulation: float32 for float16 and
+float32, float64 for float64; taps in order (i, j) from +0, every product and sum rounded to nearest even
+(the kernel uses __fmul_rn/__fadd_rn, so no FMA); padding is zeros, multiplied like any input value
+(0 * Inf = NaN, as in the oracle); the sum is rounded once to the storage dtype (float16: round to
+nearest even, overflow to Inf).
+
+Importing this module never imports CuPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SOURCE_PATH = Path(__file__).with_name("sepconv_depthwise.cu")
+KERNEL_NAMES = {"float16": "sepconv_depthwise_float16", "float32": "sepconv_depthwise_float32",
+                "float64": "sepconv_depthwise_float64"}
+ACCUMULATOR = {"float16": np.float32, "float32": np.float32, "float64": np.float64}
+BLOCK = 256  # threads per block
+MAX_BLOCKS = 1 << 20  # the grid-stride loop covers the rest
+STANDIN_CHUNK = 1 << 18  # elements per vectorized step of the stand-in (bounds its int64 temporaries)
+
+
+@dataclass(frozen=True)
+class DepthwiseGeometry:
+    """The kernel's scalar parameters, in the kernel's order (all passed as 64-bit integers).
+
+    step_* are the input's element steps along N, H, W, C: the layout, as the kernel sees it."""
+
+    batch: int
+    channels: int
+    multiplier: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    rate_h: int
+    rate_w: int
+    pad_top: int
+    pad_left: int
+    step_n: int
+    step_h: int
+    step_w: int
+    step_c: int
+
+    @property
+    def total(self) -> int:
+        """Elements of the intermediate: one kernel thread (one stand-in lane) each."""
+        return self.batch * self.out_h * self.out_w * self.channels * self.multiplier
+
+    def kernel_args(self) -> tuple[np.int64, ...]:
+        return tuple(np.int64(getattr(self, f.name)) for f in dataclasses.fields(self))
+
+
+def layout_steps(shape: tuple[int, ...], data_format: str) -> tuple[int, int, int, int]:
+    """Element steps (N, H, W, C) of a C-contiguous tensor of `shape` in `data_format`."""
+    if data_format == "NHWC":
+        _, h, w, c = shape
+        return h * w * c, w * c, c, 1
+    _, c, h, w = shape
+    return c * h * w, w, 1, h * w
+
+
+def kernel_source() -> str:
+    return SOURCE_PATH.read_text(encoding="utf-8")
+
+
+def check_launch(x: Any, w: Any, out: Any, g: DepthwiseGeometry) -> str:
+    """The launch preconditions (the kernel trusts them); returns the storage dtype's name. A failure here
+    is a bug in the caller, hence RuntimeError, not the contract's ValueError."""
+    name = np.dtype(x.dtype).name
+    if name not in KERNEL_NAMES or w.dtype != x.dtype or out.dtype != x.dtype:
+        raise RuntimeError(f"depthwise: dtypes {x.dtype}, {w.dtype}, {out.dtype}: expected one of "
+                           f"{', '.join(KERNEL_NAMES)}, the same for all three")
+    for label, array in (("input", x), ("filter", w), ("out", out)):
+        if not array.flags.c_contiguous:
+            raise RuntimeError(f"depthwise: {label} is not C-contiguous")
+    sizes = {"input": (x.size, g.batch * g.in_h * g.in_w * g.channels),
+             "filter": (w.size, g.kernel_h * g.kernel_w * g.channels * g.multiplier),
+             "out": (out.size, g.total)}
+    for label, (got, want) in sizes.items():
+        if got != want:
+            raise RuntimeError(f"depthwise: {label} has {got} elements, the geometry needs {want}")
+    return name
+
+
+def depthwise_standin(x: np.ndarray, w: np.ndarray, out: np.ndarray, g: DepthwiseGeometry) -> None:
+    """The kernel, in NumPy: the same index arithmetic on flat arrays, the same rounding, in chunks of
+    lanes instead of a grid of threads."""
+    name = check_launch(x, w, out, g)
+    acc_dtype = ACCUMULATOR[name]
+    x_flat, w_flat, out_flat = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf follow IEEE rules, as on the device
+        for start in range(0, g.total, STANDIN_CHUNK):
+            index = np.arange(start, min(start + STANDIN_CHUNK, g.total), dtype=np.int64)
+            rest = index
+            m = rest % g.multiplier
+            rest = rest // g.multiplier
+            c = rest % g.channels
+            rest = rest // g.channels
+            ox = rest % g.out_w
+            rest = rest // g.out_w
+            oy = rest % g.out_h
+            b = rest // g.out_h
+            acc = np.zeros(index.size, dtype=acc_dtype)
+            for i in range(g.kernel_h):
+                iy = oy * g.stride_h - g.pad_top + i * g.rate_h
+                inside_h = (iy >= 0) & (iy < g.in_h)
+                for j in range(g.kernel_w):
+                    ix = ox * g.stride_w - g.pad_left + j * g.rate_w
+                    inside = inside_h & (ix >= 0) & (ix < g.in_w)
+                    at = np.where(inside, b * g.step_n + iy * g.step_h + ix * g.step_w + c * g.step_c, 0)
+                    xv = np.where(inside, x_flat[at].astype(acc_dtype), acc_dtype(0))  # padding: zeros
+                    wv = w_flat[((i * g.kernel_w + j) * g.channels + c) * g.multiplier + m].astype(acc_dtype)
+                    acc = acc + xv * wv
+            out_flat[start:start + index.size] = acc.astype(out.dtype)
+
+
+@lru_cache(maxsize=1)
+def _module() -> Any:
+    import cupy
+
+    # Compiled by NVRTC on first use and cached by CuPy (in memory and on disk, keyed by the source).
+    return cupy.RawModule(code=kernel_source(), options=("--std=c++11",))
+
+
+def depthwise_cuda(x: Any, w: Any, out: Any, g: DepthwiseGeometry) -> None:
+    """Launch the kernel on CuPy arrays (asynchronous on the current stream, like any CuPy operation)."""
+    name = check_launch(x, w, out, g)
+    if g.total == 0:  # an empty grid is an invalid launch
+        return
+    kernel = _module().get_function(KERNEL_NAMES[name])
+    blocks = min(-(-g.total // BLOCK), MAX_BLOCKS)
+    kernel((blocks,), (BLOCK,), (x, w, out, *g.kernel_args()))
