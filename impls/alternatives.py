@@ -5,8 +5,9 @@ as IEEE arithmetic allows, but with another accumulation order, accumulator prec
 rounding or algorithm (a fused full convolution), the way a real hardware backend might. The tolerance
 model must accept every one of them on every case of the bank. Their docstrings say how they round.
 
-All of them share one front end, `_prepare`, which validates the arguments with the bundled backend's
-own checks (so every contract violation raises the same ValueError) and resolves the geometry.
+All of them share one front end, `_prepare`, which validates the arguments and resolves the geometry
+with impls.zoo_core (so every contract violation raises a ValueError), independently of the backend
+under test.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from impls import numpy_backend as _nb
+from impls import zoo_core
 
 __version__ = "1.0"
-# The precision a careful backend computes in (float32 for the 16-bit types, as on most hardware).
-_COMPUTE_DTYPE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
 _BLOCK_ELEMENTS = 1 << 24  # cap on the (rows, C*M, O) product tensors of the pairwise summation
 
 
@@ -46,7 +45,7 @@ class _Call:
 
     @property
     def compute(self) -> type:
-        return _COMPUTE_DTYPE[self.dtype.name]
+        return zoo_core.COMPUTE_DTYPE[self.dtype.name]
 
     def padded(self, dtype: Any) -> np.ndarray:
         """The input converted to `dtype`, zero-padded."""
@@ -79,17 +78,16 @@ class _Call:
 
 def _prepare(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
              data_format: str | None, dilations: Sequence[int] | None) -> _Call:
-    """Validate exactly as impls.numpy_backend does (same checks, same ValueErrors) and resolve the
-    geometry."""
+    """Validate (ValueError for whatever the contract forbids) and resolve the geometry."""
     x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
     data_format = data_format or "NHWC"
     dilations = [1, 1] if dilations is None else list(dilations)
-    sh, sw, rh, rw = _nb._check(x, dw, pw, list(strides), data_format, dilations)
+    sh, sw, rh, rw = zoo_core.check(x, dw, pw, list(strides), data_format, dilations)
     nhwc = x if data_format == "NHWC" else x.transpose(0, 2, 3, 1)
     _, h, w, _ = nhwc.shape
     kh, kw = dw.shape[:2]
-    top, bottom, left, right, out_h, out_w = _nb._padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding,
-                                                                    data_format)
+    top, bottom, left, right, out_h, out_w = zoo_core.padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding,
+                                                                         data_format)
     return _Call(nhwc, dw, pw, data_format, (sh, sw), (rh, rw), (top, bottom, left, right), out_h, out_w)
 
 

@@ -1,9 +1,11 @@
 """Wrong implementations of tf.nn.separable_conv2d: realistic hardware-backend bugs.
 
 The zoo's "catches wrong implementations" half: the case bank must fail every function here on at
-least one case. Each one is the straightforward computation of impls.numpy_backend with exactly one bug,
-said in its docstring. Most are one parameterized core, `_conv`, switched by a named bug; the rest
-post-process a correct result (impls.numpy_backend.separable_conv2d).
+least one case (`sepconv-conformance selftest` measures it). Each is the plain two-stage computation
+(`_conv` with no bug: compute precision float32 for the 16-bit types and the dtype otherwise, taps in
+order, intermediate rounded to the dtype as in TensorFlow's two-op graph, one matmul) with exactly one
+bug, said in its docstring. Most switch a named bug inside `_conv`; the rest post-process its correct
+result. Validation and geometry come from impls.zoo_core, not from the backend under test.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from impls import numpy_backend as _nb
+from impls import zoo_core
 
-__version__ = "1.0"
-_COMPUTE_DTYPE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
-BUGS = frozenset({"same_split_before", "no_dilation", "dilation_h_only", "stride_h_only", "multiplier_swapped",
-                  "layout_reinterpret", "kernel_transposed", "extra_row", "rate_with_stride", "float32_in_float16",
-                  "float64_in_float32", "tf32_pointwise", "replicate_padding"})
+__version__ = "2.0"
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+# Wider precision for the truncation bugs, so the truncating conversion is the only rounding that matters.
+_WIDE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float64, "float64": np.longdouble}
+# The lower-precision buffer a bandwidth-saving kernel stores the intermediate in (bfloat16 has none).
+_LOWER = {"float16": _BF16, "float32": _BF16, "float64": np.dtype(np.float32)}
+Backend = Callable[..., np.ndarray]
 
 
+# --- numerical helpers ----------------------------------------------------------------------------------
 def _round_to_tf32(values: np.ndarray) -> np.ndarray:
     """float32 values rounded (to nearest even) to TF32's 10 explicit significand bits."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
@@ -31,27 +36,89 @@ def _round_to_tf32(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), rounded, values)
 
 
+def _toward_zero(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Wide values converted to `dtype` by truncation (round toward zero) instead of to nearest: where
+    the nearest value is farther from zero than the exact one, step one ulp back toward zero (which also
+    saturates an overflow to the largest finite value, as truncation does)."""
+    nearest = values.astype(dtype)
+    away = np.isfinite(values) & (np.abs(nearest.astype(values.dtype)) > np.abs(values))
+    return np.where(away, np.nextafter(nearest, np.zeros_like(nearest)), nearest)
+
+
+def _flush_subnormals(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Subnormals of `dtype` replaced by a zero of the same sign (FTZ on outputs, DAZ on inputs)."""
+    tiny = float(ml_dtypes.finfo(dtype).smallest_normal)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(values.astype(np.float64)) < tiny, values * 0, values).astype(values.dtype)
+
+
+def _wraparound_padded(nhwc: np.ndarray, pads: tuple[int, int, int, int], dtype: Any) -> np.ndarray:
+    """Zero padding above and below, but left/right halo pixels read through flat addressing without a
+    column bounds check: column x of row y is pixel y*W + x of the image, i.e. the previous row's end or
+    the next row's start (zero only beyond the whole image)."""
+    n, h, w, c = nhwc.shape
+    top, bottom, left, right = pads
+    flat = np.arange(h)[:, None] * w + np.arange(-left, w + right)[None, :]
+    inside = (flat >= 0) & (flat < h * w)
+    source = nhwc.reshape(n, h * w, c).astype(dtype)[:, np.clip(flat, 0, h * w - 1), :]
+    padded = np.zeros((n, h + top + bottom, w + left + right, c), dtype=dtype)
+    padded[:, top:top + h] = np.where(inside[None, :, :, None], source, 0)
+    return padded
+
+
+# --- the parameterized core -----------------------------------------------------------------------------
+BUGS = frozenset({
+    "same_split_before", "no_dilation", "dilation_h_only", "stride_h_only", "multiplier_swapped",
+    "layout_reinterpret", "kernel_transposed", "extra_row", "rate_with_stride", "float32_in_float16",
+    "float64_in_float32", "tf32_pointwise", "replicate_padding", "row_wraparound", "denormals_flushed",
+    "outer_strides_ignored", "round_toward_zero", "truncated_intermediate", "low_precision_intermediate",
+    "accumulator_carry", "explicit_padding_nhwc_order", "same_pad_stride_blind"})
+_SKIPPED_CHECKS = {"rate_with_stride": frozenset({"rate_with_stride"}),
+                   "outer_strides_ignored": frozenset({"outer_strides"})}
+
+
+def _geometry(nhwc: np.ndarray, dw: np.ndarray, strides: tuple[int, int], rates: tuple[int, int], padding: Any,
+              data_format: str, bug: str | None) -> tuple[int, int, int, int, int, int]:
+    """(top, bottom, left, right, out_h, out_w), with the geometry bugs."""
+    _, h, w, _ = nhwc.shape
+    kh, kw = dw.shape[:2]
+    (sh, sw), (rh, rw) = strides, rates
+    named = padding if isinstance(padding, str) else None
+    if bug == "explicit_padding_nhwc_order" and named is None and data_format == "NCHW":
+        pairs = [[int(p) for p in pair] for pair in padding]  # NCHW pairs read at the NHWC positions
+        padding, data_format = [[0, 0], pairs[1], pairs[2], [0, 0]], "NHWC"
+    top, bottom, left, right, out_h, out_w = zoo_core.padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding,
+                                                                         data_format)
+    if named == "SAME" and bug == "same_split_before":  # the odd pixel goes before, not after
+        top, bottom, left, right = bottom, top, right, left
+    if named == "SAME" and bug == "same_pad_stride_blind":  # total padding k_eff - 1, whatever the stride
+        eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
+        top, bottom, left, right = (eff_h - 1) // 2, eff_h // 2, (eff_w - 1) // 2, eff_w // 2
+    if bug == "extra_row":  # output height rounded up: one more row, read from extra zero padding
+        out_h += 1
+        bottom += sh
+    return top, bottom, left, right, out_h, out_w
+
+
 def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-          data_format: str | None, dilations: Sequence[int] | None, bug: str) -> np.ndarray:
-    """numpy_backend's algorithm (compute precision float32 for the 16-bit types, intermediate rounded to
-    the dtype, one matmul), with the one bug named by `bug` (a member of BUGS) switched on."""
-    assert bug in BUGS, bug
+          data_format: str | None, dilations: Sequence[int] | None, bug: str | None) -> np.ndarray:
+    """The plain two-stage computation with the one bug named by `bug` (a member of BUGS; None: correct)."""
+    assert bug is None or bug in BUGS, bug
     x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
     data_format = data_format or "NHWC"
     dilations = [1, 1] if dilations is None else list(dilations)
-    if bug == "rate_with_stride":  # validate everything except the rate/stride exclusion
-        sh, sw, _, _ = _nb._check(x, dw, pw, list(strides), data_format, [1, 1])
-        rh, rw = dilations
-        if min(rh, rw) < 1:
-            _nb._fail(f"dilations must be >= 1, got {dilations}")
-    else:
-        sh, sw, rh, rw = _nb._check(x, dw, pw, list(strides), data_format, dilations)
+    sh, sw, rh, rw = zoo_core.check(x, dw, pw, list(strides), data_format, dilations,
+                                    _SKIPPED_CHECKS.get(bug or "", frozenset()))
     dtype = x.dtype
-    compute = _COMPUTE_DTYPE[dtype.name]
+    compute: Any = zoo_core.COMPUTE_DTYPE[dtype.name]
     if bug == "float32_in_float16" and dtype == np.float32:
         compute = np.float16
     if bug == "float64_in_float32" and dtype == np.float64:
         compute = np.float32
+    if bug in ("round_toward_zero", "truncated_intermediate"):
+        compute = _WIDE[dtype.name]
+    if bug == "denormals_flushed":  # DAZ: subnormal inputs read as zero
+        x, dw, pw = (_flush_subnormals(a, dtype) for a in (x, dw, pw))
     if data_format == "NHWC":
         nhwc = x
     elif bug == "layout_reinterpret":  # the NCHW buffer read as if it were NHWC
@@ -63,39 +130,47 @@ def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Seq
     kh, kw, _, m = dw.shape
     if bug == "kernel_transposed":  # the filter buffer indexed [kw, kh] instead of [kh, kw]
         dw = np.ascontiguousarray(dw).reshape(kw, kh, c, m).transpose(1, 0, 2, 3)
-    top, bottom, left, right, out_h, out_w = _nb._padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding,
-                                                                    data_format)
-    if bug == "same_split_before" and isinstance(padding, str) and padding == "SAME":  # the odd pixel goes before, not after
-        top, bottom, left, right = bottom, top, right, left
-    if bug == "extra_row":  # output height rounded up: one more row, read from extra zero padding
-        out_h += 1
-        bottom += sh
-    # The taps' steps: geometry above used the true rates and strides, the kernel's loops may not.
+    top, bottom, left, right, out_h, out_w = _geometry(nhwc, dw, (sh, sw), (rh, rw), padding, data_format, bug)
+    # The taps' steps: the geometry used the true rates and strides, the kernel's loops may not.
     tap_rh, tap_rw = (1, 1) if bug == "no_dilation" else (rh, 1) if bug == "dilation_h_only" else (rh, rw)
     step_w = 1 if bug == "stride_h_only" else sw
 
-    if bug == "replicate_padding":
+    if bug == "replicate_padding":  # padded positions take the nearest edge pixel instead of zero
         padded = np.pad(nhwc.astype(compute), ((0, 0), (top, bottom), (left, right), (0, 0)), mode="edge")
+    elif bug == "row_wraparound":
+        padded = _wraparound_padded(nhwc, (top, bottom, left, right), compute)
     else:
         padded = np.zeros((n, h + top + bottom, w + left + right, c), dtype=compute)
         padded[:, top:top + h, left:left + w, :] = nhwc
     weights = dw.astype(compute)
     depthwise = np.zeros((n, out_h, out_w, c, m), dtype=compute)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         for i in range(kh):
             for j in range(kw):
                 window = padded[:, i * tap_rh:i * tap_rh + (out_h - 1) * sh + 1:sh,
                                 j * tap_rw:j * tap_rw + (out_w - 1) * step_w + 1:step_w, :, None]
                 depthwise += window * weights[i, j]
+        if bug == "accumulator_carry":  # accumulator zeroed once per call, not per image
+            depthwise = np.cumsum(depthwise, axis=0, dtype=compute)
         if bug == "multiplier_swapped":  # intermediate channel r*C + q instead of q*M + r
             depthwise = depthwise.transpose(0, 1, 2, 4, 3)
-        intermediate = np.ascontiguousarray(depthwise).reshape(n * out_h * out_w, c * m)
-        intermediate = intermediate.astype(dtype).astype(compute)
+        flat = np.ascontiguousarray(depthwise).reshape(n * out_h * out_w, c * m)
+        if bug in ("round_toward_zero", "truncated_intermediate"):
+            intermediate = _toward_zero(flat, dtype)
+        else:
+            intermediate = flat.astype(dtype)  # the intermediate has the operator's dtype
+        if bug == "denormals_flushed":  # FTZ on the stored intermediate
+            intermediate = _flush_subnormals(intermediate, dtype)
+        if bug == "low_precision_intermediate" and dtype.name in _LOWER:
+            intermediate = intermediate.astype(_LOWER[dtype.name])
+        intermediate = intermediate.astype(compute)
         pointwise = pw[0, 0].astype(compute)
         if bug == "tf32_pointwise" and dtype == np.float32:  # the matmul's operands lose 13 bits
             intermediate, pointwise = _round_to_tf32(intermediate), _round_to_tf32(pointwise)
-        out = intermediate @ pointwise
-    result = out.reshape(n, out_h, out_w, -1).astype(dtype)
+        out = (intermediate @ pointwise).reshape(n, out_h, out_w, -1)
+        result = _toward_zero(out, dtype) if bug == "round_toward_zero" else out.astype(dtype)
+    if bug == "denormals_flushed":  # FTZ on the output
+        result = _flush_subnormals(result, dtype)
     if data_format == "NHWC":
         return result
     if bug == "layout_reinterpret":  # the NHWC result buffer handed back as NCHW
@@ -103,202 +178,142 @@ def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Seq
     return np.ascontiguousarray(result.transpose(0, 3, 1, 2))
 
 
-def _reference(*args: Any, **kwargs: Any) -> np.ndarray:
-    return _nb.separable_conv2d(*args, **kwargs)
+def correct(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
+            data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
+    """`_conv` without a bug: the baseline every mutant departs from (the selftest checks it passes)."""
+    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations, None)
 
 
-def _channel_axis(data_format: str | None) -> int:
-    return 1 if data_format == "NCHW" else 3
+def _with_bug(bug: str, doc: str) -> Backend:
+    """A backend with tf.nn.separable_conv2d's signature running `_conv` with `bug` switched on."""
+    def mutant(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
+               data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
+        return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations, bug)
+    mutant.__name__ = mutant.__qualname__ = bug
+    mutant.__doc__ = doc
+    return mutant
+
+
+def _post(name: str, doc: str, change: Callable[[np.ndarray, str], np.ndarray]) -> Backend:
+    """A backend that computes the correct result and then applies `change(result, data_format)`."""
+    def mutant(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
+               data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
+        result = correct(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+        return change(result, data_format or "NHWC")
+    mutant.__name__ = mutant.__qualname__ = name
+    mutant.__doc__ = doc
+    return mutant
 
 
 def _unit_roundoff(dtype: np.dtype) -> float:
     return float(ml_dtypes.finfo(dtype).eps) / 2
 
 
-# --- geometry bugs ------------------------------------------------------------------------------------
-def same_split_before(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                      data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """SAME padding split on the wrong side: an odd total puts the extra pixel on the top/left instead
-    of the bottom/right (Caffe/PyTorch-style symmetric-then-before instead of TensorFlow's after)."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "same_split_before")
-
-
-def no_dilation(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Dilation ignored in the kernel: output size and SAME padding use the dilated kernel, but the taps
-    are read contiguously (rate 1) as in a plain depthwise kernel."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "no_dilation")
-
-
-def dilation_h_only(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                    data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Dilation applied only along the height: the width rate is dropped from the tap offsets."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "dilation_h_only")
-
-
-def stride_h_only(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                  data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Stride applied only along the height: the output size is right, but successive output columns
-    read input columns 1 apart instead of stride_w apart."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "stride_h_only")
-
-
-def extra_row(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-              data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Off-by-one output size: the output height is computed with a rounding-up division and gets one
-    extra row (computed from zero padding below the input)."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "extra_row")
-
-
-def replicate_padding(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                      data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Boundary pixels read from the wrong place: padded positions take the nearest edge pixel
-    (replicate/clamp-to-edge addressing) instead of zero."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "replicate_padding")
-
-
-# --- indexing and layout bugs ---------------------------------------------------------------------------
-def multiplier_swapped(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                       data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Channel-multiplier index order swapped: depthwise output (q, r) is stored at intermediate channel
-    r*C + q instead of q*M + r, so it meets the wrong pointwise row (only differs when C > 1 and M > 1)."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "multiplier_swapped")
-
-
-def layout_reinterpret(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                       data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Layout confusion: an NCHW input buffer is read as if it were NHWC (same shape numbers, reshaped,
-    not transposed), and the NHWC result buffer is handed back reshaped as NCHW. NHWC is right."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "layout_reinterpret")
-
-
-def kernel_transposed(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                      data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Depthwise kernel transposed: the filter buffer is indexed as [kw, kh, C, M] (kh <-> kw swapped in
-    the address computation); a square kernel is read transposed, a non-square one scrambled."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "kernel_transposed")
-
-
-def last_channel_dropped(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                         data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Last output channel dropped: a vectorized tail loop skips it and leaves it zero."""
-    result = _reference(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
-    index = [slice(None)] * 4
-    index[_channel_axis(data_format)] = -1
+def _drop_last_channel(result: np.ndarray, data_format: str) -> np.ndarray:
+    index: list[Any] = [slice(None)] * 4
+    index[1 if data_format == "NCHW" else 3] = -1
     result[tuple(index)] = 0
     return result
 
 
-def last_batch_zeroed(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                      data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Last batch element zeroed: the batch loop stops one short (only visible with batch > 1)."""
-    result = _reference(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+def _zero_last_batch(result: np.ndarray, data_format: str) -> np.ndarray:
     if result.shape[0] > 1:
         result[-1] = 0
     return result
 
 
-# --- contract bugs -------------------------------------------------------------------------------------
-def rate_with_stride(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                     data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Accepts a dilation rate > 1 together with a stride > 1 (the contract forbids it) and computes a
-    strided dilated convolution instead of raising."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "rate_with_stride")
-
-
-# --- numerical bugs -------------------------------------------------------------------------------------
-def float32_in_float16(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                       data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """float32 cases computed in float16 (inputs cast to float16, both stages in float16, cast back), as a
-    backend that silently picks a half-precision kernel would. Other dtypes are right."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "float32_in_float16")
-
-
-def float64_in_float32(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int],
-                       padding: Any, data_format: str | None = None,
-                       dilations: Sequence[int] | None = None) -> np.ndarray:
-    """float64 cases computed in float32 (inputs cast to float32, both stages in float32, widened back), as
-    a backend without a double-precision kernel would. Other dtypes are right."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "float64_in_float32")
-
-
-def tf32_pointwise(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                   data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """float32 pointwise matmul on TF32 tensor cores: both operands rounded to 10 significand bits
-    (accumulation stays float32), as with NVIDIA's allow_tf32 default. Other dtypes are right."""
-    return _conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations,
-                 "tf32_pointwise")
-
-
-def one_element_off(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                    data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """One output element (flat index size // 2) off by a relative 1e-3, e.g. a race or a bad tile edge."""
-    result = _reference(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+def _one_element_off(result: np.ndarray, data_format: str) -> np.ndarray:
     flat = result.reshape(-1)
     i = flat.size // 2
     flat[i] = (np.float64(flat[i]) * (1 + 1e-3)).astype(result.dtype)
     return result
 
 
-def additive_bias(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                  data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Small systematic bias: every output gets + 4 * eps(dtype) * mean|output| (eps = 2u), e.g. a
-    mis-rounded bias or accumulator initialisation; far below any per-element limit."""
-    result = _reference(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+def _additive_bias(result: np.ndarray, data_format: str) -> np.ndarray:
     wide = result.astype(np.float64)
     finite = np.isfinite(wide)
     shift = 4 * 2 * _unit_roundoff(result.dtype) * (np.abs(wide[finite]).mean() if finite.any() else 0.0)
     return (wide + shift).astype(result.dtype)
 
 
-def scale_bias(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-               data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Small systematic scale error: every output multiplied by (1 + 8u), e.g. a requantisation or
-    normalisation constant one rounding off; below every per-element limit, and zero-mean over
-    outputs of both signs."""
-    result = _reference(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+def _scale_bias(result: np.ndarray, data_format: str) -> np.ndarray:
     return (result.astype(np.float64) * (1 + 8 * _unit_roundoff(result.dtype))).astype(result.dtype)
 
 
-def nonfinite_flushed(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
-                      data_format: str | None = None, dilations: Sequence[int] | None = None) -> np.ndarray:
-    """Fast-math non-finite handling: NaN outputs are flushed to 0 and Inf saturated to the dtype's
-    largest finite value, instead of propagating."""
-    result = _reference(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+def _nonfinite_flushed(result: np.ndarray, data_format: str) -> np.ndarray:
     largest = float(ml_dtypes.finfo(result.dtype).max)
     return np.nan_to_num(result.astype(np.float64), nan=0.0, posinf=largest, neginf=-largest).astype(result.dtype)
 
 
-MUTANTS: dict[str, Callable[..., np.ndarray]] = {
-    "same_split_before": same_split_before,
-    "no_dilation": no_dilation,
-    "dilation_h_only": dilation_h_only,
-    "stride_h_only": stride_h_only,
-    "multiplier_swapped": multiplier_swapped,
-    "layout_reinterpret": layout_reinterpret,
-    "kernel_transposed": kernel_transposed,
-    "one_element_off": one_element_off,
-    "extra_row": extra_row,
-    "rate_with_stride": rate_with_stride,
-    "float32_in_float16": float32_in_float16,
-    "float64_in_float32": float64_in_float32,
-    "tf32_pointwise": tf32_pointwise,
-    "last_channel_dropped": last_channel_dropped,
-    "last_batch_zeroed": last_batch_zeroed,
-    "additive_bias": additive_bias,
-    "scale_bias": scale_bias,
-    "replicate_padding": replicate_padding,
-    "nonfinite_flushed": nonfinite_flushed,
-}
+# --- geometry bugs ----------------------------------------------------------------------------------------
+same_split_before = _with_bug("same_split_before", """SAME padding split on the wrong side: an odd total puts
+the extra pixel on the top/left instead of the bottom/right (Caffe/PyTorch-style)""")
+same_pad_stride_blind = _with_bug("same_pad_stride_blind", """SAME padding computed as k_eff - 1 in total
+(k_eff // 2 after), as for stride 1, whatever the stride: strided SAME windows start at the wrong pixel""")
+no_dilation = _with_bug("no_dilation", """Dilation ignored in the kernel: output size and SAME padding use the
+dilated kernel, but the taps are read contiguously (rate 1)""")
+dilation_h_only = _with_bug("dilation_h_only", """Dilation applied only along the height: the width rate is
+dropped from the tap offsets""")
+stride_h_only = _with_bug("stride_h_only", """Stride applied only along the height: the output size is right,
+but successive output columns read input columns 1 apart instead of stride_w apart""")
+extra_row = _with_bug("extra_row", """Off-by-one output size: the output height is computed with a rounding-up
+division and gets one extra row (computed from zero padding below the input)""")
+replicate_padding = _with_bug("replicate_padding", """Boundary pixels read from the wrong place: padded
+positions take the nearest edge pixel (clamp-to-edge addressing) instead of zero""")
+row_wraparound = _with_bug("row_wraparound", """Boundary pixels read from the wrong place: the left/right
+halo is addressed as flat offsets y*W + x without a column bounds check, so a pixel left of column 0
+reads the previous row's last pixel and one right of the last column the next row's first""")
+explicit_padding_nhwc_order = _with_bug("explicit_padding_nhwc_order", """Explicit padding read at NHWC
+positions whatever the layout: for NCHW, pairs 1 and 2 ([0, 0] and [top, bottom]) are taken as height
+and width padding""")
+# --- indexing and layout bugs ------------------------------------------------------------------------------
+multiplier_swapped = _with_bug("multiplier_swapped", """Channel-multiplier index order swapped: depthwise
+output (q, r) is stored at intermediate channel r*C + q instead of q*M + r (differs when C > 1, M > 1)""")
+layout_reinterpret = _with_bug("layout_reinterpret", """Layout confusion: an NCHW input buffer is read as if
+it were NHWC (reshaped, not transposed), and the NHWC result buffer is handed back reshaped as NCHW""")
+kernel_transposed = _with_bug("kernel_transposed", """Depthwise kernel transposed: the filter buffer is
+indexed as [kw, kh, C, M]; a square kernel is read transposed, a non-square one scrambled""")
+accumulator_carry = _with_bug("accumulator_carry", """Stale accumulator: the depthwise accumulator is zeroed
+once per call, not per image, so image b adds the sums of images 0 .. b-1 (visible with batch > 1)""")
+last_channel_dropped = _post("last_channel_dropped", """Last output channel dropped: a vectorized tail loop
+skips it and leaves it zero""", _drop_last_channel)
+last_batch_zeroed = _post("last_batch_zeroed", """Last batch element zeroed: the batch loop stops one short
+(only visible with batch > 1)""", _zero_last_batch)
+# --- contract bugs --------------------------------------------------------------------------------------
+rate_with_stride = _with_bug("rate_with_stride", """Accepts a dilation rate > 1 together with a stride > 1
+(the contract forbids it) and computes a strided dilated convolution instead of raising""")
+outer_strides_ignored = _with_bug("outer_strides_ignored", """Accepts batch/channel strides != 1 (the contract
+forbids them) and silently ignores them instead of raising""")
+# --- numerical bugs -------------------------------------------------------------------------------------
+float32_in_float16 = _with_bug("float32_in_float16", """float32 cases computed in float16 (both stages), as a
+backend that silently picks a half-precision kernel would. Other dtypes are right""")
+float64_in_float32 = _with_bug("float64_in_float32", """float64 cases computed in float32 (both stages), as a
+backend without a double-precision kernel would. Other dtypes are right""")
+tf32_pointwise = _with_bug("tf32_pointwise", """float32 pointwise matmul on TF32 tensor cores: both operands
+rounded to 10 significand bits (accumulation stays float32). Other dtypes are right""")
+low_precision_intermediate = _with_bug("low_precision_intermediate", """Intermediate stored in a lower
+precision than the dtype to save bandwidth: bfloat16 for float16/float32, float32 for float64""")
+round_toward_zero = _with_bug("round_toward_zero", """Conversions to the dtype truncate (round toward zero)
+instead of rounding to nearest, for the intermediate and the output: computed in a wider precision,
+each result is off by up to one ulp, always toward zero (a systematic bias on same-signed outputs)""")
+truncated_intermediate = _with_bug("truncated_intermediate", """The intermediate is converted to the dtype
+by truncation (round toward zero) from a wider accumulator; the output is rounded to nearest""")
+denormals_flushed = _with_bug("denormals_flushed", """Denormals flushed (FTZ/DAZ): subnormal inputs are read
+as zero and subnormal intermediate and output values of the dtype are stored as zero""")
+one_element_off = _post("one_element_off", """One output element (flat index size // 2) off by a relative
+1e-3, e.g. a race or a bad tile edge""", _one_element_off)
+additive_bias = _post("additive_bias", """Small systematic bias: every output gets + 4 * eps(dtype) *
+mean|output|, e.g. a mis-rounded bias or accumulator initialisation; far below any per-element
+limit""", _additive_bias)
+scale_bias = _post("scale_bias", """Small systematic scale error: every output multiplied by (1 + 8u), e.g. a
+normalisation constant one rounding off; below every per-element limit""", _scale_bias)
+nonfinite_flushed = _post("nonfinite_flushed", """Fast-math non-finite handling: NaN outputs are flushed to 0
+and Inf saturated to the dtype's largest finite value, instead of propagating""", _nonfinite_flushed)
+
+MUTANTS: dict[str, Backend] = {f.__name__: f for f in (
+    same_split_before, same_pad_stride_blind, no_dilation, dilation_h_only, stride_h_only, extra_row,
+    replicate_padding, row_wraparound, explicit_padding_nhwc_order, multiplier_swapped, layout_reinterpret,
+    kernel_transposed, accumulator_carry, last_channel_dropped, last_batch_zeroed, rate_with_stride,
+    outer_strides_ignored, float32_in_float16, float64_in_float32, tf32_pointwise, low_precision_intermediate,
+    round_toward_zero, truncated_intermediate, denormals_flushed, one_element_off, additive_bias, scale_bias,
+    nonfinite_flushed)}
