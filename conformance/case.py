@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 DATA_FORMATS = ("NHWC", "NCHW")
 PADDING_NAMES = ("SAME", "VALID")
-DISTRIBUTIONS = ("normal", "uniform", "integers", "nonfinite")
+DISTRIBUTIONS = ("normal", "uniform", "integers", "nonfinite", "positive", "subnormal")
 
 # Explicit padding, as ((top, bottom), (left, right)).
 ExplicitPadding = tuple[tuple[int, int], tuple[int, int]]

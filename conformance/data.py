@@ -2,6 +2,13 @@
 
 Values are drawn in float64 and rounded once to the case's dtype; the oracle sees exactly those rounded
 values (widened back to float64), so the only error a backend may add is its own arithmetic's.
+
+Distributions: normal N(0, 1); uniform U(-1, 1); integers (exact sums, see integer_range); nonfinite
+(normal with NaN/Inf in the input); positive U(0, 1) for all three tensors, so no output has cancellation
+and every rounding error biased toward zero adds up (catches truncation instead of rounding to nearest);
+subnormal (the input N(0, 1) scaled to a quarter of the dtype's smallest normal, so most inputs and many
+intermediates and outputs are subnormal: catches flush-to-zero and denormals-are-zero). The pointwise
+filter is scaled by 1/sqrt(C*M) in every continuous distribution.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from conformance.case import Case
 # Significand precision p (including the implicit bit): integers up to 2**p are exact.
 PRECISION_BITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
 NONFINITE_FRACTION = 0.02  # share of input elements replaced by NaN, +Inf or -Inf
+SUBNORMAL_SCALE = 0.25  # subnormal data: input standard deviation, in units of the smallest normal
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -47,6 +55,8 @@ def integer_range(case: Case) -> int:
 
 
 def _draw(rng: np.random.Generator, shape: tuple[int, ...], case: Case, scale: float) -> np.ndarray:
+    if case.data == "positive":
+        return rng.uniform(0.0, 1.0, shape) * scale
     if case.data == "uniform":
         return rng.uniform(-1.0, 1.0, shape) * scale
     if case.data == "integers":
@@ -62,6 +72,8 @@ def materialize(case: Case) -> Inputs:
     # Scale the pointwise filter so outputs stay O(1) whatever C*M is (keeps float16 far from overflow).
     pw_scale = 1.0 / np.sqrt(max(case.pointwise_shape[2] if len(case.pointwise_shape) == 4 else 1, 1))
     x = _draw(rng, case.input, case, 1.0)
+    if case.data == "subnormal":
+        x *= SUBNORMAL_SCALE * float(ml_dtypes.finfo(dtype).smallest_normal)
     if case.data == "nonfinite":
         flat = x.reshape(-1)
         picked = rng.random(flat.size) < NONFINITE_FRACTION
