@@ -1,0 +1,290 @@
+"""`sepconv-conformance selftest`: the suite proves itself on its own zoo.
+
+Every mutant (impls.mutants: a realistic bug) must fail at least one case, and every correct
+implementation (the bundled NumPy backend, the mutants' bug-free baseline and impls.alternatives, which
+round differently) must pass every case. Exit 0 only with a mutation score of 100% and no correct
+implementation failing; 1 otherwise; 2 for bad usage.
+
+The loop is case-major: a case's inputs and reference (TensorFlow, checked against the oracle) are
+computed once (runner.prepare's cache), then every zoo member runs on it, in this process (the zoo is our
+own code; members added with --mutant/--alternative run here too). With -n N, chunks of cases go to N
+worker processes. A case whose reference could not be computed (TensorFlow crashed, no golden entry)
+judges no one: it is reported as unjudged, never counted as a catch or a false alarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+
+HELP = ("prove the suite: every mutant in the zoo must fail some case and every correct implementation "
+        "must pass them all")
+QUICK_TAG = "selftest"  # cases tagged so form --quick: a small subset that still catches every mutant
+SHOWN_IDS = 3  # catching (or failing) case ids shown per row
+REASON_CHARS = 110
+MUTANT, CORRECT = "mutant", "correct"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One zoo implementation: `role` says whether it must fail some case (mutant) or pass all (correct)."""
+
+    name: str
+    spec: str  # backend spec, resolvable in any process
+    role: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One member on one case, reduced to what the table needs."""
+
+    case: str
+    member: str
+    status: str
+    message: str
+    judged: bool  # False: the case's reference was unavailable, so the result says nothing about the member
+
+
+@dataclass
+class Tally:
+    member: Member
+    judged: int = 0
+    failures: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Caught (a mutant) or passed everything (a correct implementation), on at least one judged case."""
+        return bool(self.failures) if self.member.role == MUTANT else self.judged > 0 and not self.failures
+
+
+def zoo_members() -> list[Member]:
+    """The bundled zoo: every mutant, and the correct implementations."""
+    from impls.alternatives import ALTERNATIVES
+    from impls.mutants import MUTANTS
+
+    members = [Member(name, f"impls.mutants:{name}", MUTANT) for name in MUTANTS]
+    members.append(Member("numpy", "numpy", CORRECT))
+    members.append(Member("mutants_baseline", "impls.mutants:correct", CORRECT))
+    members += [Member(name, f"impls.alternatives:{name}", CORRECT) for name in ALTERNATIVES]
+    return members
+
+
+def _judged(result: Any) -> bool:
+    """Whether a result says something about the member: not when the case had no reference, nor when
+    the member declared the case unsupported (skip)."""
+    return (result.status != "skip" and result.reference_status != "crash"
+            and not result.message.startswith("reference:"))
+
+
+def run_cases(cases: Sequence[Any], members: Sequence[Member], reference: str = "tensorflow",
+              golden: str | None = None, progress: bool = False) -> list[Outcome]:
+    """Run every member on every case, case-major, in this process."""
+    from conformance import runner
+    from conformance.backends import resolve_backend
+    from conformance.result import FAILING_STATUSES
+
+    backends = [(m, resolve_backend(m.spec)) for m in members]
+    use_tensorflow = reference == "tensorflow"
+    if use_tensorflow:  # TensorFlow aborting on a case must be that case's crash, not the end of the selftest
+        runner.isolate_reference(runner.REFERENCE_SPEC)
+    outcomes = []
+    step = max(1, len(cases) // 10)
+    try:
+        for number, case in enumerate(cases, 1):
+            for member, backend in backends:
+                result = runner.run_case(case, dataclasses.replace(backend, name=member.name), use_tensorflow,
+                                         golden)
+                failing = result.status in FAILING_STATUSES
+                outcomes.append(Outcome(case.id, member.name, result.status if failing else "pass",
+                                        result.message if failing else "", _judged(result)))
+            if progress and (number % step == 0 or number == len(cases)):
+                print(f"selftest: {number}/{len(cases)} cases", file=sys.stderr, flush=True)
+    finally:
+        if use_tensorflow:
+            runner.isolate_reference(None)
+    return outcomes
+
+
+def _run_chunk(cases: Sequence[Any], members: Sequence[Member], reference: str, golden: str | None) -> list[Outcome]:
+    return run_cases(cases, members, reference, golden)
+
+
+def run_parallel(cases: Sequence[Any], members: Sequence[Member], reference: str, golden: str | None,
+                 workers: int, progress: bool) -> list[Outcome]:
+    """Cases dealt round-robin into chunks (expensive network layers spread out), one process per worker."""
+    if workers <= 1 or len(cases) < 2:
+        return run_cases(cases, members, reference, golden, progress)
+    chunks = [list(cases[i::workers * 4]) for i in range(min(len(cases), workers * 4))]
+    outcomes: list[Outcome] = []
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_run_chunk, chunk, members, reference, golden) for chunk in chunks]
+        for number, future in enumerate(futures, 1):
+            outcomes += future.result()
+            if progress:
+                print(f"selftest: {number}/{len(chunks)} chunks", file=sys.stderr, flush=True)
+    return outcomes
+
+
+def tally(members: Sequence[Member], outcomes: Sequence[Outcome]) -> list[Tally]:
+    tallies = {m.name: Tally(m) for m in members}
+    for outcome in outcomes:
+        if outcome.judged:
+            entry = tallies[outcome.member]
+            entry.judged += 1
+            if outcome.status != "pass":
+                entry.failures.append(outcome)
+    return list(tallies.values())
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."
+
+
+def render_table(tallies: Sequence[Tally]) -> list[str]:
+    """One row per mutant (caught? by how many cases; the first one and why; the next few) and one per
+    correct implementation (passed? how many failures; the first and why; the next few)."""
+    width = max([len(t.member.name) for t in tallies] + [7])
+    indent = " " * (width + 19)
+    lines = []
+    for role, title, verdict, count in ((MUTANT, "MUTANT", "CAUGHT", "CASES"),
+                                        (CORRECT, "CORRECT", "PASSED", "FAILING")):
+        rows = [t for t in tallies if t.member.role == role]
+        if not rows:
+            continue
+        lines.append(f"{title:<{width}}  {verdict:<6}  {count:>7}  "
+                     + ("FIRST CATCHING CASE: REASON" if role == MUTANT else "FIRST FAILING CASE: REASON"))
+        for t in rows:
+            first = (f"{t.failures[0].case}: {t.failures[0].status}: {_short(t.failures[0].message)}"
+                     if t.failures else "-" if t.judged else "- (no case judged)")
+            lines.append(f"{t.member.name:<{width}}  {'yes' if t.ok else 'NO':<6}  {len(t.failures):>7}  {first}")
+            if len(t.failures) > 1:
+                more = len(t.failures) - SHOWN_IDS
+                lines.append(indent + "also " + ", ".join(f.case for f in t.failures[1:SHOWN_IDS])
+                             + (f" (+{more} more)" if more > 0 else ""))
+        lines.append("")
+    return lines
+
+
+def summary(tallies: Sequence[Tally]) -> dict[str, Any]:
+    mutants = [t for t in tallies if t.member.role == MUTANT]
+    correct = [t for t in tallies if t.member.role == CORRECT]
+    caught = sum(t.ok for t in mutants)
+    passed = sum(t.ok for t in correct)
+    return {"mutants": len(mutants), "caught": caught, "score": caught / len(mutants) if mutants else None,
+            "correct": len(correct), "correct_passed": passed,
+            "passed": caught == len(mutants) and passed == len(correct)}
+
+
+def report_json(tallies: Sequence[Tally], cases: Sequence[Any], unjudged: Sequence[str], reference: str,
+                duration: float) -> dict[str, Any]:
+    return {"format_version": 1, "reference": reference, "cases": len(cases), "unjudged_cases": list(unjudged),
+            "duration_s": duration, "summary": summary(tallies),
+            "members": [{"name": t.member.name, "spec": t.member.spec, "role": t.member.role,
+                         "ok": t.ok, "judged": t.judged, "failing": len(t.failures),
+                         "failing_cases": [f.case for f in t.failures],
+                         "first_failures": [{"case": f.case, "status": f.status, "message": f.message}
+                                            for f in t.failures[:SHOWN_IDS]]} for t in tallies]}
+
+
+# --- command line -----------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", action="append", metavar="PATH",
+                        help="case file or folder (repeatable; default: the bundled bank)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only the cases tagged `{QUICK_TAG}`: a small subset that still catches every "
+                             "bundled mutant")
+    parser.add_argument("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
+                        help="what results are judged against (default: TensorFlow, checked by the oracle)")
+    parser.add_argument("--golden", metavar="DIR", help="golden references (with --reference golden)")
+    parser.add_argument("--mutant", action="append", default=[], metavar="SPEC",
+                        help="also run this backend as a mutant: it must fail some case (repeatable)")
+    parser.add_argument("--alternative", action="append", default=[], metavar="SPEC",
+                        help="also run this backend as a correct implementation: it must pass every case")
+    parser.add_argument("--no-zoo", action="store_true",
+                        help="run only the members given with --mutant/--alternative")
+    parser.add_argument("--json", metavar="FILE", help="also write the table and the catch lists as JSON")
+    parser.add_argument("-n", "--workers", type=int, default=1, metavar="N",
+                        help="worker processes (default 1)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def _members(args: argparse.Namespace) -> list[Member]:
+    members = [] if args.no_zoo else zoo_members()
+    members += [Member(spec, spec, MUTANT) for spec in args.mutant]
+    members += [Member(spec, spec, CORRECT) for spec in args.alternative]
+    names = [m.name for m in members]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"--mutant/--alternative: {', '.join(duplicates)} given twice or already in the zoo")
+    return members
+
+
+def _fail(message: str) -> int:
+    print(f"sepconv-conformance selftest: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def execute(args: argparse.Namespace) -> int:
+    from conformance.backends import BackendError, resolve_backend
+    from conformance.loader import CaseFileError, load_cases
+    from conformance.plugin import default_bank
+    from conformance.reference import tensorflow_missing
+
+    if args.reference == "tensorflow" and (reason := tensorflow_missing()):
+        return _fail(reason)
+    if args.reference == "golden" and not (args.golden and Path(args.golden).is_dir()):
+        return _fail(f"--reference golden needs --golden DIR, a folder of golden entries (got {args.golden!r})")
+    if args.workers < 1:
+        return _fail(f"-n {args.workers}: must be at least 1")
+    try:
+        members = _members(args)
+        for member in members:
+            resolve_backend(member.spec)
+        cases = load_cases(args.cases or [str(default_bank())])
+    except (ValueError, BackendError) as error:
+        return _fail(str(error))
+    except CaseFileError as error:
+        return _fail(f"invalid case file(s):\n{error}")
+    if not members:
+        return _fail("nothing to run: --no-zoo without --mutant or --alternative")
+    if args.quick:
+        cases = [c for c in cases if QUICK_TAG in c.tags]
+    if not cases:
+        return _fail("no case selected" + (f" (no case is tagged `{QUICK_TAG}`)" if args.quick else ""))
+    golden = args.golden if args.reference == "golden" else None
+    start = time.perf_counter()
+    outcomes = run_parallel(cases, members, args.reference, golden, args.workers, not args.quiet)
+    duration = time.perf_counter() - start
+    tallies = tally(members, outcomes)
+    unjudged = sorted({o.case for o in outcomes if not o.judged})
+    verdict = summary(tallies)
+    print(f"selftest: {len(cases)} cases{' (--quick)' if args.quick else ''}, {verdict['mutants']} mutants, "
+          f"{verdict['correct']} correct implementations, reference {args.reference}, {duration:.1f} s")
+    if unjudged:
+        print(f"  {len(unjudged)} cases unjudged (no reference): {', '.join(unjudged[:SHOWN_IDS])}"
+              + (", ..." if len(unjudged) > SHOWN_IDS else ""))
+    print()
+    print("\n".join(render_table(tallies)))
+    score = f"{verdict['caught']}/{verdict['mutants']}" + (
+        f" = {100 * verdict['score']:.0f}%" if verdict["score"] is not None else "")
+    print(f"mutation score: {score}; correct implementations passing: "
+          f"{verdict['correct_passed']}/{verdict['correct']}")
+    print("SELFTEST PASSED" if verdict["passed"] else "SELFTEST FAILED")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report_json(tallies, cases, unjudged, args.reference, duration), indent=1),
+                        encoding="utf-8")
+    return EXIT_OK if verdict["passed"] else EXIT_NONCONFORMING
