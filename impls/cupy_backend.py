@@ -294,3 +294,49 @@ def separable_conv2d_standin(input: Any, depthwise_filter: Any, pointwise_filter
     """This backend's pipeline with NumPy standing in for CuPy and the kernel: runs anywhere."""
     return run_pipeline(NUMPY_STANDIN, input, depthwise_filter, pointwise_filter, strides, padding,
                         data_format, dilations)
+
+
+# --- a side-by-side benchmark: python -m impls.cupy_backend [--standin] [--cases PATH] [--repeat N] ---------
+
+def _bench(argv: Sequence[str] | None = None) -> int:
+    """Time this backend against the NumPy backend on the same cases, in one run (end to end per call:
+    host->device, both stages, device->host), and print the ratios."""
+    import argparse
+    import statistics
+    import time
+    from pathlib import Path
+
+    from conformance.data import materialize
+    from conformance.loader import load_cases
+    from impls.numpy_backend import separable_conv2d as numpy_separable_conv2d
+
+    parser = argparse.ArgumentParser(prog="python -m impls.cupy_backend", description=_bench.__doc__)
+    parser.add_argument("--cases", default=str(Path(__file__).resolve().parent.parent / "cases" / "networks.yaml"))
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per case (the median is shown)")
+    parser.add_argument("--standin", action="store_true", help="time the NumPy stand-in instead of the device")
+    args = parser.parse_args(argv)
+    if not args.standin and (reason := unavailable_reason()):
+        print(f"cupy backend cannot run here: {reason}")
+        return 2
+    ours = separable_conv2d_standin if args.standin else separable_conv2d
+    label = "standin" if args.standin else "cupy"
+    print(f"{'case':<64} {'numpy ms':>9} {label + ' ms':>10} {'speed-up':>8}")
+    for case in (c for c in load_cases([args.cases]) if not c.expect_error):
+        inputs = materialize(case)
+        call = (inputs.input, inputs.depthwise_filter, inputs.pointwise_filter, case.operator_strides,
+                case.operator_padding, case.data_format, list(case.rates))
+        medians = []
+        for fn in (numpy_separable_conv2d, ours):
+            fn(*call)  # warm-up: compilation, allocation
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                fn(*call)
+                times.append(time.perf_counter() - start)
+            medians.append(statistics.median(times) * 1e3)
+        print(f"{case.id[:64]:<64} {medians[0]:9.2f} {medians[1]:10.2f} {medians[0] / medians[1]:7.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_bench())

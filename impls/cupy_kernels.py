@@ -137,7 +137,7 @@ def _module() -> Any:
     import cupy
 
     # Compiled by NVRTC on first use and cached by CuPy (in memory and on disk, keyed by the source).
-    return cupy.RawModule(code=kernel_source(), options=("--std=c++11",))
+    return cupy.RawModule(code=kernel_source(), options=("--std=c++17",))
 
 
 def depthwise_cuda(x: Any, w: Any, out: Any, g: DepthwiseGeometry) -> None:

@@ -4,6 +4,7 @@ on a CUDA machine (`gpu` marker), the kernel against its stand-in bit for bit an
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import impls.cupy_backend as cupy_backend
 import impls.cupy_kernels as cupy_kernels
 from conformance.backends import Backend
 from conformance.cli import main
-from conformance.result import Result
+from conformance.result import FAILING_STATUSES, Result
 from impls.cupy_backend import (bfloat16_bits_to_float32, float32_to_bfloat16_bits, geometry,
                                 separable_conv2d_standin, unavailable_reason)
 from impls.cupy_kernels import DepthwiseGeometry, check_launch, depthwise_standin, layout_steps
@@ -64,7 +65,7 @@ def test_the_bank_exercises_every_feature_of_the_pipeline(bank_verdicts):
         seen["multiplier>1"] += case.channel_multiplier > 1
         seen["chunked"] += case.batch * g.out_h * g.out_w * case.depthwise_channels > cupy_kernels.STANDIN_CHUNK
     wanted = ["float16", "bfloat16", "float32", "float64", "NHWC", "NCHW", "SAME", "VALID", "explicit",
-              "stride>1", "rate>1", "multiplier>1", "integers", "nonfinite", "chunked"]
+              "stride>1", "rate>1", "multiplier>1", "integers", "nonfinite", "subnormal", "chunked"]
     assert all(seen[feature] for feature in wanted), {feature: seen[feature] for feature in wanted}
     assert sum(case.expect_error for case, _ in bank_verdicts) >= 20
 
@@ -165,6 +166,48 @@ def test_launch_preconditions_are_checked():
             depthwise_standin(*args, g)
 
 
+def _random_operands(rng: np.random.Generator, dtype: str, nonfinite: bool = False):
+    """A random valid call: (x, dw, pw, strides, padding, data_format, dilations)."""
+    while True:
+        n, h, w, c = (int(v) for v in rng.integers(1, [4, 14, 14, 7]))
+        m, o, kh, kw = (int(v) for v in rng.integers(1, [4, 8, 5, 5]))
+        data_format = str(rng.choice(["NHWC", "NCHW"]))
+        sh, sw = (int(v) for v in rng.integers(1, 4, 2)) if rng.random() < 0.5 else (1, 1)
+        rh, rw = (int(v) for v in rng.integers(1, 4, 2)) if (sh, sw) == (1, 1) else (1, 1)
+        kind = rng.integers(3)
+        pads = [int(v) for v in rng.integers(0, 4, 4)]
+        explicit = [[0, 0], pads[:2], pads[2:], [0, 0]]
+        padding = ("SAME", "VALID")[kind] if kind < 2 else (
+            explicit if data_format == "NHWC" else [[0, 0], [0, 0], pads[:2], pads[2:]])
+        strides = [1, sh, sw, 1] if data_format == "NHWC" else [1, 1, sh, sw]
+        shape = (n, h, w, c) if data_format == "NHWC" else (n, c, h, w)
+        try:
+            geometry(shape, (kh, kw, c, m), data_format, sh, sw, rh, rw, padding)
+        except ValueError:
+            continue
+        x = rng.standard_normal(shape)
+        if nonfinite:
+            picked = rng.random(x.size) < 0.03
+            x.reshape(-1)[picked] = rng.choice([np.nan, np.inf, -np.inf], size=int(picked.sum()))
+        dw = rng.standard_normal((kh, kw, c, m))
+        pw = rng.standard_normal((1, 1, c * m, o)) / np.sqrt(c * m)
+        cast = DTYPES[dtype]
+        return x.astype(cast), dw.astype(cast), pw.astype(cast), strides, padding, data_format, [rh, rw]
+
+
+def _geometry_of(x, dw, strides, padding, data_format, dilations) -> DepthwiseGeometry:
+    sh, sw = (strides[1], strides[2]) if data_format == "NHWC" else (strides[2], strides[3])
+    return geometry(x.shape, dw.shape, data_format, sh, sw, dilations[0], dilations[1], padding)
+
+
+def _assert_same_bits_or_both_nan(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    nan = np.isnan(want.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(got.astype(np.float64)), nan)
+    unsigned = np.dtype(f"u{want.dtype.itemsize}")
+    np.testing.assert_array_equal(got[~nan].view(unsigned), want[~nan].view(unsigned))
+
+
 # --- the CUDA source --------------------------------------------------------------------------------------
 
 def _source() -> str:
@@ -185,6 +228,75 @@ def test_each_dtype_has_an_entry_point_of_its_storage_type(dtype, ctype):
     name = cupy_kernels.KERNEL_NAMES[dtype]
     assert re.search(rf'extern "C" __global__ void {name}\(SEPCONV_DEPTHWISE_PARAMS\({ctype}\)\)', _source())
     assert re.search(rf"depthwise<{ctype}>\(", _source())
+
+
+# The kernel's own source, compiled for the CPU with a shim for the CUDA built-ins and run over a simulated
+# grid: its index arithmetic, bounds checks and grid-stride loop, tested without a GPU. (The float16
+# conversions are PTX instructions, so only the float32 and float64 instantiations run here.)
+HOST_SHIM = """
+struct sepconv_dim { unsigned int x, y, z; };
+static sepconv_dim threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define asm(...) ((void)0)
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+"""
+HOST_DRIVER = """
+#define SEPCONV_EMULATE(T, NAME)                                                                          \\
+extern "C" void emulate_##NAME(const T* x, const T* w, T* out, const long long* p, unsigned grid,         \\
+                               unsigned block) {                                                          \\
+    gridDim.x = grid;                                                                                     \\
+    blockDim.x = block;                                                                                   \\
+    for (blockIdx.x = 0; blockIdx.x < grid; ++blockIdx.x)                                                 \\
+        for (threadIdx.x = 0; threadIdx.x < block; ++threadIdx.x)                                         \\
+            sepconv_depthwise_##NAME(x, w, out, ARGS);                                                    \\
+}
+SEPCONV_EMULATE(float, float32)
+SEPCONV_EMULATE(double, float64)
+"""
+
+
+@pytest.fixture(scope="module")
+def emulated_kernel(tmp_path_factory):
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not on PATH")
+    folder = tmp_path_factory.mktemp("emulated")
+    count = len(cupy_kernels.dataclasses.fields(DepthwiseGeometry))
+    arguments = ", ".join(f"p[{i}]" for i in range(count))
+    (folder / "emulated.cpp").write_text(HOST_SHIM + _source() + HOST_DRIVER.replace("ARGS", arguments))
+    library = folder / "emulated.so"
+    done = subprocess.run([compiler, "-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-w", "-o",
+                           str(library), str(folder / "emulated.cpp")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lib = ctypes.CDLL(str(library))
+    for name in ("emulate_float32", "emulate_float64"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p] * 3 + [ctypes.POINTER(ctypes.c_longlong), ctypes.c_uint,
+                                                                ctypes.c_uint]
+    return lib
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_kernel_source_run_on_the_cpu_equals_the_standin_bit_for_bit(emulated_kernel, dtype):
+    rng = np.random.default_rng(9)
+    for trial in range(40):
+        x, dw, _, strides, padding, data_format, dilations = _random_operands(rng, dtype, nonfinite=trial % 3 == 0)
+        if trial % 5 == 0:
+            dw.reshape(-1)[0] = np.inf  # an infinite tap, also over the padding
+        g = _geometry_of(x, dw, strides, padding, data_format, dilations)
+        want = np.empty(g.total, x.dtype)
+        depthwise_standin(x, dw, want, g)
+        got = np.full(g.total, np.nan, x.dtype)
+        args = (ctypes.c_longlong * len(g.kernel_args()))(*(int(a) for a in g.kernel_args()))
+        block = int(rng.integers(1, 64))  # few threads, so that the grid-stride loop goes round
+        grid = int(rng.integers(1, max(2, -(-g.total // block))))
+        getattr(emulated_kernel, f"emulate_{dtype}")(x.ctypes.data, dw.ctypes.data, got.ctypes.data, args, grid,
+                                                     block)
+        _assert_same_bits_or_both_nan(got, want)
 
 
 NVCC = shutil.which("nvcc")
@@ -213,7 +325,7 @@ def test_nvrtc_compiles_the_source_as_cupy_would():
         pytest.skip(f"CuPy's NVRTC is not usable here: {type(error).__name__}: {error}")
     program = nvrtc.createProgram(_source(), "sepconv_depthwise.cu", [], [])
     try:
-        nvrtc.compileProgram(program, ["--std=c++11", "--device-as-default-execution-space", "-arch=sm_90"])
+        nvrtc.compileProgram(program, ["--std=c++17", "--device-as-default-execution-space", "-arch=sm_90"])
     except Exception:
         pytest.fail(nvrtc.getProgramLog(program))
     assert len(nvrtc.getCUBIN(program)) > 0
@@ -317,6 +429,13 @@ def test_the_device_entry_point_refuses_clearly_without_a_device(monkeypatch):
         cupy_backend.separable_conv2d(x, dw, pw, [1, 1, 1, 1], "SAME")
 
 
+def test_benchmark_prints_one_line_per_valid_case(small, capsys):
+    assert cupy_backend._bench(["--standin", "--cases", str(small), "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["case", "numpy", "ms"] and len(lines) == 2  # the error case is not timed
+    assert lines[1].startswith("n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32") and lines[1].endswith("x")
+
+
 # --- on a CUDA machine --------------------------------------------------------------------------------------
 
 def _require_device() -> None:
@@ -333,43 +452,6 @@ def cupy() -> Iterator[types.ModuleType]:
     yield cupy
 
 
-def _random_operands(rng: np.random.Generator, dtype: str, nonfinite: bool = False):
-    """A random valid call: (x, dw, pw, strides, padding, data_format, dilations)."""
-    while True:
-        n, h, w, c = (int(v) for v in rng.integers(1, [4, 14, 14, 7]))
-        m, o, kh, kw = (int(v) for v in rng.integers(1, [4, 8, 5, 5]))
-        data_format = str(rng.choice(["NHWC", "NCHW"]))
-        sh, sw = (int(v) for v in rng.integers(1, 4, 2)) if rng.random() < 0.5 else (1, 1)
-        rh, rw = (int(v) for v in rng.integers(1, 4, 2)) if (sh, sw) == (1, 1) else (1, 1)
-        kind = rng.integers(3)
-        pads = [int(v) for v in rng.integers(0, 4, 4)]
-        explicit = [[0, 0], pads[:2], pads[2:], [0, 0]]
-        padding = ("SAME", "VALID")[kind] if kind < 2 else (
-            explicit if data_format == "NHWC" else [[0, 0], [0, 0], pads[:2], pads[2:]])
-        strides = [1, sh, sw, 1] if data_format == "NHWC" else [1, 1, sh, sw]
-        shape = (n, h, w, c) if data_format == "NHWC" else (n, c, h, w)
-        try:
-            geometry(shape, (kh, kw, c, m), data_format, sh, sw, rh, rw, padding)
-        except ValueError:
-            continue
-        x = rng.standard_normal(shape)
-        if nonfinite:
-            picked = rng.random(x.size) < 0.03
-            x.reshape(-1)[picked] = rng.choice([np.nan, np.inf, -np.inf], size=int(picked.sum()))
-        dw = rng.standard_normal((kh, kw, c, m))
-        pw = rng.standard_normal((1, 1, c * m, o)) / np.sqrt(c * m)
-        cast = DTYPES[dtype]
-        return x.astype(cast), dw.astype(cast), pw.astype(cast), strides, padding, data_format, [rh, rw]
-
-
-def _assert_same_bits_or_both_nan(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.dtype == want.dtype and got.shape == want.shape
-    nan = np.isnan(want.astype(np.float64))
-    np.testing.assert_array_equal(np.isnan(got.astype(np.float64)), nan)
-    unsigned = np.dtype(f"u{want.dtype.itemsize}")
-    np.testing.assert_array_equal(got[~nan].view(unsigned), want[~nan].view(unsigned))
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_kernel_equals_its_standin_bit_for_bit(cupy, dtype):
@@ -378,8 +460,7 @@ def test_kernel_equals_its_standin_bit_for_bit(cupy, dtype):
         x, dw, _, strides, padding, data_format, dilations = _random_operands(rng, dtype, nonfinite=trial % 3 == 0)
         if trial % 5 == 0:
             dw.reshape(-1)[0] = np.inf  # an infinite tap, also over the padding
-        sh, sw = (strides[1], strides[2]) if data_format == "NHWC" else (strides[2], strides[3])
-        g = geometry(x.shape, dw.shape, data_format, sh, sw, dilations[0], dilations[1], padding)
+        g = _geometry_of(x, dw, strides, padding, data_format, dilations)
         want = np.empty(g.total, x.dtype)
         depthwise_standin(x, dw, want, g)
         out = cupy.empty(g.total, x.dtype)
@@ -394,7 +475,8 @@ def test_device_pipeline_matches_the_standin_pipeline(cupy, dtype):
     (each within K*u*sum|z||p| of exact) and, for 16-bit dtypes, one final rounding each."""
     rng = np.random.default_rng(11)
     unit = 2.0 ** -53 if dtype == "float64" else 2.0 ** -24
-    final_ulp = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}.get(dtype, 0.0)
+    final_ulp = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}.get(dtype, 0.0)  # relative, normal range
+    tiniest = {"float16": 2.0 ** -24, "bfloat16": 2.0 ** -133}.get(dtype, 0.0)  # subnormal spacing
     for trial in range(40):
         x, dw, pw, strides, padding, data_format, dilations = _random_operands(rng, dtype, nonfinite=trial % 4 == 0)
         got = cupy_backend.separable_conv2d(x, dw, pw, strides, padding, data_format, dilations)
@@ -402,7 +484,7 @@ def test_device_pipeline_matches_the_standin_pipeline(cupy, dtype):
         assert got.dtype == want.dtype and got.shape == want.shape
         bound = separable_conv2d_standin(*(np.abs(a.astype(np.float64)) for a in (x, dw, pw)), strides, padding,
                                          data_format, dilations)
-        limit = 2 * pw.shape[2] * unit * bound * 1.01 + final_ulp * np.abs(want.astype(np.float64))
+        limit = 2 * pw.shape[2] * unit * bound * 1.01 + final_ulp * np.abs(want.astype(np.float64)) + tiniest
         a, b = got.astype(np.float64), want.astype(np.float64)
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         finite = np.isfinite(b)
@@ -480,4 +562,5 @@ def test_whole_bank_conforms_on_the_device_through_the_cli(tmp_path):
     seconds = {b: sum(r["duration_s"] for r in results if r["backend"] == b) for b in ("cupy", "numpy")}
     print(f"bank on the device: {statuses}; backend+reference seconds {seconds}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert set(statuses["cupy"]) == {"pass"} and sum(statuses["cupy"].values()) == len(results) // 2
+    assert statuses["cupy"]["pass"] > 0 and not set(statuses["cupy"]) & set(FAILING_STATUSES)
+
