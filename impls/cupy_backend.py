@@ -263,7 +263,7 @@ def _fp32_gemm(cupy: Any) -> None:
         if linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_TF32:
             linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_DEFAULT)
     except (ImportError, AttributeError) as error:  # a CuPy without these internals
-        if int(os.environ.get("CUPY_TF32", "0") or 0) > 0:
+        if os.environ.get("CUPY_TF32", "0").strip() not in ("", "0"):
             raise RuntimeError(f"CUPY_TF32 is set and this CuPy ({cupy.__version__}) offers no way to turn "
                                f"TF32 off for this backend ({error}); unset CUPY_TF32") from None
 
