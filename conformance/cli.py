@@ -27,6 +27,7 @@ from conformance.session import RunOptions, run_suite
 # Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
 # and execute(args) -> exit code. They must be cheap to import (no TensorFlow, no CuPy at import time).
 MODULE_COMMANDS: dict[str, str] = {
+    "bench": "conformance.bench",
     "selftest": "conformance.selftest",
 }
 

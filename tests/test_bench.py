@@ -1,0 +1,189 @@
+"""`sepconv-conformance bench` (run as a user runs it), and the speed paths of the NumPy backend it times."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.bench import flop_count
+from conformance.cli import main
+from conformance.loader import load_cases
+
+REPO = Path(__file__).resolve().parent.parent
+
+BENCH_CASES = """
+cases:
+  - name: timed
+    input: [2, 9, 8, 3]
+    kernel: [3, 3]
+    channel_multiplier: 2
+    out_channels: 5
+    padding: SAME
+    strides: [2, 2]
+    tags: [bench]
+  - name: refused
+    description: TensorFlow refuses NCHW float16 on the CPU
+    input: [1, 6, 7, 4]
+    kernel: [3, 2]
+    channel_multiplier: 1
+    out_channels: 3
+    padding: VALID
+    data_format: NCHW
+    dtype: float16
+    tags: [bench]
+  - name: not_timed_error_case
+    input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+    strides: [2, 2]
+    rates: [2, 2]
+    expect: error
+    tags: [bench]
+  - name: untagged
+    input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+"""
+
+WRONG_BACKEND = """
+from impls.numpy_backend import separable_conv2d
+
+def off(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    out.flat[0] += 1
+    return out
+"""
+
+
+def bench(*args: str, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    code = f"import sys; {prelude}from conformance.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "bench", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_flop_count_is_depthwise_plus_pointwise(case_file):
+    case = load_cases([case_file(BENCH_CASES)])[0]  # 2x9x8x3, 3x3, M 2, O 5, stride 2 SAME: 5x4 outputs
+    assert flop_count(case) == 2 * (2 * 5 * 4) * (3 * 2) * 3 * 3 + 2 * (2 * 5 * 4) * (3 * 2) * 5
+
+
+def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(case_file, tmp_path):
+    cases = case_file(BENCH_CASES)
+    (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
+    done = bench("--cases", str(cases), "--backend", "numpy", "--backend", "wrong.py:off", "--repeats", "3",
+                 "--warmup", "1", "--json", "out/bench.json", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # a wrong backend makes the bench fail
+    lines = done.stdout.splitlines()
+    assert any("timed" in line and "numpy" in line and line.rstrip().endswith("ok") for line in lines)
+    assert any("timed" in line and "wrong.py:off" in line and "WRONG: " in line for line in lines)
+    assert any("refused" in line and "TF n/a" in line for line in lines)
+    assert not any("untagged" in line or "not_timed_error_case" in line for line in lines)
+    assert any(line.startswith("summary: numpy: median ratio") and "1 TF n/a" in line for line in lines)
+    assert any(line.startswith("summary: wrong.py:off: no shape") for line in lines)
+
+    document = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert document["setup"]["repeats"] == 3 and document["setup"]["tensorflow"]
+    timed, refused = document["rows"]
+    assert timed["case"].endswith("_timed") and refused["case"].endswith("_refused")
+    assert timed["flops"] == flop_count(load_cases([cases])[0])
+    numpy_side, wrong_side = timed["backends"]
+    assert len(timed["tensorflow"]["seconds"]) == len(numpy_side["seconds"]) == 3
+    assert numpy_side["ratio"] == pytest.approx(statistics.median(numpy_side["seconds"])
+                                                / statistics.median(timed["tensorflow"]["seconds"]))
+    assert numpy_side["gflops"] == pytest.approx(timed["flops"] / statistics.median(numpy_side["seconds"]) / 1e9)
+    assert wrong_side["status"] == "wrong" and wrong_side["ratio"] is None and len(wrong_side["seconds"]) == 3
+    # TensorFlow refused: not timed, out of the ratios; the backend is still checked (against the oracle).
+    assert refused["tensorflow"]["status"] == "n/a" and refused["tensorflow"]["seconds"] == []
+    assert refused["backends"][0]["status"] == "ok" and refused["backends"][0]["ratio"] is None
+    assert refused["backends"][1]["status"] == "wrong"
+    numpy_summary = document["summary"][0]
+    assert numpy_summary["compared"] == 1 and numpy_summary["tensorflow_na"] == 1
+    assert numpy_summary["median_ratio"] == numpy_summary["worst_ratio"] == pytest.approx(numpy_side["ratio"])
+
+
+def test_dtype_and_threads_options(case_file, tmp_path):
+    cases = case_file(BENCH_CASES)
+    case_id = load_cases([cases])[0].id
+    done = bench("--cases", str(cases), "--id", case_id, "--dtype", "float64", "--dtype", "bfloat16",
+                 "--threads", "1", "--repeats", "1", "--warmup", "0", "--json", "b.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads((tmp_path / "b.json").read_text())
+    assert [row["dtype"] for row in document["rows"]] == ["float64", "bfloat16"]
+    assert all(row["backends"][0]["status"] == "ok" for row in document["rows"])
+    assert document["setup"]["tensorflow_intra_op_threads"] == 1
+    assert document["setup"]["backend_threads"] == {"numpy": 1}
+
+
+def test_without_tensorflow_the_command_exits_2_with_the_reason(tmp_path):
+    done = bench(cwd=tmp_path, prelude="sys.modules['tensorflow'] = None; ")
+    assert done.returncode == 2
+    assert "TensorFlow is not installed" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--tag", "no_such_tag"], "no valid case matches"),
+    (["--backend", "no_such_module:fn"], "cannot be imported"),
+])
+def test_bad_selection_or_backend_exits_2(arguments, message, case_file, capsys):
+    assert main(["bench", "--cases", str(case_file(BENCH_CASES)), *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_option_values_exit_2(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--repeats", "0"])
+    assert exited.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+# --- the NumPy backend's speed paths: tiles and threads change neither results nor contract checks ------
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.mark.parametrize("shape, k, m, strides, padding, rates, data_format, dtype", [
+    ((2, 11, 9, 5), (3, 3), 2, [1, 2, 2, 1], "SAME", [1, 1], "NHWC", np.float32),
+    ((2, 11, 9, 5), (5, 3), 3, [1, 1, 1, 1], "SAME", [2, 3], "NHWC", np.float32),
+    ((1, 4, 10, 13), (2, 4), 1, [1, 1, 3, 2], [[0, 0], [0, 0], [3, 0], [1, 4]], [1, 1], "NCHW", np.float32),
+    ((3, 10, 7, 4), (3, 3), 4, [1, 1, 2, 1], "VALID", [1, 1], "NCHW", np.float32),
+    ((2, 9, 9, 6), (3, 3), 2, [1, 2, 1, 1], "SAME", [1, 1], "NHWC", "bfloat16"),
+])
+def test_tiles_and_threads_match_tensorflow_and_each_other(monkeypatch, shape, k, m, strides, padding, rates,
+                                                          data_format, dtype):
+    import ml_dtypes
+
+    from impls import numpy_backend
+
+    dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+    rng = np.random.default_rng(3)
+    channels = shape[1] if data_format == "NCHW" else shape[3]
+    x = rng.standard_normal(shape).astype(dtype)
+    dw = rng.standard_normal((*k, channels, m)).astype(dtype)
+    pw = rng.standard_normal((1, 1, channels * m, 4)).astype(dtype)
+    arguments = (x, dw, pw, strides, padding, data_format, rates)
+    results = []
+    for tile_bytes, threads in ((1 << 17, 1), (1, 3), (300, 2)):  # one tile per image; one row per tile; a few
+        monkeypatch.setattr(numpy_backend, "_TILE_BYTES", tile_bytes)
+        monkeypatch.setattr(numpy_backend, "_PARALLEL_WORK", 0)
+        monkeypatch.setenv("SEPCONV_NUMPY_THREADS", str(threads))
+        results.append(numpy_backend.separable_conv2d(*arguments))
+    assert all(r.tobytes() == results[0].tobytes() for r in results[1:])  # same arithmetic, any tiling
+    if dtype == "bfloat16":
+        return  # the bank judges bfloat16 with the tolerance model; here: the tiling changes nothing
+    expected = tf.nn.separable_conv2d(x, dw, pw, strides, padding, data_format=data_format, dilations=rates).numpy()
+    np.testing.assert_allclose(results[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_invalid_thread_setting_makes_the_backend_unavailable(monkeypatch):
+    from conformance.backends import BackendError, resolve_backend
+
+    monkeypatch.setenv("SEPCONV_NUMPY_THREADS", "two")
+    with pytest.raises(BackendError, match="SEPCONV_NUMPY_THREADS must be a positive integer"):
+        resolve_backend("numpy")
