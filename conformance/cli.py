@@ -29,6 +29,8 @@ from conformance.session import RunOptions, run_suite
 MODULE_COMMANDS: dict[str, str] = {
     "bench": "conformance.bench",
     "selftest": "conformance.selftest",
+    "fuzz": "conformance.fuzz",
+    "shrink": "conformance.shrink",
 }
 
 

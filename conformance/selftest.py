@@ -205,6 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"only the cases tagged `{QUICK_TAG}`: a small subset that still catches every "
                              "bundled mutant")
+    parser.add_argument("--skip-tag", action="append", default=[], metavar="TAG",
+                        help="leave out the cases with this tag (repeatable), e.g. bench (the full-size layers)")
     parser.add_argument("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
                         help="what results are judged against (default: TensorFlow, checked by the oracle)")
     parser.add_argument("--golden", metavar="DIR", help="golden references (with --reference golden)")
@@ -221,14 +223,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _members(args: argparse.Namespace) -> list[Member]:
-    members = [] if args.no_zoo else zoo_members()
-    members += [Member(spec, spec, MUTANT) for spec in args.mutant]
-    members += [Member(spec, spec, CORRECT) for spec in args.alternative]
-    names = [m.name for m in members]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"--mutant/--alternative: {', '.join(duplicates)} given twice or already in the zoo")
-    return members
+    zoo = [] if args.no_zoo else zoo_members()
+    added = [Member(spec, spec, MUTANT) for spec in args.mutant] + [Member(s, s, CORRECT) for s in args.alternative]
+    in_zoo = sorted({m.spec for m in added} & {m.spec for m in zoo})
+    if in_zoo:
+        raise ValueError(f"--mutant/--alternative: {', '.join(in_zoo)} already in the zoo")
+    specs = [m.spec for m in added]
+    twice = sorted({s for s in specs if specs.count(s) > 1})
+    if twice:
+        raise ValueError(f"--mutant/--alternative: {', '.join(twice)} given twice")
+    return zoo + added
 
 
 def _fail(message: str) -> int:
@@ -261,6 +265,7 @@ def execute(args: argparse.Namespace) -> int:
         return _fail("nothing to run: --no-zoo without --mutant or --alternative")
     if args.quick:
         cases = [c for c in cases if QUICK_TAG in c.tags]
+    cases = [c for c in cases if not set(args.skip_tag) & set(c.tags)]
     if not cases:
         return _fail("no case selected" + (f" (no case is tagged `{QUICK_TAG}`)" if args.quick else ""))
     golden = args.golden if args.reference == "golden" else None
@@ -270,7 +275,8 @@ def execute(args: argparse.Namespace) -> int:
     tallies = tally(members, outcomes)
     unjudged = sorted({o.case for o in outcomes if not o.judged})
     verdict = summary(tallies)
-    print(f"selftest: {len(cases)} cases{' (--quick)' if args.quick else ''}, {verdict['mutants']} mutants, "
+    selection = (" (--quick)" if args.quick else "") + "".join(f" (--skip-tag {t})" for t in args.skip_tag)
+    print(f"selftest: {len(cases)} cases{selection}, {verdict['mutants']} mutants, "
           f"{verdict['correct']} correct implementations, reference {args.reference}, {duration:.1f} s")
     if unjudged:
         print(f"  {len(unjudged)} cases unjudged (no reference): {', '.join(unjudged[:SHOWN_IDS])}"

@@ -1,0 +1,163 @@
+"""The suite's two error rates, measured by `sepconv-conformance selftest`: every mutant of the zoo is
+caught and every correct implementation passes, on the quick subset and on the bank (what CI gates on);
+and the gate itself can fail, so a green selftest means something."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from conformance.cli import main
+from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.loader import load_cases
+from impls import mutants
+from impls.alternatives import ALTERNATIVES
+from impls.mutants import MUTANTS
+from tests.conftest import BANK, SMALL_CASE
+
+
+def _selftest(tmp_path: Path, *arguments: str) -> tuple[int, dict]:
+    report = tmp_path / "selftest.json"
+    code = main(["selftest", "-q", "--json", str(report), *arguments])
+    return code, json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+
+
+def _members(report: dict, role: str) -> dict[str, dict]:
+    return {m["name"]: m for m in report["members"] if m["role"] == role}
+
+
+def _assert_proves_itself(report: dict) -> None:
+    mutant_rows, correct_rows = _members(report, "mutant"), _members(report, "correct")
+    assert set(mutant_rows) == set(MUTANTS)
+    assert {"numpy", "mutants_baseline", *ALTERNATIVES} == set(correct_rows)
+    uncaught = [name for name, row in mutant_rows.items() if not row["ok"]]
+    assert not uncaught, f"mutants no case catches: {uncaught}"
+    false_alarms = {name: row["first_failures"] for name, row in correct_rows.items() if row["ok"] is not True}
+    assert not false_alarms, f"correct implementations that fail: {false_alarms}"
+    assert report["summary"] == {"mutants": len(MUTANTS), "caught": len(MUTANTS), "score": 1.0,
+                                 "correct": len(correct_rows), "correct_passed": len(correct_rows), "passed": True}
+
+
+def test_the_zoo_is_big_enough():
+    assert len(MUTANTS) >= 15 and len(ALTERNATIVES) >= 4
+
+
+def test_quick_subset_catches_every_mutant_and_passes_every_correct_implementation(tmp_path):
+    pytest.importorskip("tensorflow")
+    code, report = _selftest(tmp_path, "--quick")
+    assert code == EXIT_OK
+    _assert_proves_itself(report)
+    quick = [c for c in load_cases([BANK]) if "selftest" in c.tags]
+    assert report["cases"] == len(quick) <= 20
+
+
+def test_bank_catches_every_mutant_and_passes_every_correct_implementation(tmp_path):
+    """The whole bank but the full-size benchmark layers (tag bench), against TensorFlow."""
+    pytest.importorskip("tensorflow")
+    code, report = _selftest(tmp_path, "--skip-tag", "bench")
+    assert code == EXIT_OK
+    _assert_proves_itself(report)
+    assert report["cases"] == len([c for c in load_cases([BANK]) if "bench" not in c.tags])
+    assert report["unjudged_cases"] == []
+
+
+# --- the gate can fail ---------------------------------------------------------------------------------
+def test_a_mutant_that_is_actually_correct_goes_uncaught_and_fails_the_gate(small, tmp_path, capsys):
+    code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "oracle", "--no-zoo",
+                             "--mutant", "impls.mutants:correct", "--alternative", "numpy")
+    assert code == EXIT_NONCONFORMING
+    row = _members(report, "mutant")["impls.mutants:correct"]
+    assert row["ok"] is False and row["failing"] == 0 and row["judged"] == 2
+    assert report["summary"]["score"] == 0.0 and report["summary"]["passed"] is False
+    out = capsys.readouterr().out
+    assert "mutation score: 0/1 = 0%" in out and "SELFTEST FAILED" in out
+
+
+def test_a_wrong_alternative_fails_the_gate_and_the_table_says_where(small, tmp_path, capsys):
+    code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "oracle", "--no-zoo",
+                             "--alternative", "impls.mutants:same_split_before",
+                             "--mutant", "impls.mutants:rate_with_stride")
+    assert code == EXIT_NONCONFORMING
+    wrong = _members(report, "correct")["impls.mutants:same_split_before"]
+    case_id = load_cases([small])[0].id
+    assert wrong["ok"] is False and wrong["failing_cases"] == [case_id]
+    assert "the limit" in wrong["first_failures"][0]["message"]
+    caught = _members(report, "mutant")["impls.mutants:rate_with_stride"]
+    assert caught["ok"] is True and "accepted input the contract forbids" in caught["first_failures"][0]["message"]
+    out = capsys.readouterr().out
+    assert f"impls.mutants:same_split_before" in out and case_id in out and "SELFTEST FAILED" in out
+
+
+def test_cases_without_a_reference_judge_no_one(small, tmp_path):
+    """An empty golden folder: every case is an error for every member, yet no mutant counts as caught
+    and no correct implementation as passing."""
+    golden = tmp_path / "goldens"
+    golden.mkdir()
+    code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "golden", "--golden", str(golden),
+                             "--no-zoo", "--mutant", "impls.mutants:same_split_before", "--alternative", "numpy")
+    assert code == EXIT_NONCONFORMING
+    assert len(report["unjudged_cases"]) == 2
+    assert all(m["judged"] == 0 and m["ok"] is False for m in report["members"])
+
+
+def test_workers_give_the_same_tallies(small, tmp_path):
+    arguments = ["--cases", str(small), "--reference", "oracle", "--no-zoo", "--mutant", "impls.mutants:extra_row",
+                 "--mutant", "impls.mutants:rate_with_stride", "--alternative", "numpy"]
+    serial = _selftest(tmp_path / "serial", *arguments)
+    parallel = _selftest(tmp_path / "parallel", *arguments, "-n", "2")
+    assert serial[0] == parallel[0] == EXIT_OK
+    assert serial[1]["members"] == parallel[1]["members"]
+
+
+@pytest.mark.parametrize("arguments, reason", [
+    (["--mutant", "no.such.module:fn"], "cannot be imported"),
+    (["--mutant", "impls.mutants:extra_row"], "already in the zoo"),
+    (["--no-zoo", "--mutant", "numpy", "--alternative", "numpy"], "given twice"),
+    (["--no-zoo"], "nothing to run"),
+    (["--quick", "--no-zoo", "--alternative", "numpy"], "no case is tagged"),
+    (["--reference", "golden"], "--golden DIR"),
+    (["-n", "0"], "at least 1"),
+])
+def test_usage_errors_exit_2_with_the_reason(case_file, tmp_path, capsys, arguments, reason):
+    cases = case_file(SMALL_CASE)
+    assert main(["selftest", "--cases", str(cases), "--reference", "oracle", *arguments]) == EXIT_USAGE
+    assert reason in capsys.readouterr().err
+
+
+# --- what the numerical mutants do ----------------------------------------------------------------------
+@pytest.mark.parametrize("wide, narrow", [(np.float32, np.float16), (np.float32, ml_dtypes.bfloat16),
+                                          (np.float64, np.float32), (np.longdouble, np.float64)])
+def test_toward_zero_is_the_largest_magnitude_value_not_beyond_the_exact_one(wide, narrow):
+    rng = np.random.default_rng(0)
+    exact = (rng.standard_normal(2000) * 10.0 ** rng.integers(-3, 3, 2000)).astype(wide)
+    # Perturbed within an ulp of the narrow type, so that (even from float64 to longdouble) most values
+    # fall between two narrow values.
+    values = exact * (1 + rng.uniform(-1, 1, 2000).astype(wide) * wide(ml_dtypes.finfo(narrow).eps))
+    truncated = mutants._toward_zero(values, np.dtype(narrow))
+    assert truncated.dtype == np.dtype(narrow)
+    back = truncated.astype(wide)
+    assert np.all(np.abs(back) <= np.abs(values)) and np.all(np.sign(back) * np.sign(values) >= 0)
+    away = np.nextafter(truncated, np.where(values > 0, np.inf, -np.inf).astype(narrow)).astype(wide)
+    assert np.all(np.abs(away) > np.abs(values))  # the next value away from zero overshoots: no skipped ulp
+    nearest = values.astype(narrow)
+    assert np.any(truncated != nearest) and np.all((truncated == nearest) | (np.abs(nearest.astype(wide)) > np.abs(values)))
+
+
+def test_subnormals_are_flushed_and_normals_kept():
+    for dtype in (np.float16, ml_dtypes.bfloat16, np.float32, np.float64):
+        info = ml_dtypes.finfo(dtype)
+        values = np.array([info.smallest_normal, info.smallest_subnormal, -info.smallest_subnormal, 1.5,
+                           np.inf, np.nan], dtype=dtype)
+        flushed = mutants._flush_subnormals(values, np.dtype(dtype)).astype(np.float64)
+        assert flushed[0] == float(info.smallest_normal) and flushed[3] == 1.5 and np.isinf(flushed[4])
+        assert flushed[1] == 0 and flushed[2] == 0 and np.signbit(flushed[2]) and np.isnan(flushed[5])
+
+
+def test_row_wraparound_reads_the_neighbouring_rows_through_the_halo():
+    image = np.arange(1, 7, dtype=np.float32).reshape(1, 2, 3, 1)  # rows [1 2 3], [4 5 6]
+    padded = mutants._wraparound_padded(image, (0, 0, 1, 1), np.float32)[0, :, :, 0]
+    assert padded.tolist() == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 0]]

@@ -1,0 +1,157 @@
+"""`sepconv-conformance shrink`: failure signatures from real verdicts, a padding bug in a big layer
+shrunk to a handful of pixels and channels, error cases that keep breaking the same rule, crashes
+shrunk through the isolated child, and the written case file as a loadable reproducer."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.backends import Backend, resolve_backend
+from conformance.case import Case
+from conformance.cli import main
+from conformance.exitcodes import EXIT_OK, EXIT_USAGE
+from conformance.loader import load_file
+from conformance.runner import run_case
+from conformance.shrink import signature
+from impls import mutants
+
+BASE = dict(input=(2, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(2, 1), rates=(1, 1),
+            padding="SAME", data_format="NHWC", dtype="float32")
+
+
+def _raises(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("no kernel for this shape")
+
+
+def _returns_a_list(*args: Any, **kwargs: Any) -> Any:
+    return [1.0]
+
+
+@pytest.mark.parametrize("fn, changes, expected", [
+    (mutants.correct, {}, None),
+    (mutants.extra_row, {}, ("fail", "shape")),
+    (mutants.same_split_before, {}, ("fail", "values")),
+    (mutants.same_split_before, {"data": "integers"}, ("fail", "values")),
+    (mutants.nonfinite_flushed, {"data": "nonfinite", "input": (1, 8, 8, 4)}, ("fail", "nonfinite")),
+    (mutants.additive_bias, {"input": (2, 16, 16, 8), "out_channels": 16}, ("fail", "bias")),
+    (mutants.rate_with_stride, {"rates": (2, 2), "strides": (2, 2), "expect_error": True},
+     ("fail", "accepted_forbidden")),
+    (_raises, {}, ("error", "raised_on_valid")),
+    (_returns_a_list, {}, ("error", "not_array")),
+])
+def test_signatures_classify_real_verdicts(fn, changes, expected):
+    result = run_case(Case(**(BASE | changes)), Backend(fn.__name__, fn), use_tensorflow=False)
+    assert signature(result) == expected, result.message
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def _shrink(case_file: Path, case_id: str, spec: str, out: Path, *extra: str) -> int:
+    return main(["shrink", "--cases", str(case_file), "--id", case_id, "--backend", spec, "--out", str(out), *extra])
+
+
+def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channels(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    source = _write(tmp_path / "big.yaml", """
+        cases:
+          - {name: big, input: [4, 28, 28, 32], kernel: [3, 3], channel_multiplier: 2, out_channels: 32,
+             padding: SAME, strides: [2, 2]}
+        """)
+    original = load_file(source)[0]
+    spec, out = "impls.mutants:same_split_before", tmp_path / "shrunk.yaml"
+    assert _shrink(source, original.id, spec, out) == EXIT_OK
+    [shrunk] = load_file(out)  # a valid case file holding one case
+    n, h, w, c = shrunk.input
+    assert n == 1 and h * w <= 4 and c == 1 and shrunk.channel_multiplier == 1 and shrunk.out_channels == 1
+    assert shrunk.name == "big_shrunk" and "shrunk" in shrunk.tags
+    mutant = resolve_backend(spec)
+    assert signature(run_case(original, mutant)) == signature(run_case(shrunk, mutant)) == ("fail", "values")
+    assert run_case(shrunk, resolve_backend("numpy")).status == "pass"
+    text = out.read_text()
+    assert f"# Reproduce: sepconv-conformance run --cases {out} --backend {spec} --id {shrunk.id}" in text
+    printed = capsys.readouterr().out
+    assert "before: input 4x28x28x32" in printed and f"after:  input 1x{h}x{w}x1" in printed
+
+
+def test_a_case_from_a_results_file_shrinks_with_its_failing_backend(tmp_path, small, capsys):
+    pytest.importorskip("tensorflow")
+    spec, reports = "impls.mutants:kernel_transposed", tmp_path / "reports"
+    assert main(["run", "--cases", str(small), "--backend", spec, "--backend", "numpy", "--out", str(reports),
+                 "-q"]) != EXIT_OK
+    case_id = load_file(small)[0].id
+    out = tmp_path / "shrunk.yaml"
+    assert main(["shrink", "--results", str(reports), "--id", case_id, "--out", str(out)]) == EXIT_OK
+    [shrunk] = load_file(out)
+    assert signature(run_case(shrunk, resolve_backend(spec))) == ("fail", "values")
+    assert f"shrink: {case_id} on {spec}" in capsys.readouterr().out
+
+
+def test_a_forbidden_case_keeps_breaking_the_same_rule(tmp_path):
+    source = _write(tmp_path / "error.yaml", """
+        cases:
+          - {input: [3, 17, 15, 12], kernel: [5, 3], channel_multiplier: 3, out_channels: 9, padding: SAME,
+             strides: [2, 3], rates: [2, 3], expect: error}
+        """)
+    out = tmp_path / "shrunk.yaml"
+    assert _shrink(source, load_file(source)[0].id, "impls.mutants:rate_with_stride", out,
+                   "--reference", "oracle") == EXIT_OK
+    [shrunk] = load_file(out)  # the loader accepts it only if it still breaks the contract
+    assert shrunk.expect_error and max(shrunk.rates) > 1 and max(shrunk.strides) > 1
+    assert shrunk.input == (1, 1, 1, 1) and shrunk.out_channels == 1 and shrunk.channel_multiplier == 1
+
+
+def test_a_crash_shrinks_through_the_isolated_child(tmp_path):
+    backend = _write(tmp_path / "crashy.py", """
+        import os
+        import numpy as np
+        from impls.mutants import correct
+
+        def conv(input, *args, **kwargs):
+            if np.asarray(input).shape[3] >= 3:  # NHWC channels: a kernel that faults on wide tiles
+                os.abort()
+            return correct(input, *args, **kwargs)
+        """)
+    source = _write(tmp_path / "cases.yaml", """
+        cases:
+          - {input: [2, 9, 8, 6], kernel: [3, 3], channel_multiplier: 2, out_channels: 5, padding: SAME}
+        """)
+    out = tmp_path / "shrunk.yaml"
+    assert _shrink(source, load_file(source)[0].id, f"{backend}:conv", out, "--reference", "oracle") == EXIT_OK
+    [shrunk] = load_file(out)
+    assert shrunk.input == (1, 1, 1, 3) and shrunk.kernel == (1, 1) and shrunk.out_channels == 1
+    assert "failure: crash (crash)" in out.read_text()
+
+
+def test_a_passing_case_is_a_usage_error(tmp_path, small, capsys):
+    out = tmp_path / "shrunk.yaml"
+    assert _shrink(small, load_file(small)[0].id, "numpy", out, "--reference", "oracle") == EXIT_USAGE
+    assert "passes on this backend: nothing to shrink" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("arguments, reason", [
+    (["--id", "nope", "--backend", "numpy"], "no case with id nope"),
+    (["--id", "x"], "--backend SPEC is required"),
+    (["--id", "ID", "--backend", "no.such:fn"], "cannot be imported"),
+])
+def test_bad_input_exits_2_with_the_reason(tmp_path, small, capsys, arguments, reason):
+    arguments = [load_file(small)[0].id if a == "ID" else a for a in arguments]
+    assert main(["shrink", "--cases", str(small), "--reference", "oracle", *arguments]) == EXIT_USAGE
+    assert reason in capsys.readouterr().err
+
+
+def test_results_without_the_case_or_with_two_failing_backends(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    record = {"case": "c1", "status": "fail", "parameters": {}}
+    results.write_text(json.dumps({"results": [record | {"backend": "a"}, record | {"backend": "b"}]}))
+    assert main(["shrink", "--results", str(results), "--id", "c2", "--reference", "oracle"]) == EXIT_USAGE
+    assert "no result for case c2" in capsys.readouterr().err
+    assert main(["shrink", "--results", str(results), "--id", "c1", "--reference", "oracle"]) == EXIT_USAGE
+    assert "failed on 2 backends (a, b)" in capsys.readouterr().err
