@@ -12,6 +12,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from conformance.diagnostics import failure_details
 from conformance.tolerance import Tolerance
 
 WORST_ELEMENTS = 5
@@ -60,11 +61,11 @@ def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.nd
         return Comparison(False, f"dtype {actual.dtype}, expected {dtype}", {"dtype": str(actual.dtype)})
     with np.errstate(all="ignore"):
         return _compare_values(actual.astype(np.float64), reference.astype(np.float64), oracle, bound,
-                               tolerance, sides, float(ml_dtypes.finfo(dtype).max))
+                               tolerance, sides, float(ml_dtypes.finfo(dtype).max), data_format)
 
 
 def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
-                    tolerance: Tolerance, sides: int, largest: float) -> Comparison:
+                    tolerance: Tolerance, sides: int, largest: float, data_format: str) -> Comparison:
     limit = tolerance.limit(bound, sides)
     nonfinite_wrong = _nonfinite_problems(got, ref, oracle, tolerance.limit(bound, 1), largest)
     comparable = np.isfinite(ref) & np.isfinite(got) & np.isfinite(bound)
@@ -72,6 +73,10 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
     ratio = np.where(error > 0, error / limit, 0.0)  # limit 0 (exact) and error > 0 gives inf
     relative = np.where(comparable & (ref != 0), error / np.abs(ref), 0.0)
     over = (ratio > 1.0) | nonfinite_wrong
+    severity = np.where(nonfinite_wrong, np.inf, ratio)
+
+    def details(kind: str) -> dict[str, Any]:  # failures only: they cost a few passes over the output
+        return failure_details(got, ref, limit, bound, nonfinite_wrong, data_format, kind)
     metrics: dict[str, Any] = {
         "elements": int(ref.size),
         "max_abs_error": float(error.max(initial=0.0)),
@@ -81,9 +86,8 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
         "nonfinite_mismatches": int(nonfinite_wrong.sum()),
     }
     if ref.size:
-        worst = int(np.argmax(np.where(nonfinite_wrong, np.inf, ratio)))
-        metrics["worst_index"] = _index(worst, ref.shape)
-        metrics["worst"] = _worst_elements(got, ref, limit, np.where(nonfinite_wrong, np.inf, ratio))
+        metrics["worst_index"] = _index(int(np.argmax(severity)), ref.shape)
+        metrics["worst"] = _worst_elements(got, ref, limit, severity)
     if over.any():
         w = metrics["worst"][0]
         if nonfinite_wrong.any() and not np.isfinite(w["error_in_limits"]):
@@ -94,12 +98,12 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
             what = f"error {w['error_in_limits']:.3g}x the limit"
         return Comparison(False, f"{what} at {w['index']}: expected {w['expected']:.9g}, got {w['got']:.9g}, "
                                  f"limit {w['limit']:.3g}; {int(over.sum())} of {ref.size} elements off",
-                          metrics)
+                          metrics, details("elements"))
     if tolerance.statistics:
         verdict = _statistics(got - ref, tolerance.unit(bound), comparable & (bound > 0), tolerance, sides)
         metrics.update(verdict.metrics)
         if not verdict.passed:
-            return Comparison(False, verdict.reason, metrics)
+            return Comparison(False, verdict.reason, metrics, details("statistics"))
     return Comparison(True, "", metrics)
 
 
