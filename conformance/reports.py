@@ -5,10 +5,15 @@ JUnit XML is written by pytest itself (--junitxml), with each case's result atta
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import math
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -28,8 +33,37 @@ def environment() -> dict[str, Any]:
     from conformance.reference import tensorflow_version
 
     return {"sepconv_conformance": __version__, "numpy": numpy.__version__,
-            "tensorflow": tensorflow_version(), "python": platform.python_version(),
-            "machine": platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count()}
+            "tensorflow": tensorflow_version(), "cupy": cupy_version(), "python": platform.python_version(),
+            "machine": platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "gpus": gpu_devices()}
+
+
+def cupy_version() -> str | None:
+    """CuPy's version from its package metadata, or None: never imported here (slow, and importing it
+    may initialize CUDA in the harness's process)."""
+    if "cupy" in sys.modules:
+        return str(sys.modules["cupy"].__version__)
+    if importlib.util.find_spec("cupy") is None:  # a top-level lookup: does not import it
+        return None
+    for distribution in importlib.metadata.packages_distributions().get("cupy", []):  # cupy-cuda12x, ...
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def gpu_devices() -> list[str]:
+    """NVIDIA GPUs as nvidia-smi names them ("name, driver, memory"); [] where there is no nvidia-smi or
+    it fails. A subprocess, so the harness never initializes CUDA itself."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                               "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
 def reference_health(results: Sequence[Result]) -> dict[str, Any]:
