@@ -28,6 +28,7 @@ from conformance.session import RunOptions, run_suite
 # and execute(args) -> exit code. They must be cheap to import (no TensorFlow, no CuPy at import time).
 MODULE_COMMANDS: dict[str, str] = {
     "bench": "conformance.bench",
+    "report": "conformance.html_report",
     "selftest": "conformance.selftest",
     "fuzz": "conformance.fuzz",
     "shrink": "conformance.shrink",
