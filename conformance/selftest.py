@@ -26,7 +26,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from conformance.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.result import FAILING_STATUSES, Result
 
 HELP = ("prove the suite: every mutant in the zoo must fail some case and every correct implementation "
         "must pass them all")
@@ -80,19 +82,18 @@ def zoo_members() -> list[Member]:
     return members
 
 
-def _judged(result: Any) -> bool:
+def _judged(result: Result) -> bool:
     """Whether a result says something about the member: not when the case had no reference, nor when
     the member declared the case unsupported (skip)."""
     return (result.status != "skip" and result.reference_status != "crash"
             and not result.message.startswith("reference:"))
 
 
-def run_cases(cases: Sequence[Any], members: Sequence[Member], reference: str = "tensorflow",
+def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str = "tensorflow",
               golden: str | None = None, progress: bool = False) -> list[Outcome]:
     """Run every member on every case, case-major, in this process."""
     from conformance import runner
     from conformance.backends import resolve_backend
-    from conformance.result import FAILING_STATUSES
 
     backends = [(m, resolve_backend(m.spec)) for m in members]
     use_tensorflow = reference == "tensorflow"
@@ -116,11 +117,11 @@ def run_cases(cases: Sequence[Any], members: Sequence[Member], reference: str = 
     return outcomes
 
 
-def _run_chunk(cases: Sequence[Any], members: Sequence[Member], reference: str, golden: str | None) -> list[Outcome]:
+def _run_chunk(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None) -> list[Outcome]:
     return run_cases(cases, members, reference, golden)
 
 
-def run_parallel(cases: Sequence[Any], members: Sequence[Member], reference: str, golden: str | None,
+def run_parallel(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None,
                  workers: int, progress: bool) -> list[Outcome]:
     """Cases dealt round-robin into chunks (expensive network layers spread out), one process per worker."""
     if workers <= 1 or len(cases) < 2:
@@ -187,7 +188,7 @@ def summary(tallies: Sequence[Tally]) -> dict[str, Any]:
             "passed": caught == len(mutants) and passed == len(correct)}
 
 
-def report_json(tallies: Sequence[Tally], cases: Sequence[Any], unjudged: Sequence[str], reference: str,
+def report_json(tallies: Sequence[Tally], cases: Sequence[Case], unjudged: Sequence[str], reference: str,
                 duration: float) -> dict[str, Any]:
     return {"format_version": 1, "reference": reference, "cases": len(cases), "unjudged_cases": list(unjudged),
             "duration_s": duration, "summary": summary(tallies),

@@ -20,9 +20,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
+from conformance import contract
+from conformance.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+from conformance.result import FAILING_STATUSES, Result
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
 SMALL_VALUES = 4  # every value 1..4 is tried before the halving points: parity matters for padding
@@ -33,10 +35,8 @@ class ShrinkError(Exception):
     """Bad input to shrink: a case that cannot be found, rebuilt, or does not fail."""
 
 
-def signature(result: Any) -> Signature | None:
+def signature(result: Result) -> Signature | None:
     """(status, reason class) of a failing result; None when it passes."""
-    from conformance.result import FAILING_STATUSES
-
     if result.status not in FAILING_STATUSES:
         return None
     message: str = result.message
@@ -60,7 +60,7 @@ def _smaller(value: int, low: int = 1) -> list[int]:
     return sorted(v for v in points if low <= v < value)
 
 
-def _with_input(case: Any, axis: int, value: int) -> Any:
+def _with_input(case: Case, axis: int, value: int) -> Case:
     sizes = list(case.input)
     sizes[axis] = value
     return dataclasses.replace(case, input=tuple(sizes))
@@ -72,7 +72,7 @@ def _pair(values: tuple[int, ...], axis: int, value: int) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
-def _candidates(case: Any) -> Iterator[tuple[str, Any]]:
+def _candidates(case: Case) -> Iterator[tuple[str, Case]]:
     """(what changed, candidate) pairs, one dimension after the other, smaller values first."""
     for axis, name in enumerate(("batch", "height", "width", "channels")):
         for value in _smaller(case.input[axis]):
@@ -104,11 +104,10 @@ def _candidates(case: Any) -> Iterator[tuple[str, Any]]:
             yield f"{field} {value}", dataclasses.replace(case, **{field: value})
 
 
-def _admissible(candidate: Any, broken_fields: frozenset[str]) -> bool:
+def _admissible(candidate: Case, broken_fields: frozenset[str]) -> bool:
     """A valid case stays valid (with an exact integer range for integers); an error case keeps breaking
     the same rules and no other."""
-    from conformance import contract
-    from conformance.data import integer_range
+    from conformance.data import integer_range  # NumPy: imported when shrinking, not with the CLI
 
     fields = frozenset(field for field, _ in contract.violations(candidate))
     if fields != broken_fields:
@@ -118,7 +117,7 @@ def _admissible(candidate: Any, broken_fields: frozenset[str]) -> bool:
 
 @dataclasses.dataclass
 class Outcome:
-    case: Any  # the smallest failing case found
+    case: Case  # the smallest failing case found
     signature: Signature
     message: str
     tried: int  # candidates run
@@ -126,11 +125,12 @@ class Outcome:
     skipped: int  # candidates not run: the contract forbids them
 
 
-def shrink(original: Any, judge: Callable[[Any], Any], max_candidates: int = 1000,
-           progress: Callable[[str], None] = lambda line: None) -> Outcome:
-    """Greedy search from `original` (which must fail); `judge(case)` returns a Result."""
-    from conformance import contract
+Judge = Callable[[Case], Result]
 
+
+def shrink(original: Case, judge: Judge, max_candidates: int = 1000,
+           progress: Callable[[str], None] = lambda line: None) -> Outcome:
+    """Greedy search from `original` (which must fail); `judge(case)` returns its Result."""
     first = judge(original)
     target = signature(first)
     if target is None:
@@ -162,7 +162,7 @@ def shrink(original: Any, judge: Callable[[Any], Any], max_candidates: int = 100
     return Outcome(current, target, message, tried, accepted, skipped)
 
 
-def _sizes(case: Any) -> str:
+def _sizes(case: Case) -> str:
     n, h, w, c = case.input
     padding = case.padding if isinstance(case.padding, str) else [list(p) for p in case.padding]
     return (f"input {n}x{h}x{w}x{c}, kernel {case.kernel[0]}x{case.kernel[1]}, M {case.channel_multiplier}, "
@@ -170,7 +170,7 @@ def _sizes(case: Any) -> str:
             f"{case.data_format} {case.dtype} {case.data}")
 
 
-def _elements(case: Any) -> int:
+def _elements(case: Case) -> int:
     n, h, w, c = case.input
     return n * h * w * c
 
@@ -196,9 +196,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
-def _from_results(path: Path, case_id: str, backend: str | None) -> tuple[Any, str]:
+def _from_results(path: Path, case_id: str, backend: str | None) -> tuple[Case, str]:
     from conformance.case_yaml import ParameterError, case_from_parameters
-    from conformance.result import FAILING_STATUSES
 
     path = path / "results.json" if path.is_dir() else path
     try:
@@ -223,7 +222,7 @@ def _from_results(path: Path, case_id: str, backend: str | None) -> tuple[Any, s
     return case, backend
 
 
-def _from_cases(path: str, case_id: str) -> Any:
+def _from_cases(path: str, case_id: str) -> Case:
     from conformance.loader import load_cases
 
     found = [c for c in load_cases([path]) if c.id == case_id]
@@ -232,7 +231,7 @@ def _from_cases(path: str, case_id: str) -> Any:
     return found[0]
 
 
-def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> Callable[[Any], Any]:
+def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> Judge:
     from conformance.backends import Backend, resolve_backend
     from conformance.external import ExternalCommand
     from conformance.isolation import IsolatedBackend
@@ -246,13 +245,13 @@ def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> Ca
     return lambda case: run_case(case, backend, use_tensorflow)
 
 
-def _write(outcome: Outcome, original: Any, spec: str, out: Path, elapsed: float) -> Any:
+def _write(outcome: Outcome, original: Case, spec: str, out: Path, elapsed: float) -> Case:
     from conformance.case_yaml import write_case_file
     from conformance.loader import load_file
 
     case = outcome.case
-    tags = tuple(t for t in case.tags if t != "selftest") + (() if "shrunk" in case.tags else ("shrunk",))
-    case = dataclasses.replace(case, tags=tags, description=f"shrunk from {original.id} ({_sizes(original)})")
+    # The source's tags (bench, selftest, network...) describe the source, not this small case.
+    case = dataclasses.replace(case, tags=("shrunk",), description=f"shrunk from {original.id} ({_sizes(original)})")
     reproducer = f"sepconv-conformance run --cases {out} --backend {spec} --id {case.id}"
     write_case_file(out, [case], [
         f"Shrunk by sepconv-conformance shrink: {outcome.tried} candidates run in {elapsed:.1f} s.",
@@ -265,7 +264,7 @@ def _write(outcome: Outcome, original: Any, spec: str, out: Path, elapsed: float
     return written[0]
 
 
-def _renamed(original: Any, judge: Callable[[Any], Any]) -> Any:
+def _renamed(original: Case, judge: Judge) -> Case:
     """The case to shrink under its new name (`shrunk`, so it cannot collide with its source in a bank).
     The data depend on the id, so the renamed case is kept only if it fails like the original."""
     renamed = dataclasses.replace(original, name=f"{original.name}_shrunk" if original.name else "shrunk")

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from conformance import contract
+from conformance.backends import resolve_backend
 from conformance.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES
 from conformance.case_yaml import write_case_file
 from conformance.cli import main
@@ -18,7 +19,6 @@ from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
 from conformance.fuzz import CASES_FILE, FAILURES_FILE, VIOLATIONS, draw_cases
 from conformance.loader import load_cases, load_file
 from conformance.runner import run_case
-from conformance.backends import resolve_backend
 
 
 def test_same_seed_same_cases_other_seed_other_cases():

@@ -89,7 +89,7 @@ def test_a_wrong_alternative_fails_the_gate_and_the_table_says_where(small, tmp_
     caught = _members(report, "mutant")["impls.mutants:rate_with_stride"]
     assert caught["ok"] is True and "accepted input the contract forbids" in caught["first_failures"][0]["message"]
     out = capsys.readouterr().out
-    assert f"impls.mutants:same_split_before" in out and case_id in out and "SELFTEST FAILED" in out
+    assert "impls.mutants:same_split_before" in out and case_id in out and "SELFTEST FAILED" in out
 
 
 def test_cases_without_a_reference_judge_no_one(small, tmp_path):

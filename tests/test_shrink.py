@@ -20,8 +20,8 @@ from conformance.runner import run_case
 from conformance.shrink import signature
 from impls import mutants
 
-BASE = dict(input=(2, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(2, 1), rates=(1, 1),
-            padding="SAME", data_format="NHWC", dtype="float32")
+BASE = {"input": (2, 6, 5, 3), "kernel": (3, 3), "channel_multiplier": 2, "out_channels": 4, "strides": (2, 1),
+        "rates": (1, 1), "padding": "SAME", "data_format": "NHWC", "dtype": "float32"}
 
 
 def _raises(*args: Any, **kwargs: Any) -> Any:
