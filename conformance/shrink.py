@@ -28,6 +28,7 @@ from conformance.result import FAILING_STATUSES, Result
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
 SMALL_VALUES = 4  # every value 1..4 is tried before the halving points: parity matters for padding
+DEFAULT_TIMEOUT = 300.0  # seconds per backend call, as `run`
 Signature = tuple[str, str]
 
 
@@ -188,8 +189,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the smallest case is written (default shrunk.yaml)")
     parser.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                         help="what candidates are judged against (default: TensorFlow, checked by the oracle)")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="limit on one backend call (default 300); a hang is the `timeout` signature")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help=f"limit on one backend call (default {DEFAULT_TIMEOUT:g}); a hang is the `timeout` "
+                             "signature")
     parser.add_argument("--no-isolate", action="store_true", help="call the backend in this process")
     parser.add_argument("--max-candidates", type=int, default=1000, metavar="N",
                         help="stop after running N candidates (default 1000)")
@@ -286,10 +288,11 @@ def execute(args: argparse.Namespace) -> int:
 
     if args.reference == "tensorflow" and (reason := tensorflow_missing()):
         return fail(reason)
-    if args.max_candidates < 1 or args.timeout <= 0:
+    if args.max_candidates < 1 or (args.timeout is not None and args.timeout <= 0):
         return fail("--max-candidates and --timeout must be positive")
-    if args.no_isolate and args.timeout != 300.0:
+    if args.no_isolate and args.timeout is not None:
         return fail("--timeout needs an isolated backend (drop --no-isolate)")
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     use_tensorflow = args.reference == "tensorflow"
     try:
         if args.results:
@@ -298,7 +301,7 @@ def execute(args: argparse.Namespace) -> int:
             if not args.backend:
                 return fail("--backend SPEC is required with --cases")
             original, spec = _from_cases(args.cases, args.id), args.backend
-        judge = _judge(spec, use_tensorflow, args.timeout, not args.no_isolate)
+        judge = _judge(spec, use_tensorflow, timeout, not args.no_isolate)
     except (ShrinkError, BackendError) as error:
         return fail(str(error))
     except CaseFileError as error:
