@@ -42,9 +42,14 @@ import numpy as np
 
 __version__ = "2.0"
 _COMPUTE_DTYPE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
-# Bytes of one tile of the depthwise accumulator: with its scratch twin, the tile's input rows and the
-# tiled weights, the working set stays within a 1-2 MiB L2 cache.
-_TILE_BYTES = 1 << 17
+# Tiles: a block of output rows of one image is one task (its input rows are copied once, with their halo
+# of kh - 1 rows, so blocks should not be thin); within it, the taps' products are formed a few rows at a
+# time. Bytes of a block's intermediate, and bytes of the products of all taps at once: large enough that
+# each NumPy call does tens of microseconds of work (per-call overhead holds the GIL, which the threads
+# share), small enough to stay in the L2/L3 cache until used.
+_BLOCK_BYTES = 1 << 20
+_PRODUCT_BYTES = 1 << 21
+_TASKS_PER_THREAD = 4  # blocks are made smaller where there would be fewer, for balance
 # Below this many multiply-adds (N*out_h*out_w*C*M*kh*kw) a call runs on one thread: starting threads
 # costs more than they save.
 _PARALLEL_WORK = 1 << 21
@@ -166,11 +171,11 @@ class _Tiles:
     """
 
     def __init__(self, x: np.ndarray, nchw: bool, dw: np.ndarray, intermediate: np.ndarray,
-                 geometry: tuple[int, ...]):
+                 geometry: tuple[int, ...], dtype: np.dtype, threads: int):
         self.x, self.nchw, self.intermediate = x, nchw, intermediate
         self.compute = intermediate.dtype
         # float16/bfloat16: the intermediate is rounded to the operator's dtype, tile by tile
-        self.rounding = x.dtype if x.dtype != self.compute else None
+        self.rounding = dtype if dtype != self.compute else None
         self.n, self.h, self.w, self.c, self.sh, self.sw, self.rh, self.rw, self.top, self.left = geometry
         self.kh, self.kw, _, self.m = dw.shape
         _, self.out_h, self.out_w, self.e = intermediate.shape
@@ -179,7 +184,9 @@ class _Tiles:
         self.weight_rows = np.ascontiguousarray(np.broadcast_to(by_tap, (self.kh, self.kw, self.out_w, self.e)))
         self.weight_rows = self.weight_rows.reshape(self.kh, self.kw, self.out_w * self.e)
         row_bytes = max(self.out_w * self.e * self.compute.itemsize, 1)
-        self.rows = max(1, min(self.out_h, _TILE_BYTES // row_bytes))
+        self.rows = max(1, min(self.out_h, _BLOCK_BYTES // row_bytes,
+                               -(-self.n * self.out_h // (_TASKS_PER_THREAD * threads))))
+        self.sub_rows = max(1, min(self.rows, _PRODUCT_BYTES // (max(self.kh * self.kw, 1) * row_bytes)))
         self.buffer_rows = (self.rows - 1) * self.sh + (self.kh - 1) * self.rh + 1
         self.columns = self.out_w + (self.kw - 1) * self.rw // self.sw  # per phase (rw > 1 only with sw = 1)
         # Per phase p: the phase's columns [first, end) that hold input columns, from input column `start`.
@@ -196,8 +203,8 @@ class _Tiles:
     def run(self, next_task: Iterator[tuple[int, int, int]], lock: threading.Lock) -> None:
         """Compute tiles until none is left (the body of each thread)."""
         buffer = np.zeros((self.sw, self.buffer_rows, self.columns, self.m, self.c), dtype=self.compute)
-        scratch = np.empty((self.rows, self.out_w * self.e), dtype=self.compute)
-        rounded = None if self.rounding is None else np.empty(scratch.shape, dtype=self.rounding)
+        products = np.empty((self.kh, self.kw, self.sub_rows, self.out_w * self.e), dtype=self.compute)
+        rounded = None if self.rounding is None else np.empty((self.sub_rows, self.out_w * self.e), self.rounding)
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate silently (per thread)
             while True:
                 with lock:
@@ -206,7 +213,9 @@ class _Tiles:
                     return
                 b, r0, r1 = task
                 self._fill(buffer, b, r0, r1 - r0)
-                self._accumulate(buffer, scratch, rounded, b, r0, r1)
+                for s0 in range(r0, r1, self.sub_rows):
+                    self._accumulate(buffer[:, (s0 - r0) * self.sh:], products, rounded, b, s0,
+                                     min(s0 + self.sub_rows, r1))
 
     def _fill(self, buffer: np.ndarray, b: int, r0: int, count: int) -> None:
         """Copy the input rows that output rows r0 .. r0 + count - 1 read into `buffer`."""
@@ -228,28 +237,29 @@ class _Tiles:
             else:
                 source = self.x[b, first_row + lo:first_row + hi, columns]
             target = buffer[p, lo:hi, first:end]
-            np.copyto(target[:, :, 0], source)  # converts to the compute dtype
+            np.copyto(target[:, :, 0], source)
             for k in range(1, self.m):  # the channel multiplier: repeat the pixel's channels
                 np.copyto(target[:, :, k], target[:, :, 0])
 
-    def _accumulate(self, buffer: np.ndarray, scratch: np.ndarray, rounded: np.ndarray | None, b: int, r0: int,
+    def _accumulate(self, buffer: np.ndarray, products: np.ndarray, rounded: np.ndarray | None, b: int, r0: int,
                     r1: int) -> None:
-        """Taps in order (i, j) into the intermediate's rows r0 .. r1 - 1 (a contiguous block)."""
-        count = r1 - r0
-        acc = self.intermediate[b, r0:r1].reshape(count, self.out_w * self.e)
-        product = scratch[:count]
-        if self.kh * self.kw == 0:
-            acc.fill(0)
-        for i in range(self.kh):
-            for j in range(self.kw):
-                phase, column = (j * self.rw) % self.sw, (j * self.rw) // self.sw
-                window = buffer[phase, i * self.rh:i * self.rh + (count - 1) * self.sh + 1:self.sh,
-                                column:column + self.out_w].reshape(count, self.out_w * self.e)
-                if i == 0 and j == 0:
-                    np.multiply(window, self.weight_rows[i, j], out=acc)
-                else:
-                    np.multiply(window, self.weight_rows[i, j], out=product)
-                    np.add(acc, product, out=acc)
+        """Sum the taps in order (i, j) into the intermediate's rows r0 .. r1 - 1 (a contiguous block).
+
+        The products of all taps come from one multiply per column phase (strided views of the buffer, one
+        axis per tap), then one sequential sum over the taps: few NumPy calls, each a lot of work."""
+        count, row = r1 - r0, self.out_w * self.e
+        step = buffer.strides[1]  # one buffer row
+        item = buffer.itemsize
+        tap_column = self.rw if self.sw == 1 else 1  # columns between taps j and j + sw (same phase)
+        for p in range(min(self.sw, self.kw)):
+            taps = len(range(p, self.kw, self.sw))
+            windows = np.lib.stride_tricks.as_strided(
+                buffer[p], shape=(self.kh, taps, count, row),
+                strides=(self.rh * step, tap_column * self.e * item, self.sh * step, item), writeable=False)
+            np.multiply(windows, self.weight_rows[:, p::self.sw, None, :], out=products[:, p::self.sw, :count])
+        acc = self.intermediate[b, r0:r1].reshape(count, row)
+        # Along a non-contiguous axis NumPy's sum is sequential: ((t0 + t1) + t2) + ..., in tap order.
+        np.add.reduce(products[:, :, :count].reshape(self.kh * self.kw, count, row), axis=0, out=acc)
         if rounded is not None:  # round to the operator's dtype (nearest even) and widen back, exactly
             np.copyto(rounded[:count], acc, casting="unsafe")
             np.copyto(acc, rounded[:count])
@@ -286,20 +296,21 @@ def separable_conv2d(input: Any, depthwise_filter: Any, pointwise_filter: Any, s
     # The intermediate, NHWC with channels ordered (m, c); the pointwise filter's rows permuted to match.
     intermediate = np.empty((n, out_h, out_w, c * m), dtype=compute)
     pointwise = pw[0, 0].astype(compute).reshape(c, m, out_channels).transpose(1, 0, 2).reshape(c * m, out_channels)
-    tiles = _Tiles(x, nchw, dw, intermediate, (n, h, w, c, sh, sw, rh, rw, top, left))
-    _run_tiles(tiles, threads() if intermediate.size * kh * kw >= _PARALLEL_WORK else 1)
+    # float16/bfloat16 inputs are widened once, in one contiguous pass (NumPy's float16 casts are slow
+    # on strided data); exact, so the arithmetic is unchanged.
+    source = x if dtype == compute else x.astype(compute)
+    thread_count = threads() if intermediate.size * kh * kw >= _PARALLEL_WORK else 1
+    tiles = _Tiles(source, nchw, dw, intermediate, (n, h, w, c, sh, sw, rh, rw, top, left), dtype, thread_count)
+    _run_tiles(tiles, thread_count)
     with np.errstate(invalid="ignore", over="ignore"):
-        flat = intermediate.reshape(n, out_h * out_w, c * m)
+        flat = intermediate.reshape(n * out_h * out_w, c * m)
         if not nchw:
-            result = np.matmul(flat.reshape(-1, c * m), pointwise)
+            result = np.matmul(flat, pointwise)
             return result.reshape(n, out_h, out_w, out_channels).astype(dtype, copy=False)
+        # One BLAS call for every image (each call costs BLAS a wake-up of its threads): pointwise^T @ flat^T
+        # (BLAS takes the transposes as strides) is [O, N * Ho * Wo]; each image's [O, Ho * Wo] block of it
+        # is then copied in contiguous runs of Ho * Wo values (converting to the dtype on the way).
+        result = np.matmul(pointwise.T, flat.T).reshape(out_channels, n, out_h * out_w)
         out = np.empty((n, out_channels, out_h, out_w), dtype=dtype)
-        staging = None if dtype == compute else np.empty((out_channels, out_h * out_w), dtype=compute)
-        for b in range(n):  # out[b] = pointwise^T @ intermediate[b]^T: BLAS takes the transposes as strides
-            target = out[b].reshape(out_channels, -1)
-            if staging is None:
-                np.matmul(pointwise.T, flat[b].T, out=target)
-            else:
-                np.matmul(pointwise.T, flat[b].T, out=staging)
-                np.copyto(target, staging, casting="unsafe")
+        np.copyto(out.reshape(n, out_channels, out_h * out_w), result.transpose(1, 0, 2), casting="unsafe")
         return out

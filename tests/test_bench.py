@@ -169,8 +169,10 @@ def test_tiles_and_threads_match_tensorflow_and_each_other(monkeypatch, shape, k
     pw = rng.standard_normal((1, 1, channels * m, 4)).astype(dtype)
     arguments = (x, dw, pw, strides, padding, data_format, rates)
     results = []
-    for tile_bytes, threads in ((1 << 17, 1), (1, 3), (300, 2)):  # one tile per image; one row per tile; a few
-        monkeypatch.setattr(numpy_backend, "_TILE_BYTES", tile_bytes)
+    # one block per image; one row per block and per product tile; blocks of a few rows, tiles of fewer
+    for block_bytes, product_bytes, threads in ((1 << 30, 1 << 30, 1), (1, 1, 3), (600, 500, 2)):
+        monkeypatch.setattr(numpy_backend, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(numpy_backend, "_PRODUCT_BYTES", product_bytes)
         monkeypatch.setattr(numpy_backend, "_PARALLEL_WORK", 0)
         monkeypatch.setenv("SEPCONV_NUMPY_THREADS", str(threads))
         results.append(numpy_backend.separable_conv2d(*arguments))
