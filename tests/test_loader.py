@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.case import Case
+from conformance.case import DISTRIBUTIONS, Case
 from conformance.loader import CaseFileError, load_cases
 
 BASE = "input: [1, 5, 5, 2]\n    kernel: [3, 3]\n    channel_multiplier: 1\n    out_channels: 2\n    padding: SAME"
@@ -114,7 +114,7 @@ def test_default_bank_is_valid_large_and_covers_every_axis():
     assert {c.data_format for c in cases} == {"NHWC", "NCHW"}
     assert {c.padding_kind for c in cases} == {"SAME", "VALID", "EXPLICIT"}
     assert {c.dtype for c in cases} == {"float16", "bfloat16", "float32", "float64"}
-    assert {c.data for c in cases} == {"normal", "uniform", "integers", "nonfinite"}
+    assert {c.data for c in cases} == set(DISTRIBUTIONS)
     assert {1, 2, 3} <= {s for c in cases for s in c.spatial_strides}
     assert {1, 2, 3} <= {r for c in cases for r in c.rates}
     assert {1, 2, 3, 4} <= {c.channel_multiplier for c in cases}
