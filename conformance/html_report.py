@@ -10,8 +10,9 @@ block; the script renders strings with textContent only.
 Size: the per-failure maps are bounded in conformance.diagnostics (about 12 kB of JSON at most, far less
 for small outputs); on top of that the page embeds maps for at most MAX_DETAILED failing results and
 DETAILS_BUDGET characters of them, each backend's most severe failures first (round robin over the
-backends, so one broken backend cannot crowd out the others); the rest keep their metrics and five worst
-elements. Everything else is about 1 kB per result: 3000 results make a page of about 5 MB at most.
+backends, so one broken backend cannot crowd out the others); the rest keep their metrics and
+OMITTED_WORST worst elements. Everything else is under 1 kB per result: 3000 results make at most about
+5.5 MB (tests/test_html_report.py checks the worst case: half of them failing with the largest maps).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from conformance.result import FAILING_STATUSES, STATUSES
 HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_DETAILED = 1000
-DETAILS_BUDGET = 3_000_000  # characters of embedded error maps
+DETAILS_BUDGET = 2_500_000  # characters of embedded error maps
+OMITTED_WORST = 3  # worst elements kept for a failure whose maps are left out
 CLOSER_FACTOR = 1.25  # a passing case "moved closer" when its margin grew by 25% ...
-CLOSER_FLOOR = 0.01  # ... and by at least 1% of its limit
+CLOSER_FLOOR = 0.001  # ... and by at least 0.1% of its limit (below that: noise of any rounding change)
 MAX_LISTED = 200  # rows per baseline table (the full lists are in the data and the table's filter)
 
 # Coverage axes: name -> (value of a case's parameters, the values the contract knows, if a closed set).
@@ -214,8 +216,9 @@ def _rounded(value: Any, digits: int = 4) -> Any:
 
 def page_data(document: dict[str, Any], records: list[dict[str, Any]], baseline: bool) -> dict[str, Any]:
     """What the script needs, each thing once: case parameters keyed by case id, one row per result.
-    Trimmed for size: metrics to 4 digits, the reproducer only where something is wrong, no list of
-    worst elements for a passing result, error maps for the MAX_DETAILED most severe failures."""
+    Trimmed for size: metrics to 4 digits, the reproducer only where something is wrong, TensorFlow's
+    detail only where it deviates, no worst elements for a passing result, error maps within the budget
+    (_detailed) and OMITTED_WORST worst elements for the failures left without."""
     cases: dict[str, Any] = {}
     rows = []
     detailed = _detailed(records)
@@ -226,19 +229,22 @@ def page_data(document: dict[str, Any], records: list[dict[str, Any]], baseline:
         row["duration_s"] = round(float(record.get("duration_s") or 0.0), 3)
         if record["status"] == "pass":
             row.pop("reproducer", None)
+        if record.get("reference_status") in ("ok", "not_run"):
+            row.pop("reference_detail", None)  # "TensorFlow not used (--reference oracle)" on every row
         metrics = dict(record.get("metrics") or {})
         if id(record) in detailed:
             row["details"] = {k: v for k, v in record["details"].items() if k != "limits"}
             metrics.pop("worst", None)  # the details hold a longer list
         elif record.get("details"):
             row["details_omitted"] = True
+            metrics["worst"] = (metrics.get("worst") or [])[:OMITTED_WORST]
         if not _failing(record):
             metrics.pop("worst", None)
         row["metrics"] = _rounded(metrics)
         rows.append(row)
     return {"rows": rows, "cases": cases, "statuses": list(STATUSES), "failing": list(FAILING_STATUSES),
             "backends": list((document.get("run") or {}).get("backends") or dict.fromkeys(r["backend"] for r in records)),
-            "baseline": baseline, "max_detailed": MAX_DETAILED}
+            "baseline": baseline}
 
 
 def _detailed(records: list[dict[str, Any]]) -> set[int]:

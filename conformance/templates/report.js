@@ -451,8 +451,9 @@
     }
     if (row.details) failureMaps(row.details, body);
     else if (row.details_omitted) {
-      body.appendChild(el("p", { className: "hint", text: "Error maps omitted: the page embeds them for the " + data.max_detailed +
-        " most severe failures; the five worst elements are below, everything is in results.json." }));
+      body.appendChild(el("p", { className: "hint", text: "Error maps left out to keep the page small (it embeds them for " +
+        "each backend's most severe failures first, within a size budget); the worst elements are below, " +
+        "the maps are in results.json (details)." }));
     }
     if (!row.details && row.metrics && row.metrics.worst && row.metrics.worst.length) {
       body.appendChild(el("h3", { text: "Worst elements" }));
@@ -462,7 +463,8 @@
     body.appendChild(keyValues("params", "params", Object.entries(params(row)).map(([k, v]) => [k, show(v)])));
     body.appendChild(el("h3", { text: "Reference" }));
     body.appendChild(keyValues("reference", "params", [["compared with", row.reference || ""],
-      ["TensorFlow's status", row.reference_status || ""], ["detail", row.reference_detail || ""], ["expect", row.expect || ""]]));
+      ["TensorFlow's status", row.reference_status || ""], ["detail", row.reference_detail || (row.reference_status === "not_run" ?
+        "TensorFlow not used" : "")], ["expect", row.expect || ""]]));
     const metrics = Object.entries(row.metrics || {}).filter(([k]) => k !== "worst");
     if (metrics.length) {
       body.appendChild(el("h3", { text: "Metrics (tf_*: TensorFlow against the oracle)" }));

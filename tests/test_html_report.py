@@ -1,0 +1,341 @@
+"""The HTML report: error maps from compare, the page's data and escaping, coverage, baseline diffs, size,
+and the `report` command. Results come from real runs (conformance.session.run_suite) of real backends:
+the NumPy backend, mutants from impls.mutants, and small backend files that misbehave on purpose."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conformance import cli, diagnostics, html_report
+from conformance.compare import compare
+from conformance.reference import tensorflow_missing
+from conformance.result import FAILING_STATUSES, STATUSES
+from conformance.session import RunOptions, run_suite
+from conformance.tolerance import UNIT_ROUNDOFF, Tolerance
+
+XSS = '<img src=x onerror="window.__xss = 1"> & </script><!-- <b>bold</b>'
+
+CASES = f"""
+cases:
+  - input: [2, 7, 6, 5]
+    kernel: [3, 3]
+    channel_multiplier: 2
+    out_channels: 6
+    padding: SAME
+    description: '{XSS}'
+    tags: [xss]
+  - input: [1, 8, 7, 3]
+    kernel: [2, 2]
+    channel_multiplier: 1
+    out_channels: 4
+    padding: SAME
+    data_format: NCHW
+    dtype: float16
+  - input: [1, 6, 5, 3]
+    kernel: [3, 3]
+    channel_multiplier: 2
+    out_channels: 4
+    padding: VALID
+    data: integers
+  - input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+    strides: [2, 2]
+    rates: [2, 2]
+    expect: error
+"""
+
+# Raises on every call, with markup and a script breakout in its message.
+EVIL = '''
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    raise ValueError("</script><script>window.__xss = 2</script><img src=x onerror=\\"window.__xss = 3\\">")
+'''
+
+# Right, except that it dies on batch 2 and hangs on float16.
+FLAKY = '''
+import os
+import time
+
+from impls.numpy_backend import separable_conv2d
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    if input.dtype.name == "float16":
+        time.sleep(60)
+    if input.shape[0] == 2:
+        os.abort()
+    return separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+'''
+
+MUTANTS = ["impls.mutants:last_channel_dropped", "impls.mutants:same_split_before"]
+
+
+def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
+    """Run CASES against the NumPy backend, two mutants, EVIL and FLAKY (isolated, 3 s timeout) into
+    folder/out; returns the parsed results.json. Shared with test_browser."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cases.yaml").write_text(textwrap.dedent(CASES).lstrip(), encoding="utf-8")
+    (folder / "evil.py").write_text(EVIL, encoding="utf-8")
+    (folder / "flaky.py").write_text(FLAKY, encoding="utf-8")
+    backends = ["numpy", *MUTANTS, f"{folder / 'evil.py'}:conv", f"{folder / 'flaky.py'}:conv"]
+    code = run_suite(RunOptions(cases=[str(folder / "cases.yaml")], backends=backends, out=str(folder / "out"),
+                                reference=reference, timeout=3.0, quiet=True))
+    assert code == 1  # the mutants and the misbehaving backends do not conform
+    return json.loads((folder / "out" / "results.json").read_text(encoding="utf-8"))
+
+
+def embedded(page: str) -> dict[str, Any]:
+    """The page's data block, parsed as the browser parses it."""
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    assert match, "no data block"
+    return json.loads(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("report")
+    return folder / "out", write_run(folder)
+
+
+def result(document: dict[str, Any], backend_part: str, case_part: str) -> dict[str, Any]:
+    [record] = [r for r in document["results"] if backend_part in r["backend"] and case_part in r["case"]]
+    return record
+
+
+# --- error maps (compare + diagnostics) --------------------------------------------------------------
+def test_a_dropped_last_channel_is_located_exactly_in_both_layouts(run):
+    _, document = run
+    nhwc = result(document, "last_channel_dropped", "n2_h7w6")["details"]
+    nchw = result(document, "last_channel_dropped", "NCHW_float16")["details"]
+    for details, channels in ((nhwc, 6), (nchw, 4)):
+        assert details["pattern"]["C"] == {"count": 1, "of": channels, "ranges": [[channels - 1, channels - 1]],
+                                           "more_ranges": 0}
+        assert all(details["pattern"][axis]["count"] == details["pattern"][axis]["of"] for axis in "NHW")
+        profile = [float(v) for v in details["profiles"]["C"]["values"]]
+        assert profile[-1] > 1 and max(profile[:-1]) <= 1
+    assert nchw["layout"] == "NCHW" and nchw["shape"] == [1, 8, 7, 4]  # logical NHWC, whatever the layout
+    assert all(w["index"][1] == 3 for w in nchw["worst"])  # the worst elements keep NCHW indices
+
+
+def test_passing_results_carry_no_maps_and_exact_cases_use_the_bound_scale(run):
+    _, document = run
+    assert all(not r["details"] for r in document["results"] if r["status"] not in FAILING_STATUSES)
+    exact = result(document, "last_channel_dropped", "integers")["details"]
+    assert exact["scale"] == "bound" and exact["histogram"]["low"] == -8.0
+    assert result(document, "last_channel_dropped", "n2_h7w6")["details"]["scale"] == "limit"
+
+
+def _maps(shape: tuple[int, ...], wrong: tuple[slice, ...], data_format: str = "NHWC") -> dict[str, Any]:
+    oracle = np.random.default_rng(3).standard_normal(shape)
+    actual = oracle.astype(np.float32)
+    actual[wrong] *= 1.01
+    tolerance = Tolerance(UNIT_ROUNDOFF["float32"], 2.0**-149, 20)
+    verdict = compare(actual, oracle, oracle, np.abs(oracle) + 1, tolerance, 1, np.dtype(np.float32), data_format)
+    assert not verdict.passed
+    return verdict.details
+
+
+def test_only_the_last_row_and_only_high_channels_read_at_a_glance():
+    last_row = _maps((2, 9, 7, 5), (slice(None), slice(8, 9)))
+    assert last_row["pattern"]["H"]["ranges"] == [[8, 8]] and last_row["pattern"]["W"]["count"] == 7
+    assert html_report._signature(last_row["pattern"]) == "rows last only"
+    heat = np.array([float(v) for v in last_row["heatmap"]["values"]]).reshape(9, 7)
+    assert heat[8].min() > 1 and heat[:8].max() <= 1
+    high = _maps((1, 4, 4, 128), (slice(None), slice(None), slice(None), slice(64, None)))
+    assert high["pattern"]["C"]["ranges"] == [[64, 127]]
+    assert html_report._signature(high["pattern"]) == "channels >= 64 (of 128)"
+
+
+def test_maps_of_a_large_output_stay_within_their_limits():
+    details = _maps((1, 300, 100, 90), (slice(None), slice(None, None, 7)), "NCHW")  # every 7th channel
+    assert details["shape"] == [1, 100, 90, 300]
+    assert details["heatmap"]["rows"] <= diagnostics.HEATMAP_MAX and details["heatmap"]["columns"] <= diagnostics.HEATMAP_MAX
+    assert all(len(p["values"]) <= diagnostics.PROFILE_MAX for p in details["profiles"].values())
+    assert len(details["pattern"]["C"]["ranges"]) == diagnostics.RANGES_MAX and details["pattern"]["C"]["more_ranges"] > 0
+    assert len(details["worst"]) == diagnostics.WORST_DETAILS
+    assert len(json.dumps(details)) < 16_000
+
+
+# --- the page -------------------------------------------------------------------------------------
+def test_every_string_from_cases_backends_and_errors_is_escaped(run):
+    folder, document = run
+    page = html_report.write_report(folder).read_text(encoding="utf-8")
+    assert "<img" not in page and "window.__xss" not in page.split('id="report-data">')[0]
+    data = embedded(page)  # the JSON survives its escaping intact
+    evil = [r for r in data["rows"] if r["backend"].endswith("evil.py:conv") and r["status"] == "error"]
+    assert evil and all("<script>window.__xss = 2</script>" in r["message"] for r in evil)
+    assert any(p.get("description") == XSS for p in data["cases"].values())
+    assert page.count('<script type="application/json"') == 1  # the data is embedded once
+    assert not re.search(r'(src|href)="https?:', page)  # nothing to fetch
+
+
+def test_script_json_cannot_close_its_block():
+    text = html_report.script_json({"a": "</script><!-- & \u2028 >", "b": float("inf")})
+    assert not set("<>&\u2028") & set(text)
+    assert json.loads(text) == {"a": "</script><!-- & \u2028 >", "b": "inf"}
+
+
+def test_the_page_holds_every_result_status_summary_and_environment(run):
+    folder, document = run
+    page = html_report.render_report(document)
+    data = embedded(page)
+    assert len(data["rows"]) == len(document["results"]) == 20
+    statuses = {r["status"] for r in document["results"]}
+    assert {"pass", "fail", "error", "crash", "timeout"} <= statuses
+    assert data["rows"][0]["status"] in FAILING_STATUSES  # the worst first
+    for text in ("DOES NOT CONFORM", "impls.mutants:last_channel_dropped", document["environment"]["numpy"],
+                 "reference</dt><dd>oracle", "channels last only"):
+        assert text in page, text
+    assert all("reproducer" in r for r in data["rows"] if r["status"] != "pass")
+
+
+def test_every_status_renders(run):
+    # The renderer must take any status results.json may hold, including those this run did not produce.
+    _, document = run
+    template = result(document, "last_channel_dropped", "n2_h7w6")
+    records = [dict(template, status=status, case=f"{template['case']}_{status}") for status in STATUSES]
+    page = html_report.render_report(dict(document, results=records))
+    assert sorted(r["status"] for r in embedded(page)["rows"]) == sorted(STATUSES)
+    summary = page.split('id="summary"')[1].split("</table>")[0]  # one backend: a count of 1 per status
+    assert len(re.findall(r'<td class="num( bad)?">1</td>', summary)) == len(STATUSES)
+    assert len(re.findall(r'<td class="num bad">1</td>', summary)) == len(FAILING_STATUSES)
+
+
+def test_coverage_shows_pass_rates_per_backend_and_the_gaps(run):
+    _, document = run
+    backends = document["run"]["backends"]
+    table = {axis["axis"]: axis["rows"] for axis in html_report.coverage(document["results"], backends)}
+    dtypes = {row["value"]: row for row in table["dtype"]}
+    assert dtypes["bfloat16"]["gap"] and dtypes["float64"]["gap"] and not dtypes["float32"]["gap"]
+    numpy_cell = dtypes["float32"]["cells"][backends.index("numpy")]
+    assert numpy_cell == {"total": 3, "pass": 3}  # 2 valid float32 cases + the error case
+    padding = {row["value"]: row for row in table["padding"]}
+    assert padding["EXPLICIT"]["gap"]
+    split = padding["SAME"]["cells"][backends.index("impls.mutants:same_split_before")]
+    assert split["failing"] == 1  # only the 2x2 SAME case splits an odd padding
+    assert "not exercised" in html_report.render_report(document)
+
+
+def test_tensorflow_reference_metrics_reach_the_page(tmp_path, case_file):
+    if reason := tensorflow_missing():
+        pytest.skip(reason)
+    cases = case_file("""
+        cases:
+          - input: [1, 6, 5, 3]
+            kernel: [3, 3]
+            channel_multiplier: 2
+            out_channels: 4
+            padding: SAME
+    """)
+    code = run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "impls.mutants:last_channel_dropped"],
+                                out=str(tmp_path / "out"), reference="tensorflow", quiet=True))
+    assert code == 1
+    data = embedded(html_report.write_report(tmp_path / "out").read_text(encoding="utf-8"))
+    assert all(0 <= r["metrics"]["tf_max_error_in_limits"] <= 1 for r in data["rows"])
+    assert {r["reference"] for r in data["rows"]} == {"tensorflow"}
+
+
+# --- baseline ---------------------------------------------------------------------------------------
+BASELINE_BACKEND = '''
+import numpy as np
+
+from impls.alternatives import fp64_then_cast
+from impls.numpy_backend import separable_conv2d
+
+MODE = {mode!r}
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    args = (input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    channels = input.shape[3 if data_format == "NHWC" else 1]
+    if channels == 3:  # case A: right before, broken now
+        result = separable_conv2d(*args)
+        if MODE == "after":
+            result[0, 0, 0, 0] += 1
+        return result
+    if channels == 2:  # case B: broken before, right now
+        result = separable_conv2d(*args)
+        if MODE == "before":
+            result[0, 0, 0, 0] += 1
+        return result
+    # case C: correctly rounded before, float32 accumulation now: still right, closer to the limit
+    return fp64_then_cast(*args) if MODE == "before" else separable_conv2d(*args)
+'''
+
+BASELINE_CASES = """
+cases:
+  - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
+  - {input: [1, 6, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
+  - {input: [1, 9, 9, 64], kernel: [3, 3], channel_multiplier: 2, out_channels: 32, padding: SAME}
+"""
+
+
+def test_baseline_shows_new_failures_fixes_and_cases_closer_to_their_limit(tmp_path, case_file):
+    cases = case_file(BASELINE_CASES)
+    backend = tmp_path / "backend.py"
+    for mode in ("before", "after"):
+        backend.write_text(BASELINE_BACKEND.format(mode=mode), encoding="utf-8")
+        # Isolated: each run imports the backend file afresh in a child process (same path, same name).
+        run_suite(RunOptions(cases=[str(cases)], backends=[f"{backend}:conv"], out=str(tmp_path / mode),
+                             reference="oracle", quiet=True))
+    before, after = (html_report.load_results(tmp_path / m / "results.json") for m in ("before", "after"))
+    diff = html_report.baseline_diff([dict(r) for r in after["results"]], before)
+    assert [e["case"].split("_")[2] for e in diff["newly_failing"]] == ["c3"]
+    assert [e["case"].split("_")[2] for e in diff["fixed"]] == ["c2"]
+    assert [e["case"].split("_")[2] for e in diff["closer"]] == ["c64"]
+    assert diff["closer"][0]["margin_after"] > diff["closer"][0]["margin_before"] * html_report.CLOSER_FACTOR
+    assert cli.main(["report", str(tmp_path / "after"), "--baseline", str(tmp_path / "before")]) == 0
+    page = (tmp_path / "after" / "report.html").read_text(encoding="utf-8")
+    assert "1 newly failing" in page and "1 fixed" in page and 'id="diff-closer"' in page
+    assert {r.get("change") for r in embedded(page)["rows"]} == {"newly failing", "fixed", "closer to limit"}
+
+
+# --- size -------------------------------------------------------------------------------------------
+def test_a_report_of_3000_results_stays_a_few_megabytes(run, tmp_path, case_file):
+    # The worst case for size: every other result failing with maps at their largest (a 64x64x256 output:
+    # a full 32x32 heatmap and 128-bin profiles). Real records of a real run, copied under new case ids.
+    cases = case_file("""
+        cases:
+          - {input: [1, 64, 64, 32], kernel: [3, 3], channel_multiplier: 1, out_channels: 256, padding: SAME}
+    """)
+    run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "impls.mutants:last_channel_dropped"],
+                         out=str(tmp_path / "out"), reference="oracle", isolate=False, quiet=True))
+    document = html_report.load_results(tmp_path / "out" / "results.json")
+    passing, failing = sorted(document["results"], key=lambda r: r["status"] != "pass")
+    assert passing["status"] == "pass" and failing["details"]["heatmap"]["rows"] == diagnostics.HEATMAP_MAX
+    records = [dict(record, case=f"{record['case']}_{i}") for i in range(1500) for record in (passing, failing)]
+    page = html_report.render_report(dict(document, results=records))
+    data = embedded(page)
+    assert len(data["rows"]) == 3000
+    assert len(page.encode()) < 6_000_000
+    detailed = sum("details" in r for r in data["rows"])
+    assert 0 < detailed <= html_report.MAX_DETAILED
+    assert sum("details_omitted" in r for r in data["rows"]) == 1500 - detailed
+
+
+# --- the command ------------------------------------------------------------------------------------
+def test_report_command_writes_the_page_and_rejects_bad_folders(run, tmp_path, capsys):
+    folder, _ = run
+    out = tmp_path / "elsewhere" / "page.html"
+    assert cli.main(["report", str(folder), "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert not list(out.parent.glob("*.tmp"))  # written atomically
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    assert f"{tmp_path / 'missing' / 'results.json'}: no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for text, reason in (("{", "not valid JSON"), ('{"results": {}}', "not a results file"),
+                         ('{"results": [{"case": 1}]}', "results[0]")):
+        (bad / "results.json").write_text(text, encoding="utf-8")
+        assert cli.main(["report", str(folder), "--baseline", str(bad)]) == 2
+        error = capsys.readouterr().err
+        assert str(bad / "results.json") in error and reason in error and "Traceback" not in error
