@@ -11,6 +11,8 @@ Size is bounded whatever the output size, so a bank of thousands of failures sta
 - profiles: the max per batch element, row, column and output channel, each max-pooled to at most
   PROFILE_MAX bins (a bin covers `bin` consecutive indices);
 - pattern: per axis, the exact indices holding an over-limit element, as at most RANGES_MAX ranges;
+  border: when every over-limit element lies within a ring along the H x W edges and the interior is
+  right, the ring's width (a padding or boundary bug);
 - histogram of log10(severity), worst elements (WORST_DETAILS), and the signs of the errors.
 Map values are rounded to 3 significant digits; the worst elements' expected and got values keep 3
 digits beyond where they differ (9 to 17: a float32 or an exact integer is shown whole); infinities
@@ -76,6 +78,19 @@ def _pattern(over: np.ndarray) -> dict[str, Any]:
         pattern[name] = {"count": int(hit.size), "of": int(over.shape[axis]), "ranges": runs[:RANGES_MAX],
                          "more_ranges": max(0, len(runs) - RANGES_MAX)}
     return pattern
+
+
+def _border(over: np.ndarray) -> int | None:
+    """The width of the smallest ring along the edges of H x W that holds every over-limit element, when
+    that ring is narrow (at most a quarter of the smaller side, or 1), leaves a right interior, and every
+    row and column has a wrong element (the wrong part runs along the edges); else None."""
+    spatial = over.any(axis=(0, 3))
+    rows, columns = spatial.shape
+    if not (spatial.any(axis=1).all() and spatial.any(axis=0).all()):
+        return None
+    y, x = np.nonzero(spatial)
+    width = int(np.minimum(np.minimum(y, rows - 1 - y), np.minimum(x, columns - 1 - x)).max()) + 1
+    return width if width <= max(1, min(rows, columns) // 4) and 2 * width < min(rows, columns) else None
 
 
 def _histogram(severity: np.ndarray, scale: str) -> dict[str, Any]:
@@ -153,6 +168,7 @@ def failure_details(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, bound: 
         severity, over = severity.transpose(0, 2, 3, 1), over.transpose(0, 2, 3, 1)
     details["shape"] = [int(s) for s in severity.shape]
     details["pattern"] = _pattern(over)
+    details["border"] = _border(over)
     spatial = severity.max(axis=(0, 3))
     rows, row_bin = _pool(spatial, 0, HEATMAP_MAX)
     cells, column_bin = _pool(rows, 1, HEATMAP_MAX)

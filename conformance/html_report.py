@@ -55,6 +55,9 @@ AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
 }
 
 
+REQUIRED = ("case", "backend", "status")  # fields every record of a results file must have, as strings
+
+
 class ReportError(ValueError):
     """A results file that cannot be read or is not a results file; the message names it."""
 
@@ -73,7 +76,7 @@ def load_results(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise ReportError(f"{path}: not a results file: expected an object with a 'results' list")
     for number, record in enumerate(document["results"]):
-        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("case", "backend", "status")):
+        if not (isinstance(record, dict) and all(isinstance(record.get(k), str) for k in REQUIRED)):
             raise ReportError(f"{path}: results[{number}]: expected an object with string case, backend and status")
     return document
 
@@ -121,10 +124,14 @@ def coverage(records: list[dict[str, Any]], backends: list[str]) -> list[dict[st
     return table
 
 
-def _signature(pattern: dict[str, Any]) -> str:
-    """Where a failure's over-limit elements are, in words: 'C: last only', 'H: first only; W: 0-2 of 9'."""
+def _signature(pattern: dict[str, Any], border: int | None = None) -> str:
+    """Where a failure's over-limit elements are, in words: 'channels last only', 'rows first only;
+    columns 0..2 (of 9)', 'a border 1 wide'."""
     names = {"N": "batch", "H": "rows", "W": "columns", "C": "channels"}
     parts = []
+    spatial_everywhere = all(pattern[a]["count"] == pattern[a]["of"] for a in "HW")
+    if border and spatial_everywhere:
+        parts.append(f"only a border {border} wide around rows and columns")
     for axis, where in pattern.items():
         count, size, ranges = where["count"], where["of"], where["ranges"]
         if count in (0, size):
@@ -153,10 +160,11 @@ def failure_patterns(records: list[dict[str, Any]], backends: list[str]) -> list
                 continue
             details = record.get("details") or {}
             if "pattern" in details:
-                where = _signature(details["pattern"])
+                where = _signature(details["pattern"], details.get("border"))
                 if details.get("kind") == "statistics":
-                    where = "every element within its limit, but " + ("a systematic bias" if "bias" in
-                                                                      record.get("message", "") else "too much error energy")
+                    bias = "bias" in record.get("message", "")
+                    where = "every element within its limit, but " + ("a systematic bias" if bias else
+                                                                      "too much error energy")
             else:
                 where = (record.get("message") or "").split(":")[0][:80] or "no message"
             groups[f"{record['status']}: {where}"] += 1
@@ -214,7 +222,7 @@ def _rounded(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def page_data(document: dict[str, Any], records: list[dict[str, Any]], baseline: bool) -> dict[str, Any]:
+def page_data(records: list[dict[str, Any]], baseline: bool) -> dict[str, Any]:
     """What the script needs, each thing once: case parameters keyed by case id, one row per result.
     Trimmed for size: metrics to 4 digits, the reproducer only where something is wrong, TensorFlow's
     detail only where it deviates, no worst elements for a passing result, error maps within the budget
@@ -243,7 +251,6 @@ def page_data(document: dict[str, Any], records: list[dict[str, Any]], baseline:
         row["metrics"] = _rounded(metrics)
         rows.append(row)
     return {"rows": rows, "cases": cases, "statuses": list(STATUSES), "failing": list(FAILING_STATUSES),
-            "backends": list((document.get("run") or {}).get("backends") or dict.fromkeys(r["backend"] for r in records)),
             "baseline": baseline}
 
 
@@ -314,7 +321,7 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
         # Our own files, inlined as they are (they hold no data); the data goes through script_json.
         style=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
         script=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
-        data=Markup(script_json(page_data(document, records, baseline is not None))))
+        data=Markup(script_json(page_data(records, baseline is not None))))
 
 
 def write_report(report_dir: Path, baseline_dir: Path | None = None, out: Path | None = None) -> Path:

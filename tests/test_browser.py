@@ -8,7 +8,6 @@ missing browser is a failure."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,8 +136,9 @@ def _wait(driver: Any, condition: Any) -> None:
 
 
 def _column(driver: Any, key: str) -> list[str]:
-    index = driver.execute_script(
-        "return [...document.querySelectorAll('#results-head th')].findIndex(th => th.dataset.column === arguments[0])", key)
+    script = ("return [...document.querySelectorAll('#results-head th')]"
+              ".findIndex(th => th.dataset.column === arguments[0])")
+    index = driver.execute_script(script, key)
     return [row.find_elements("css selector", "td")[index].text for row in _rows(driver)]
 
 
@@ -191,7 +191,8 @@ def test_injected_markup_shows_as_text_and_runs_nothing(fresh: Any) -> None:
     from selenium.webdriver.common.by import By
 
     assert fresh.execute_script("return typeof window.__xss") == "undefined"
-    assert fresh.execute_script("return document.querySelectorAll('img, #results-body script, #detail script').length") == 0
+    injected = "return document.querySelectorAll('img, #results-body script, #detail script').length"
+    assert fresh.execute_script(injected) == 0
     fresh.find_element(By.ID, "filter-text").send_keys("evil.py n2_h7w6")
     _wait(fresh, lambda: len(_rows(fresh)) == 1)
     row = _rows(fresh)[0]

@@ -95,7 +95,7 @@ def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
 
 def embedded(page: str) -> dict[str, Any]:
     """The page's data block, parsed as the browser parses it."""
-    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.DOTALL)
     assert match, "no data block"
     return json.loads(match.group(1))
 
@@ -155,19 +155,39 @@ def test_only_the_last_row_and_only_high_channels_read_at_a_glance():
     assert html_report._signature(high["pattern"]) == "channels >= 64 (of 128)"
 
 
+def test_a_wrong_border_is_named_as_such(tmp_path, case_file):
+    # replicate_padding reads padded positions from the nearest edge pixel: only a 1-wide ring is wrong.
+    cases = case_file("""
+        cases:
+          - {input: [1, 14, 13, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}
+    """)
+    run_suite(RunOptions(cases=[str(cases)], backends=["impls.mutants:replicate_padding"], out=str(tmp_path / "out"),
+                         reference="oracle", isolate=False, quiet=True))
+    document = html_report.load_results(tmp_path / "out" / "results.json")
+    [record] = document["results"]
+    assert record["status"] == "fail" and record["details"]["border"] == 1
+    heat = np.array([float(v) for v in record["details"]["heatmap"]["values"]]).reshape(14, 13)
+    assert heat[1:-1, 1:-1].max() <= 1 and min(heat[0].min(), heat[-1].min(), heat[:, 0].min(), heat[:, -1].min()) > 1
+    assert html_report._signature(record["details"]["pattern"], 1) == "only a border 1 wide around rows and columns"
+    assert "only a border 1 wide" in html_report.render_report(document)
+    middle = _maps((1, 9, 9, 3), (slice(None), slice(4, 5), slice(4, 5)))  # one wrong pixel is no border
+    assert middle["border"] is None
+
+
 def test_maps_of_a_large_output_stay_within_their_limits():
     details = _maps((1, 300, 100, 90), (slice(None), slice(None, None, 7)), "NCHW")  # every 7th channel
     assert details["shape"] == [1, 100, 90, 300]
-    assert details["heatmap"]["rows"] <= diagnostics.HEATMAP_MAX and details["heatmap"]["columns"] <= diagnostics.HEATMAP_MAX
+    assert max(details["heatmap"]["rows"], details["heatmap"]["columns"]) <= diagnostics.HEATMAP_MAX
     assert all(len(p["values"]) <= diagnostics.PROFILE_MAX for p in details["profiles"].values())
-    assert len(details["pattern"]["C"]["ranges"]) == diagnostics.RANGES_MAX and details["pattern"]["C"]["more_ranges"] > 0
+    channels = details["pattern"]["C"]
+    assert len(channels["ranges"]) == diagnostics.RANGES_MAX and channels["more_ranges"] > 0
     assert len(details["worst"]) == diagnostics.WORST_DETAILS
     assert len(json.dumps(details)) < 16_000
 
 
 # --- the page -------------------------------------------------------------------------------------
 def test_every_string_from_cases_backends_and_errors_is_escaped(run):
-    folder, document = run
+    folder, _ = run
     page = html_report.write_report(folder).read_text(encoding="utf-8")
     assert "<img" not in page and "window.__xss" not in page.split('id="report-data">')[0]
     data = embedded(page)  # the JSON survives its escaping intact
@@ -185,7 +205,7 @@ def test_script_json_cannot_close_its_block():
 
 
 def test_the_page_holds_every_result_status_summary_and_environment(run):
-    folder, document = run
+    _, document = run
     page = html_report.render_report(document)
     data = embedded(page)
     assert len(data["rows"]) == len(document["results"]) == 20

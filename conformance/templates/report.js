@@ -329,8 +329,12 @@
       entries.map(([v, text]) => el("span", {}, [el("i", { style: "background:" + colour(v) }), text])));
   }
 
-  function patternList(pattern) {
+  function patternList(pattern, border) {
     const list = el("ul", { id: "pattern", className: "pattern-list" });
+    if (border) {
+      list.appendChild(el("li", { className: "partial", text: "rows x columns: only a border " + border + " wide along the edges " +
+        "(the interior is right): padding or boundary handling" }));
+    }
     for (const axis of ["N", "H", "W", "C"]) {
       const p = pattern[axis];
       let text;
@@ -387,7 +391,7 @@
     }
     if (details.pattern) {
       body.appendChild(el("h3", { text: "Where the over-limit elements are (exact indices, logical axes)" }));
-      body.appendChild(patternList(details.pattern));
+      body.appendChild(patternList(details.pattern, details.border));
     }
     const s = details.signs;
     if (s) {
