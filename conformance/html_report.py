@@ -140,6 +140,8 @@ def _signature(pattern: dict[str, Any], border: int | None = None) -> str:
             text = "last only"
         elif ranges == [[0, 0]]:
             text = "first only"
+        elif ranges == [[0, 0], [size - 1, size - 1]]:
+            text = "first and last only"
         elif len(ranges) == 1 and ranges[0][1] == size - 1:
             text = f">= {ranges[0][0]} (of {size})"
         elif len(ranges) == 1:

@@ -153,6 +153,8 @@ def test_only_the_last_row_and_only_high_channels_read_at_a_glance():
     high = _maps((1, 4, 4, 128), (slice(None), slice(None), slice(None), slice(64, None)))
     assert high["pattern"]["C"]["ranges"] == [[64, 127]]
     assert html_report._signature(high["pattern"]) == "channels >= 64 (of 128)"
+    edges = _maps((1, 6, 8, 3), (slice(None), slice(None), [0, 7]))
+    assert html_report._signature(edges["pattern"]) == "columns first and last only"
 
 
 def test_a_wrong_border_is_named_as_such(tmp_path, case_file):

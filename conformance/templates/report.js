@@ -345,6 +345,9 @@
           (p.more_ranges ? " and " + p.more_ranges + " more ranges" : "");
         if (p.ranges.length === 1 && p.ranges[0][0] === p.of - 1 && p.ranges[0][1] === p.of - 1) text += " (the last only)";
         else if (p.ranges.length === 1 && p.ranges[0][0] === 0 && p.ranges[0][1] === 0) text += " (the first only)";
+        else if (p.count === 2 && p.ranges.length === 2 && p.ranges[0][0] === 0 && p.ranges[1][0] === p.of - 1) {
+          text += " (the first and last only)";
+        }
       }
       list.appendChild(el("li", { className: p.count && p.count < p.of ? "partial" : "", text: AXIS_NAMES[axis] + ": " + text }));
     }
