@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance import reports
+from conformance import html_report, reports
 from conformance.result import Result
 
 AGREEING_FIELDS = ("bank_digest", "version", "reference", "backends")
@@ -47,4 +47,5 @@ def merge_runs(folders: Sequence[Path], out: Path) -> dict[str, Any]:
                                 "duration_s": sum(d["run"].get("duration_s", 0.0) for _, d in documents)}
     reports.write_results_json(out / "results.json", results, run)
     reports.write_junit(out / "junit.xml", results)
+    html_report.write_report(out)
     return reports.summarize(results)

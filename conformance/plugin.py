@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conformance import __version__, reports
+from conformance import __version__, html_report, reports
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
 from conformance.expectations import Expectations, apply_expectation, load_expectations, skipped_by_expectation
@@ -266,6 +266,7 @@ class ResultSink:
         self.results: list[Result] = []
         self.started = time.time()
         self.journal = None
+        self.report_problem = ""
         if self.report_dir is not None:
             self.report_dir.mkdir(parents=True, exist_ok=True)
             # Rewritten, not appended: drops a line a kill cut short, and the results of a previous run
@@ -308,11 +309,16 @@ class ResultSink:
             session.exitstatus = pytest.ExitCode.OK if conforms else pytest.ExitCode.TESTS_FAILED
         if self.report_dir is not None:
             reports.write_results_json(self.report_dir / "results.json", self.results, self.run_info())
+            try:  # a rendering problem must never change the gate's verdict, nor lose results.json
+                html_report.write_report(self.report_dir)
+            except (html_report.ReportError, OSError) as error:
+                self.report_problem = f"warning: report.html not written: {error}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = [f"warning: expectations entry {w}" for w in self.config.stash[EXPECTATION_WARNINGS]]
         lines += reports.terminal_summary(self.results, self.run_info())
         if self.report_dir is not None:
+            lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
             lines.append(f"reports: {self.report_dir / 'results.json'}, {self.config.option.xmlpath}")
         terminalreporter.section("sepconv-conformance")
         for line in lines:
