@@ -180,6 +180,7 @@ def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(small,
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert merged["summary"]["total"] == 2 and merged["run"]["merged_from"] == ["shard1", "shard2"]
     assert ET.parse(tmp_path / "merged" / "junit.xml").getroot().find("testsuite").get("tests") == "2"
+    assert (tmp_path / "merged" / "report.html").is_file()
     overlapping = cli("merge", "shard1", "shard2", "merged", "--out", "again", cwd=tmp_path)
     assert overlapping.returncode == 2 and "overlapping shards" in overlapping.stderr
     other = case_file(SMALL_CASE.replace("[2, 1]", "[1, 1]"), "other.yaml")
