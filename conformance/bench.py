@@ -9,7 +9,10 @@ Method (docs/performance.md says more):
   backend's time does include writing .npy files and starting its program), np.asarray of its result
   inside the timed call;
 - `warmup` untimed calls of each, then `repeats` timed rounds that interleave TensorFlow and the backends,
-  alternating the order each round, so machine noise hits all alike; the figure is the median;
+  alternating the order each round, so machine noise hits all alike; the figure is the median. Each timed
+  call comes right after an untimed call of the same side (`--no-prime`: right after the other side's):
+  BLAS and TensorFlow keep their worker threads spinning for a while after a call, and a side timed in
+  the other's wake would pay for them; primed, each side runs as in a sequence of its own calls;
 - each backend's first output is checked against TensorFlow's with the harness's comparison (against the
   oracle where TensorFlow refuses the case), so a fast but wrong backend is flagged, not celebrated;
 - flops per call: depthwise 2*N*Ho*Wo*C*M*kh*kw plus pointwise 2*N*Ho*Wo*C*M*O (padding taps counted).
@@ -19,6 +22,7 @@ Rows TensorFlow refuses are printed as "TF n/a" and left out of the ratio summar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -52,6 +56,16 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 60, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append", metavar="SPEC",
                         help="backend to time (repeatable; default numpy): a name, module:function, "
@@ -69,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed calls of each side per shape (default 10); the median is reported")
     parser.add_argument("--warmup", type=_count(0), default=2, metavar="N",
                         help="untimed calls of each side per shape first (default 2)")
+    parser.add_argument("--pause", type=_seconds, default=0.0, metavar="SECONDS",
+                        help="sleep this long before each timed call, so that neither side starts while the other's "
+                             "idle worker threads still spin (BLAS and TensorFlow spin-wait after a call; default 0)")
+    parser.add_argument("--no-prime", action="store_true",
+                        help="time each call right after the other side's (by default an untimed call of the same "
+                             "side comes first, so that no side is timed while the other's threads still spin)")
     parser.add_argument("--threads", type=_count(1), metavar="N",
                         help="threads for TensorFlow's intra-op pool and for the NumPy backend's depthwise stage "
                              f"(${THREADS_ENV}); default: every core for both. BLAS keeps its own setting "
@@ -144,13 +164,61 @@ def _tensorflow(threads: int | None) -> Any:
     return configured()  # the harness's set-up of TensorFlow (TF32 off), shared with every reference
 
 
-def _bench_case(tf: Any, case: Any, backends: Sequence[Any], repeats: int, warmup: int) -> Row:
-    import numpy as np
+@dataclass(frozen=True)
+class Schedule:
+    """How the timed calls are laid out (see the module docstring)."""
 
+    repeats: int
+    warmup: int
+    pause: float = 0.0  # seconds of sleep before each timed call
+    prime: bool = True  # an untimed call of the same side right before each timed call
+
+
+def _check(case: Any, inputs: Any, outputs: dict[str, Any], sides: Sequence[Timing]) -> None:
+    """Judge each backend's first output with the harness's comparison: against TensorFlow's (both sides
+    carry rounding error), or against the float64 oracle where TensorFlow refused the case."""
     from conformance.compare import compare
-    from conformance.data import materialize, numpy_dtype
+    from conformance.data import numpy_dtype
     from conformance.oracle import compute_oracle
     from conformance.tolerance import Tolerance
+
+    oracle = compute_oracle(case, inputs)
+    reference, sides_with_error = outputs.get("tensorflow"), 2
+    if reference is None:
+        reference, sides_with_error = oracle.output, 1
+    for timing in sides:
+        if timing.status == "ok":
+            verdict = compare(outputs[timing.name], reference, oracle.output, oracle.bound, Tolerance.for_case(case),
+                              sides=sides_with_error, dtype=numpy_dtype(case.dtype), data_format=case.data_format)
+            if not verdict.passed:
+                timing.status, timing.detail = "wrong", verdict.reason
+
+
+def _time(calls: Sequence[tuple[Timing, Callable[[], Any]]], schedule: Schedule) -> None:
+    """Warm up, then time `repeats` rounds, alternating the order of the sides from round to round."""
+    for _ in range(schedule.warmup):
+        for _, call in calls:
+            call()
+    gc.collect()
+    gc.disable()  # no collection inside a timed call
+    try:
+        for round_ in range(schedule.repeats):
+            for timing, call in (calls if round_ % 2 == 0 else calls[::-1]):
+                if schedule.pause > 0:
+                    time.sleep(schedule.pause)
+                if schedule.prime:
+                    call()
+                start = time.perf_counter()
+                call()
+                timing.seconds.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+
+
+def _bench_case(tf: Any, case: Any, backends: Sequence[Any], schedule: Schedule) -> Row:
+    import numpy as np
+
+    from conformance.data import materialize
 
     inputs = materialize(case)
     arguments = {"strides": case.operator_strides, "padding": case.operator_padding,
@@ -173,30 +241,8 @@ def _bench_case(tf: Any, case: Any, backends: Sequence[Any], repeats: int, warmu
         except Exception as error:  # noqa: BLE001 - a refusal or a failure is this row's finding
             timing.status = "n/a" if timing.name == "tensorflow" else "error"
             timing.detail = _first_line(error)
-    oracle = compute_oracle(case, inputs)
-    reference, sides_with_error = outputs.get("tensorflow"), 2
-    if reference is None:
-        reference, sides_with_error = oracle.output, 1
-    for timing, _ in sides[1:]:
-        if timing.status == "ok":
-            verdict = compare(outputs[timing.name], reference, oracle.output, oracle.bound, Tolerance.for_case(case),
-                              sides=sides_with_error, dtype=numpy_dtype(case.dtype), data_format=case.data_format)
-            if not verdict.passed:
-                timing.status, timing.detail = "wrong", verdict.reason
-    timed = [(t, call) for t, call in sides if t.status in ("ok", "wrong")]
-    for _ in range(warmup):
-        for _, call in timed:
-            call()
-    gc.collect()
-    gc.disable()  # no collection inside a timed call
-    try:
-        for round_ in range(repeats):
-            for timing, call in (timed if round_ % 2 == 0 else timed[::-1]):
-                start = time.perf_counter()
-                call()
-                timing.seconds.append(time.perf_counter() - start)
-    finally:
-        gc.enable()
+    _check(case, inputs, outputs, [t for t, _ in sides[1:]])
+    _time([(t, call) for t, call in sides if t.status in ("ok", "wrong")], schedule)
     return Row(case, flop_count(case), sides[0][0], [t for t, _ in sides[1:]])
 
 
@@ -320,6 +366,24 @@ def _to_json(rows: Sequence[Row], summaries: list[dict[str, Any]], setup: dict[s
                      for row in rows]}
 
 
+def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Schedule, shapes: int) -> None:
+    primed = "each after an untimed call of the same side" if schedule.prime else "not primed"
+    pause = f", {schedule.pause:g} s pause before each" if schedule.pause else ""
+    print(f"bench: {shapes} shapes; per side {schedule.repeats} interleaved timed calls ({primed}{pause}) after "
+          f"{schedule.warmup} warm-up calls; median times; ratio = backend / TensorFlow")
+    print(f"machine: {setup['cpu']}, {setup['cores_available']} cores available, load average "
+          f"{' '.join(f'{v:.2f}' for v in setup['load_average'] or [])}; {setup['platform']}")
+    print(f"TensorFlow {setup['tensorflow']} on CPU, eager, TF32 off, intra-op threads "
+          f"{setup['tensorflow_intra_op_threads']}; NumPy {setup['numpy']} with {setup['blas']}"
+          + (f" ({setup['blas_env']})" if setup["blas_env"] else ""))
+    for backend in backends:
+        threads = setup["backend_threads"][backend.name]
+        print(f"backend {backend.name} (version {backend.version or '?'})"
+              + (f": threads() = {threads}" if threads else "")
+              + (": times include .npy files and starting the program" if backend.name.startswith("cmd:") else ""))
+    print("GFLOP per call = 2*N*Ho*Wo*C*M*(kh*kw + O) / 1e9 (depthwise + pointwise)\n")
+
+
 def _fail(message: str) -> int:
     print(f"sepconv-conformance bench: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -347,33 +411,25 @@ def execute(args: argparse.Namespace) -> int:
         backends = [resolve_backend(spec) for spec in args.backend or ["numpy"]]
     except BackendError as error:
         return _fail(str(error))
+    schedule = Schedule(args.repeats, args.warmup, args.pause, not args.no_prime)
     tf = _tensorflow(args.threads)
-    setup = environment(tf, backends) | {"repeats": args.repeats, "warmup": args.warmup}
-    print(f"bench: {len(cases)} shapes; {args.repeats} interleaved timed calls per side after {args.warmup} "
-          "warm-up calls; median times; ratio = backend / TensorFlow")
-    print(f"machine: {setup['cpu']}, {setup['cores_available']} cores available, load average "
-          f"{' '.join(f'{v:.2f}' for v in setup['load_average'] or [])}; {setup['platform']}")
-    print(f"TensorFlow {setup['tensorflow']} on CPU, eager, TF32 off, intra-op threads "
-          f"{setup['tensorflow_intra_op_threads']}; NumPy {setup['numpy']} with {setup['blas']}"
-          + (f" ({setup['blas_env']})" if setup["blas_env"] else ""))
-    for backend in backends:
-        threads = setup["backend_threads"][backend.name]
-        print(f"backend {backend.name} (version {backend.version or '?'})"
-              + (f": {threads} threads" if threads else "")
-              + (": times include .npy files and starting the program" if backend.name.startswith("cmd:") else ""))
-    print("GFLOP per call = 2*N*Ho*Wo*C*M*(kh*kw + O) / 1e9 (depthwise + pointwise)\n")
+    setup = environment(tf, backends) | dataclasses.asdict(schedule)
+    _print_setup(setup, backends, schedule, len(cases))
     table, rows = _Table(cases, [b.name for b in backends]), []
     print(table.header())
     for case in cases:
-        rows.append(_bench_case(tf, case, backends, args.repeats, args.warmup))
+        rows.append(_bench_case(tf, case, backends, schedule))
         print("\n".join(table.rows(rows[-1])), flush=True)
     summaries = [summarize(rows, b.name) for b in backends]
     print("\n".join(f"summary: {_summary_line(s)}" for s in summaries))
     if args.json:
         setup["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_to_json(rows, summaries, setup), indent=1) + "\n", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_to_json(rows, summaries, setup), indent=1) + "\n", encoding="utf-8")
+        except OSError as error:
+            return _fail(f"--json {args.json}: cannot write: {error}")
         print(f"json: {path}")
     wrong = any(t.status in ("wrong", "error") for row in rows for t in row.backends)
     return EXIT_NONCONFORMING if wrong else EXIT_OK

@@ -65,6 +65,17 @@ def off(input, depthwise_filter, pointwise_filter, strides, padding, data_format
 """
 
 
+COUNTING_BACKEND = """
+from pathlib import Path
+from impls.numpy_backend import separable_conv2d
+
+def conv(*args, **kwargs):
+    with Path("calls.txt").open("a") as log:
+        log.write("call\\n")
+    return separable_conv2d(*args, **kwargs)
+"""
+
+
 def bench(*args: str, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess[str]:
     code = f"import sys; {prelude}from conformance.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, "bench", *args], cwd=cwd, capture_output=True, text=True,
@@ -110,17 +121,25 @@ def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(ca
     assert numpy_summary["median_ratio"] == numpy_summary["worst_ratio"] == pytest.approx(numpy_side["ratio"])
 
 
-def test_dtype_and_threads_options(case_file, tmp_path):
+def test_dtype_threads_and_schedule_options(case_file, tmp_path):
     cases = case_file(BENCH_CASES)
     case_id = load_cases([cases])[0].id
     done = bench("--cases", str(cases), "--id", case_id, "--dtype", "float64", "--dtype", "bfloat16",
-                 "--threads", "1", "--repeats", "1", "--warmup", "0", "--json", "b.json", cwd=tmp_path)
+                 "--threads", "1", "--repeats", "2", "--warmup", "1", "--json", "b.json", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     document = json.loads((tmp_path / "b.json").read_text())
     assert [row["dtype"] for row in document["rows"]] == ["float64", "bfloat16"]
     assert all(row["backends"][0]["status"] == "ok" for row in document["rows"])
     assert document["setup"]["tensorflow_intra_op_threads"] == 1
     assert document["setup"]["backend_threads"] == {"numpy": 1}
+    # Calls per shape: 1 checked + warmup + repeats, each timed call primed by an untimed one unless told.
+    (tmp_path / "counting.py").write_text(COUNTING_BACKEND)
+    for options, calls in ((["--pause", "0.01"], 1 + 1 + 2 * 2), (["--no-prime"], 1 + 1 + 2)):
+        (tmp_path / "calls.txt").unlink(missing_ok=True)
+        done = bench("--cases", str(cases), "--id", case_id, "--backend", "counting.py:conv", "--repeats", "2",
+                     "--warmup", "1", *options, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert len((tmp_path / "calls.txt").read_text().splitlines()) == calls
 
 
 def test_without_tensorflow_the_command_exits_2_with_the_reason(tmp_path):
@@ -138,10 +157,14 @@ def test_bad_selection_or_backend_exits_2(arguments, message, case_file, capsys)
     assert message in capsys.readouterr().err
 
 
-def test_bad_option_values_exit_2(capsys):
+@pytest.mark.parametrize("arguments, message", [
+    (["--repeats", "0"], "must be >= 1"), (["--warmup", "x"], "expected an integer"),
+    (["--pause", "-1"], "must be between 0 and 60"), (["--dtype", "int8"], "invalid choice"),
+])
+def test_bad_option_values_exit_2(arguments, message, capsys):
     with pytest.raises(SystemExit) as exited:
-        main(["bench", "--repeats", "0"])
-    assert exited.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+        main(["bench", *arguments])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
 # --- the NumPy backend's speed paths: tiles and threads change neither results nor contract checks ------
