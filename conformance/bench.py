@@ -142,7 +142,7 @@ def _select(cases: Sequence[Any], tags: Sequence[str], case_ids: Sequence[str], 
     chosen = [c for c in chosen if not c.expect_error]
     if dtypes:
         chosen = [c if c.dtype == d else replace(c, dtype=d) for c in chosen for d in dtypes]
-    return chosen
+    return sorted(chosen, key=lambda c: c.dtype != "float32")  # float32 first (the goals), else file order
 
 
 def _first_line(error: BaseException) -> str:
@@ -293,12 +293,14 @@ class _Table:
         return lines
 
 
-def summarize(rows: Sequence[Row], backend: str) -> dict[str, Any]:
-    """Median and worst ratio of one backend over the rows where both sides ran and it was right."""
+def summarize(rows: Sequence[Row], backend: str, dtype: str) -> dict[str, Any]:
+    """Median and worst ratio of one backend in one dtype (the goals are stated per dtype), over the rows
+    where both sides ran and the backend's output was right."""
+    rows = [row for row in rows if row.case.dtype == dtype]
     ratios = [(row.ratio(t), row.case.id) for row in rows for t in row.backends if t.name == backend]
     counted = [(r, case_id) for r, case_id in ratios if r is not None]
     statuses = [t.status for row in rows for t in row.backends if t.name == backend]
-    summary: dict[str, Any] = {"backend": backend, "shapes": len(ratios), "compared": len(counted),
+    summary: dict[str, Any] = {"backend": backend, "dtype": dtype, "shapes": len(ratios), "compared": len(counted),
                                "tensorflow_na": sum(row.tensorflow.status == "n/a" for row in rows),
                                "wrong": statuses.count("wrong"), "errors": statuses.count("error")}
     if counted:
@@ -310,9 +312,9 @@ def summarize(rows: Sequence[Row], backend: str) -> dict[str, Any]:
 
 def _summary_line(summary: dict[str, Any]) -> str:
     if "median_ratio" not in summary:
-        text = f"{summary['backend']}: no shape where both it and TensorFlow ran correctly"
+        text = f"{summary['backend']} {summary['dtype']}: no shape where both it and TensorFlow ran correctly"
     else:
-        text = (f"{summary['backend']}: median ratio {summary['median_ratio']:.2f}, worst {summary['worst_ratio']:.2f} "
+        text = (f"{summary['backend']} {summary['dtype']}: median ratio {summary['median_ratio']:.2f}, worst {summary['worst_ratio']:.2f} "
                 f"({summary['worst_case']}) over {summary['compared']} shapes")
     left_out = [f"{summary[k]} {label}" for k, label in (("tensorflow_na", "TF n/a"), ("wrong", "WRONG"),
                                                           ("errors", "raised")) if summary[k]]
@@ -420,7 +422,8 @@ def execute(args: argparse.Namespace) -> int:
     for case in cases:
         rows.append(_bench_case(tf, case, backends, schedule))
         print("\n".join(table.rows(rows[-1])), flush=True)
-    summaries = [summarize(rows, b.name) for b in backends]
+    dtypes = [d for d in DTYPE_CHOICES if any(row.case.dtype == d for row in rows)]
+    summaries = [summarize(rows, b.name, d) for b in backends for d in sorted(dtypes, key=lambda d: d != "float32")]
     print("\n".join(f"summary: {_summary_line(s)}" for s in summaries))
     if args.json:
         setup["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

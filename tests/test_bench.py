@@ -98,8 +98,10 @@ def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(ca
     assert any("timed" in line and "wrong.py:off" in line and "WRONG: " in line for line in lines)
     assert any("refused" in line and "TF n/a" in line for line in lines)
     assert not any("untagged" in line or "not_timed_error_case" in line for line in lines)
-    assert any(line.startswith("summary: numpy: median ratio") and "1 TF n/a" in line for line in lines)
-    assert any(line.startswith("summary: wrong.py:off: no shape") for line in lines)
+    summaries = [line for line in lines if line.startswith("summary: ")]
+    assert summaries[0].startswith("summary: numpy float32: median ratio") and "left out" not in summaries[0]
+    assert summaries[1].startswith("summary: numpy float16: no shape") and summaries[1].endswith("left out: 1 TF n/a")
+    assert summaries[2].startswith("summary: wrong.py:off float32: no shape") and "1 WRONG" in summaries[2]
 
     document = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert document["setup"]["repeats"] == 3 and document["setup"]["tensorflow"]
@@ -117,7 +119,7 @@ def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(ca
     assert refused["backends"][0]["status"] == "ok" and refused["backends"][0]["ratio"] is None
     assert refused["backends"][1]["status"] == "wrong"
     numpy_summary = document["summary"][0]
-    assert numpy_summary["compared"] == 1 and numpy_summary["tensorflow_na"] == 1
+    assert (numpy_summary["dtype"], numpy_summary["compared"], numpy_summary["tensorflow_na"]) == ("float32", 1, 0)
     assert numpy_summary["median_ratio"] == numpy_summary["worst_ratio"] == pytest.approx(numpy_side["ratio"])
 
 
