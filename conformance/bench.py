@@ -91,8 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "side comes first, so that no side is timed while the other's threads still spin)")
     parser.add_argument("--threads", type=_count(1), metavar="N",
                         help="threads for TensorFlow's intra-op pool and for the NumPy backend's depthwise stage "
-                             f"(${THREADS_ENV}); default: every core for both. BLAS keeps its own setting "
-                             "(OPENBLAS_NUM_THREADS, read when NumPy starts)")
+                             f"(${THREADS_ENV}); default: every core for TensorFlow, the backend's own default (half "
+                             "the cores). BLAS keeps its setting (OPENBLAS_NUM_THREADS, read when NumPy starts)")
     parser.add_argument("--json", metavar="FILE", help="also write the table, the summary and the set-up as JSON")
 
 

@@ -12,19 +12,23 @@ Numerics, per dtype:
 - NaN and Inf propagate by IEEE rules; padding contributes exact zeros (products 0 * w with the weights,
   as if the input were zero-padded). No flush of subnormals.
 
-Speed (the arithmetic above is the same whatever the tiling or the thread count; results are
-bitwise reproducible run to run):
-- the depthwise stage runs over tiles of output rows of one image; each tile's input rows are copied once
-  into a per-thread buffer in the compute dtype, NHWC, zero-padded, with each pixel's C channels repeated
-  for the M multipliers and, for a column stride s > 1, the columns split into s phases, so that every
-  tap reads whole contiguous rows and one NumPy call multiplies a row of out_w * C * M values (no
-  per-pixel or per-channel loop; the inner loops are long and vectorized);
-- each tap is two in-place ufunc calls (multiply into a scratch tile, add into the accumulator: NumPy has
-  no fused multiply-add) over a tile sized to stay in the per-core L2 cache; the accumulator is the
-  intermediate itself, so nothing is copied afterwards;
-- tiles are shared out dynamically to one thread per available core (NumPy's ufuncs release the GIL);
-- the pointwise stage is one BLAS matmul over the whole intermediate (BLAS threads it itself), for NCHW
-  one per image, written straight into the NCHW output (transposed operands, no output transpose).
+Speed (the arithmetic above is the same whatever the blocking or the thread count: results are bitwise
+identical run to run and across settings):
+- the depthwise stage runs over blocks of output rows of one image. A block's input rows (with their halo)
+  are copied once into a per-thread buffer in the compute dtype, NHWC (NCHW input is transposed in this
+  copy), zero-padded, each pixel's C channels repeated for the M multipliers, and for a column stride
+  s > 1 the columns split into s phases; so every tap reads whole contiguous rows of out_w * C * M values;
+- the products of all kh*kw taps come from one NumPy multiply per column phase (a strided view with one
+  axis per tap), then one sum over the tap axis, which NumPy performs sequentially in tap order; the
+  products of a few rows at a time stay in cache, and each NumPy call is large, since per-call overhead
+  holds the GIL the threads share. The sum lands in the intermediate itself: nothing is copied after;
+- blocks are shared out dynamically to threads (NumPy's ufuncs release the GIL): by default half the
+  cores this process may use, at least one. On the 2-core machine of docs/performance.md one thread is
+  faster than two: BLAS's worker threads spin-wait for a while after each matmul and take the other
+  core, and two threads pay the per-call overhead under one GIL. $SEPCONV_NUMPY_THREADS overrides it;
+- the pointwise stage is one BLAS matmul over every image (BLAS threads it itself; one call, because
+  each call costs BLAS a wake-up of its threads); NCHW results come from pointwise^T @ intermediate^T
+  (BLAS takes the transposes as strides), copied per image in contiguous runs of out_h * out_w values.
 
 Self-contained on purpose (no import from the harness): it is an implementation under test, and a
 template for a new backend.
@@ -151,15 +155,17 @@ def unavailable_reason() -> str | None:
 
 
 def threads() -> int:
-    """Threads for the depthwise stage: $SEPCONV_NUMPY_THREADS, else the cores this process may use. (BLAS
+    """Threads for the depthwise stage: $SEPCONV_NUMPY_THREADS, else half the cores this process may use
+    (at least 1), leaving the rest to BLAS's workers, which spin for a while after each matmul. (BLAS
     threads the pointwise stage itself, as its own settings say, e.g. OPENBLAS_NUM_THREADS.)"""
     count, _ = _configured_threads()
     if count is not None:
         return count
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 class _Tiles:

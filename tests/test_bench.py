@@ -214,3 +214,43 @@ def test_invalid_thread_setting_makes_the_backend_unavailable(monkeypatch):
     monkeypatch.setenv("SEPCONV_NUMPY_THREADS", "two")
     with pytest.raises(BackendError, match="SEPCONV_NUMPY_THREADS must be a positive integer"):
         resolve_backend("numpy")
+
+
+def _sequential_depthwise(x: np.ndarray, dw: np.ndarray, strides: tuple[int, int], rates: tuple[int, int],
+                          pads: tuple[int, int, int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """The documented order, written plainly: first product, then one float32 addition per tap (i, j)."""
+    (sh, sw), (rh, rw), (top, bottom, left, right), (out_h, out_w) = strides, rates, pads, out_hw
+    padded = np.pad(x.astype(np.float32), ((0, 0), (top, bottom), (left, right), (0, 0)))
+    weights = dw.astype(np.float32)
+    acc = None
+    for i in range(dw.shape[0]):
+        for j in range(dw.shape[1]):
+            window = padded[:, i * rh:i * rh + (out_h - 1) * sh + 1:sh, j * rw:j * rw + (out_w - 1) * sw + 1:sw]
+            product = window[..., :, None] * weights[i, j]
+            acc = product if acc is None else acc + product
+    return acc.reshape(*acc.shape[:3], -1)  # channel c * M + m
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_sums_taps_in_the_documented_order(monkeypatch, dtype):
+    """With an identity pointwise filter the output is the intermediate itself, bit for bit: it must equal
+    the plain sequential sum of the module docstring (rounded to bfloat16 for bfloat16), whatever the
+    blocking and threads."""
+    import ml_dtypes
+
+    from impls import numpy_backend
+
+    dt = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 9, 11, 3)).astype(dt)  # finite: a NaN would reach every output via 0 * NaN
+    dw = rng.standard_normal((3, 4, 3, 2)).astype(dt)
+    pw = np.eye(6, dtype=np.float32).reshape(1, 1, 6, 6).astype(dt)
+    expected = _sequential_depthwise(x, dw, (2, 1), (1, 1), (1, 1, 1, 2), (5, 11)).astype(dt)
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(numpy_backend, "_PRODUCT_BYTES", 1)
+    monkeypatch.setenv("SEPCONV_NUMPY_THREADS", "2")
+    got = numpy_backend.separable_conv2d(x, dw, pw, [1, 2, 1, 1], "SAME")
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    nchw = numpy_backend.separable_conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), dw, pw, [1, 1, 2, 1],
+                                          "SAME", data_format="NCHW")
+    assert nchw.tobytes() == np.ascontiguousarray(expected.transpose(0, 3, 1, 2)).tobytes()
