@@ -157,7 +157,7 @@ def _tensorflow(threads: int | None) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    from conformance.reference import _tensorflow as configured
+    from conformance.reference import tensorflow_module as configured
 
     if threads is not None:  # must precede TensorFlow's first op
         tf.config.threading.set_intra_op_parallelism_threads(threads)

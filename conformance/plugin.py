@@ -178,6 +178,17 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ResultSink(config, report_dir, journaled), "sepconv-result-sink")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the child processes this session started, so that a run inside another process (fuzz,
+    selftest, tests calling run_suite) leaves nothing behind: the next run in-process starts clean."""
+    if BACKENDS not in config.stash:
+        return
+    runner.isolate_reference(None)
+    for backend in config.stash[BACKENDS]:
+        if isinstance(backend.fn, IsolatedBackend):
+            backend.fn.close()
+
+
 def _expectations_for(backend: Backend, files: list[str]) -> Expectations | None:
     """The expectations file for this backend: the first given that names it (or names no backend),
     else the one the backend ships (bundled ones in impls/expectations/, others as EXPECTATIONS)."""

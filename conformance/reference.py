@@ -54,14 +54,14 @@ def tensorflow_missing() -> str | None:
     return None
 
 
-def _tensorflow() -> Any:
+def tensorflow_module() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    if not getattr(_tensorflow, "configured", False):
+    if not getattr(tensorflow_module, "configured", False):
         # TF32 would silently lower float32 matmuls to 10-bit mantissas on Ampere+ GPUs.
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        _tensorflow.configured = True  # type: ignore[attr-defined]
+        tensorflow_module.configured = True  # type: ignore[attr-defined]
     return tf
 
 
@@ -81,7 +81,7 @@ def tensorflow_version() -> str | None:
 
 def run_tensorflow(case: Case, inputs: Inputs) -> np.ndarray:
     """tf.nn.separable_conv2d on the CPU; raises whatever TensorFlow raises."""
-    tf = _tensorflow()
+    tf = tensorflow_module()
     with tf.device("/CPU:0"):
         result = tf.nn.separable_conv2d(
             tf.constant(inputs.input), tf.constant(inputs.depthwise_filter),
