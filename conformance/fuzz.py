@@ -201,5 +201,8 @@ def execute(args: argparse.Namespace) -> int:
                            [f"Failing cases of: {command} --backend {' --backend '.join(backends)}",
                             f"Run them: sepconv-conformance run --cases {out / FAILURES_FILE} --backend SPEC"],
                            comments)
-    print(f"fuzz: {len(saved)} of {len(cases)} cases failed; saved as a case file: {path}")
+    if saved:
+        print(f"fuzz: {len(saved)} of {len(cases)} cases failed; saved as a case file: {path}")
+    else:
+        print(f"fuzz: none of {len(cases)} cases failed ({path} holds no case)")
     return code
