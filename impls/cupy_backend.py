@@ -37,9 +37,10 @@ import ml_dtypes
 import numpy as np
 
 from impls.cupy_kernels import DepthwiseGeometry, depthwise_cuda, depthwise_standin, layout_steps
+# The contract's argument checks and output geometry are the NumPy backend's: one definition for both.
+from impls.numpy_backend import _check, _padding_and_output
 
 INSTALL_HINT = "pip install 'sepconv-conformance[gpu]'"
-DTYPES = ("float16", "bfloat16", "float32", "float64")
 _STORAGE = {"float16": np.float16, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
 _COMPUTE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
 
@@ -97,66 +98,7 @@ def __getattr__(attribute: str) -> str:
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
-# --- the contract (host side, plain Python) ------------------------------------------------------------
-
-def _fail(message: str) -> None:
-    raise ValueError(f"separable_conv2d: {message}")
-
-
-def _explicit_padding(padding: Any, data_format: str) -> tuple[int, int, int, int]:
-    try:
-        pairs = [[int(p) for p in pair] for pair in padding]
-    except (TypeError, ValueError):
-        pairs = []
-    if len(pairs) != 4 or any(len(p) != 2 for p in pairs):
-        _fail(f"padding must be 'SAME', 'VALID' or 4 [before, after] pairs, got {padding!r}")
-    outer = (pairs[0], pairs[3]) if data_format == "NHWC" else (pairs[0], pairs[1])
-    if any(p != [0, 0] for p in outer):
-        _fail(f"explicit padding of the batch and channel dimensions must be 0, got {padding!r}")
-    (top, bottom), (left, right) = (pairs[1], pairs[2]) if data_format == "NHWC" else (pairs[2], pairs[3])
-    if min(top, bottom, left, right) < 0:
-        _fail(f"explicit padding must be >= 0, got {padding!r}")
-    return top, bottom, left, right
-
-
-def _same_split(size: int, effective_kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding: the odd pixel goes after (bottom/right)."""
-    total = max((-(-size // stride) - 1) * stride + effective_kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def _check(x: np.ndarray, dw: np.ndarray, pw: np.ndarray, strides: Sequence[int], data_format: str,
-           dilations: Sequence[int]) -> tuple[int, int, int, int]:
-    """Everything the contract requires of the arguments (as the NumPy backend); returns (sh, sw, rh, rw)."""
-    if data_format not in ("NHWC", "NCHW"):
-        _fail(f"data_format must be 'NHWC' or 'NCHW', got {data_format!r}")
-    for name, array in (("input", x), ("depthwise_filter", dw), ("pointwise_filter", pw)):
-        if array.ndim != 4:
-            _fail(f"{name} must have rank 4, got shape {list(array.shape)}")
-    if len(strides) != 4 or len(dilations) != 2:
-        _fail(f"strides must have 4 values and dilations 2, got {list(strides)} and {list(dilations)}")
-    outer = (strides[0], strides[3]) if data_format == "NHWC" else (strides[0], strides[1])
-    if tuple(outer) != (1, 1):
-        _fail(f"strides of the batch and channel dimensions must be 1, got {list(strides)}")
-    sh, sw = (strides[1], strides[2]) if data_format == "NHWC" else (strides[2], strides[3])
-    rh, rw = dilations
-    if min(sh, sw, rh, rw) < 1:
-        _fail(f"strides and dilations must be >= 1, got {list(strides)} and {list(dilations)}")
-    if max(rh, rw) > 1 and max(sh, sw) > 1:
-        _fail(f"if any dilation rate is > 1, all strides must be 1 (strides {list(strides)}, "
-              f"dilations {list(dilations)})")
-    channels = x.shape[3] if data_format == "NHWC" else x.shape[1]
-    if dw.shape[2] != channels:
-        _fail(f"depthwise_filter has {dw.shape[2]} input channels, input has {channels}")
-    if pw.shape[:3] != (1, 1, dw.shape[2] * dw.shape[3]):
-        _fail(f"pointwise_filter must have shape [1, 1, {dw.shape[2] * dw.shape[3]}, out_channels], "
-              f"got {list(pw.shape)}")
-    if not (x.dtype == dw.dtype == pw.dtype):
-        _fail(f"all tensors must share one dtype, got {x.dtype}, {dw.dtype}, {pw.dtype}")
-    if x.dtype.name not in DTYPES:
-        _fail(f"unsupported dtype {x.dtype}")
-    return int(sh), int(sw), int(rh), int(rw)
-
+# --- the kernel's arguments (host side, plain Python) ---------------------------------------------------
 
 def geometry(x_shape: tuple[int, ...], dw_shape: tuple[int, ...], data_format: str, sh: int, sw: int, rh: int,
              rw: int, padding: Any) -> DepthwiseGeometry:
@@ -164,18 +106,7 @@ def geometry(x_shape: tuple[int, ...], dw_shape: tuple[int, ...], data_format: s
     fit in the padded input."""
     n, h, w, c = x_shape if data_format == "NHWC" else (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
     kh, kw, _, m = dw_shape
-    eff_h, eff_w = (kh - 1) * rh + 1, (kw - 1) * rw + 1
-    named = padding if isinstance(padding, str) else None  # explicit padding may be a list or an array
-    if named == "SAME":
-        (top, bottom), (left, right) = _same_split(h, eff_h, sh), _same_split(w, eff_w, sw)
-    elif named == "VALID":
-        top = bottom = left = right = 0
-    else:
-        top, bottom, left, right = _explicit_padding(padding, data_format)
-    out_h, out_w = (h + top + bottom - eff_h) // sh + 1, (w + left + right - eff_w) // sw + 1
-    if out_h < 1 or out_w < 1:
-        _fail(f"output size would be {out_h}x{out_w}: the dilated kernel ({eff_h}x{eff_w}) does not fit "
-              f"in the padded input ({h + top + bottom}x{w + left + right})")
+    top, _, left, _, out_h, out_w = _padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding, data_format)
     step_n, step_h, step_w, step_c = layout_steps(tuple(x_shape), data_format)
     return DepthwiseGeometry(batch=n, channels=c, multiplier=m, in_h=h, in_w=w, out_h=out_h, out_w=out_w,
                              kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, rate_h=rh, rate_w=rw,
@@ -230,7 +161,7 @@ def run_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, point
     x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
     data_format = data_format or "NHWC"
     dilations = [1, 1] if dilations is None else list(dilations)
-    sh, sw, rh, rw = _check(x, dw, pw, list(strides), data_format, dilations)
+    sh, sw, rh, rw = (int(v) for v in _check(x, dw, pw, list(strides), data_format, dilations))
     g = geometry(x.shape, dw.shape, data_format, sh, sw, rh, rw, padding)
     dtype, xp = x.dtype.name, backend.xp
     compute = _COMPUTE[dtype]
