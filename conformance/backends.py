@@ -114,6 +114,8 @@ def _shipped_expectations(spec: str, module: Any) -> str | None:
     if shipped is None:
         bundled = Path(__file__).resolve().parent.parent / "impls" / "expectations" / f"{spec}.yaml"
         return str(bundled) if spec in BUNDLED and bundled.is_file() else None
+    if not isinstance(shipped, (str, os.PathLike)):
+        raise BackendError(f"backend {spec!r}: EXPECTATIONS must be a path, got {shipped!r}")
     path = Path(shipped)
     if not path.is_absolute() and getattr(module, "__file__", None):
         path = Path(module.__file__).parent / path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from conformance import html_report, reports
 from conformance.result import Result
 
-AGREEING_FIELDS = ("bank_digest", "version", "reference", "backends")
+AGREEING_FIELDS = ("bank_digest", "version", "reference", "backends", "repeat", "expectations")
 
 
 class MergeError(Exception):
@@ -47,5 +48,8 @@ def merge_runs(folders: Sequence[Path], out: Path) -> dict[str, Any]:
                                 "duration_s": sum(d["run"].get("duration_s", 0.0) for _, d in documents)}
     reports.write_results_json(out / "results.json", results, run)
     reports.write_junit(out / "junit.xml", results)
-    html_report.write_report(out)
+    try:  # a rendering problem must not turn a merge into a usage error
+        html_report.write_report(out)
+    except (html_report.ReportError, OSError) as error:
+        print(f"warning: report.html not written: {error}", file=sys.stderr)
     return reports.summarize(results)

@@ -157,14 +157,15 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--repeat {config.getoption('repeat')}: must be at least 1")
     try:  # validate every case file up front: a bad file is a usage error, not a half-run
         bank = load_cases(_case_paths(config.args))
-        expectations = {b.name: _expectations_for(b, config.getoption("expectations")) for b in backends}
+        given = [load_expectations(file) for file in config.getoption("expectations")]
+        expectations = {b.name: _expectations_for(b, given) for b in backends}
     except CaseFileError as error:
         raise pytest.UsageError(f"invalid case or expectations file(s):\n{error}") from None
     config.stash[BANK_DIGEST] = bank_digest(bank)
     config.stash[EXPECTATIONS] = expectations
-    config.stash[EXPECTATION_WARNINGS] = [
-        f"{entry.origin}: matches no case of the bank ({entry.status}: {entry.reason})"
-        for e in dict.fromkeys(e for e in expectations.values() if e) for entry in e.unmatched(bank)]
+    every_entry = Expectations(tuple(dict.fromkeys(e for x in expectations.values() if x for e in x.entries)))
+    config.stash[EXPECTATION_WARNINGS] = [f"{entry.origin}: matches no case of the bank ({entry.status}: "
+                                          f"{entry.reason})" for entry in every_entry.unmatched(bank)]
     config.stash[SHARD] = parse_shard(config.getoption("shard"))
     report_dir = config.getoption("report_dir")
     if config.getoption("resume") and not report_dir:
@@ -189,14 +190,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             backend.fn.close()
 
 
-def _expectations_for(backend: Backend, files: list[str]) -> Expectations | None:
-    """The expectations file for this backend: the first given that names it (or names no backend),
-    else the one the backend ships (bundled ones in impls/expectations/, others as EXPECTATIONS)."""
-    for file in files:
-        loaded = load_expectations(file)
-        if loaded.backend in (None, backend.name):
-            return loaded
-    return load_expectations(backend.expectations) if backend.expectations else None
+def _expectations_for(backend: Backend, files: list[Expectations]) -> Expectations | None:
+    """This backend's expectations: the entries of every file given that names it (or names no backend),
+    in command-line order (the first matching entry wins); with none given, the file the backend ships
+    (bundled ones in impls/expectations/, others as EXPECTATIONS)."""
+    applying = [f for f in files if f.backend in (None, backend.name)]
+    if not applying:
+        return load_expectations(backend.expectations) if backend.expectations else None
+    return Expectations(tuple(e for f in applying for e in f.entries), backend.name,
+                        ", ".join(f.source for f in applying))
 
 
 def _case_paths(args: list[str]) -> list[str]:

@@ -86,20 +86,27 @@ def _skipped(case: Case, backend: Backend, reason: str) -> Result:
 
 
 def _outcome(backend: Backend, case: Case, inputs: Inputs) -> tuple[object, BaseException | None]:
-    """What one call gave: (output, None), or (None, what it raised). Crashes and hangs propagate."""
+    """What one call gave: (output, None), or (None, what it raised). Crashes and hangs propagate.
+    Array-likes (a TensorFlow tensor, a list) are converted here, so that repeats compare their values."""
     try:
-        return _call(backend, case, inputs), None
+        output = _call(backend, case, inputs)
     except (BackendCrash, BackendTimeout):
         raise
     except BACKEND_EXCEPTIONS as error:
         return None, error
+    if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):
+        try:
+            output = np.asarray(output)
+        except Exception:  # noqa: BLE001 - left as is: compare reports the type
+            pass
+    return output, None
 
 
 def _fingerprint(output: object, raised: BaseException | None) -> bytes:
     """Bitwise identity of an outcome: the output's dtype, shape and bytes, or the kind of exception."""
     if raised is not None:
         return f"raised {getattr(raised, 'type_name', type(raised).__name__)}".encode()
-    if isinstance(output, np.ndarray):
+    if isinstance(output, np.ndarray) and output.dtype != object:
         content = hashlib.sha256(np.ascontiguousarray(output).view(np.uint8).reshape(-1)).digest()
         return f"{output.dtype}{output.shape}".encode() + content
     return f"returned {type(output).__name__}".encode()
@@ -161,11 +168,6 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     if raised is not None:  # a backend that raises on valid input is a finding
         return Result(status="error", message=f"raised on valid input: {_describe(raised)}",
                       metrics=dict(reference.metrics), duration_s=time.perf_counter() - start, **common)
-    if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):
-        try:  # array-likes (a TensorFlow tensor, say) are fine
-            output = np.asarray(output)
-        except Exception:  # noqa: BLE001 - left as is: compare reports the type
-            pass
     assert reference.oracle is not None
     expected = reference.output if reference.output is not None else reference.oracle.output
     sides = 2 if reference.source == "tensorflow" else 1

@@ -233,8 +233,9 @@ def _from_cases(path: str, case_id: str) -> Case:
     return found[0]
 
 
-def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> Judge:
-    from conformance.backends import Backend, resolve_backend
+def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> tuple[Judge, Callable[[], None]]:
+    """How to judge a candidate, and how to stop the backend's child process afterwards."""
+    from conformance.backends import resolve_backend
     from conformance.external import ExternalCommand
     from conformance.isolation import IsolatedBackend
     from conformance.runner import run_case
@@ -242,9 +243,10 @@ def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> Ju
     backend = resolve_backend(spec)
     if isinstance(backend.fn, ExternalCommand):
         backend.fn.timeout = timeout
-    elif isolate:
-        backend = Backend(backend.name, IsolatedBackend(spec, timeout), backend.version)
-    return lambda case: run_case(case, backend, use_tensorflow)
+    elif isolate:  # keeps the backend's declared support and expectations
+        backend = dataclasses.replace(backend, fn=IsolatedBackend(spec, timeout))
+    close = backend.fn.close if isinstance(backend.fn, IsolatedBackend) else (lambda: None)
+    return (lambda case: run_case(case, backend, use_tensorflow)), close
 
 
 def _write(outcome: Outcome, original: Case, spec: str, out: Path, elapsed: float) -> Case:
@@ -301,7 +303,7 @@ def execute(args: argparse.Namespace) -> int:
             if not args.backend:
                 return fail("--backend SPEC is required with --cases")
             original, spec = _from_cases(args.cases, args.id), args.backend
-        judge = _judge(spec, use_tensorflow, timeout, not args.no_isolate)
+        judge, close_backend = _judge(spec, use_tensorflow, timeout, not args.no_isolate)
     except (ShrinkError, BackendError) as error:
         return fail(str(error))
     except CaseFileError as error:
@@ -316,6 +318,7 @@ def execute(args: argparse.Namespace) -> int:
     except ShrinkError as error:
         return fail(str(error))
     finally:
+        close_backend()
         if use_tensorflow:
             runner.isolate_reference(None)
     elapsed = time.perf_counter() - start

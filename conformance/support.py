@@ -60,8 +60,8 @@ class Support:
             if key not in declared:
                 continue
             values = declared[key]
-            if isinstance(values, str) or not all(isinstance(v, str) for v in values):
-                raise SupportError(f"{key}: expected a list of names, got {values!r}")
+            if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
+                raise SupportError(f"{key}: expected a non-empty list of names, got {values!r}")
             if bad := [v for v in values if v not in allowed]:
                 raise SupportError(f"{key}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
             fields[key] = tuple(values)

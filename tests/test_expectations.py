@@ -98,3 +98,23 @@ def test_bad_expectations_file_is_a_usage_error(small, tmp_path):
                "--out", "out", cwd=tmp_path)
     assert done.returncode == 2 and f"{expectations}:2" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_every_expectations_file_for_a_backend_applies_in_order(small, tmp_path):
+    (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
+    common = tmp_path / "common.yaml"
+    common.write_text("expectations:\n  - cases: 'n1_h5w5_c2_*'\n    status: skip\n    reason: shared list\n")
+    own = tmp_path / "own.yaml"
+    own.write_text("backend: wrong.py:off_by_a_bit\nexpectations:\n  - cases: 'n1_h6w5_c3_*'\n    status: xfail\n"
+                   "    reason: own list\n")
+    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--expectations", str(common),
+               "--expectations", str(own), "--reference", "oracle", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["summary"]["statuses"] == {"skip": 1, "xfail": 1}
+    assert "common.yaml" in document["run"]["expectations"]["wrong.py:off_by_a_bit"]
+
+
+def test_a_reference_failure_is_never_covered_by_an_expectation():
+    broken = Result(case="c", backend="b", status="error", message="reference: no golden entry for c")
+    assert apply_expectation(broken, ENTRY) is broken

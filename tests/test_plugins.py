@@ -115,3 +115,19 @@ def test_case_outside_the_declaration_is_skipped_with_the_reason(declared, reaso
     assert result.status == "skip" and reason in result.message
     assert not calls  # never called
     assert Support.from_mapping({}).reason_to_skip(case) is None
+
+
+@pytest.mark.parametrize(("declared", "problem"), [
+    ({"dtypes": None}, "dtypes: expected a non-empty list of names"),
+    ({"dtypes": []}, "dtypes: expected a non-empty list of names"),
+    ({"data_formats": "NHWC"}, "data_formats: expected a non-empty list of names"),
+])
+def test_malformed_or_empty_declarations_are_errors_not_an_all_skipped_run(declared, problem):
+    with pytest.raises(SupportError, match=problem):
+        Support.from_mapping(declared)
+
+
+def test_expectations_path_of_the_wrong_type_is_a_backend_error(tmp_path):
+    (tmp_path / "odd.py").write_text("EXPECTATIONS = 5\ndef conv(*args, **kwargs):\n    return None\n")
+    with pytest.raises(BackendError, match="EXPECTATIONS must be a path, got 5"):
+        resolve_backend(str(tmp_path / "odd.py") + ":conv")

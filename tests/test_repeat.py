@@ -69,3 +69,27 @@ def test_repeat_must_be_positive(small, tmp_path):
     done = cli("run", "--cases", str(small), "--repeat", "0", "--reference", "oracle", "--out", "out",
                cwd=tmp_path)
     assert done.returncode == 2 and "--repeat 0" in done.stdout + done.stderr
+
+
+class Tensor:
+    """An array-like (as a TensorFlow or PyTorch tensor is): it has __array__ and is not an ndarray."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values
+
+
+def test_array_likes_are_compared_by_value_across_repeats():
+    calls = []
+
+    def listy(*args, **kwargs):
+        calls.append(1)
+        out = separable_conv2d(*args, **kwargs)
+        if len(calls) == 2:
+            out.flat[0] += 1.0
+        return Tensor(out)
+
+    result = run_case(CASE, Backend("listy", listy), use_tensorflow=False, repeat=2)
+    assert result.status == "nondeterministic"
