@@ -27,7 +27,6 @@ from typing import Any
 from conformance.case import DTYPES, Case
 from conformance.loader import CaseFileError, Problem, read_yaml
 from conformance.result import FAILING_STATUSES, Result
-from conformance.runner import reproducer
 
 FORMAT_VERSION = 1
 OUTCOMES = ("xfail", "skip")
@@ -145,10 +144,3 @@ def apply_expectation(result: Result, expectation: Expectation | None, strict: b
         return dataclasses.replace(result, status="xpass",
                                    message=f"{note}, but it passes: take it off the list")
     return dataclasses.replace(result, message=f"{note}, but it passes")
-
-
-def skipped_by_expectation(case: Case, backend: str, expectation: Expectation) -> Result:
-    return Result(case=case.id, backend=backend, status="skip", reference_status="not_run",
-                  message=f"skipped by {expectation.origin}: {expectation.reason}",
-                  expect="error" if case.expect_error else "result", parameters=case.parameters(),
-                  reproducer=reproducer(case, backend))

@@ -21,7 +21,7 @@ import pytest
 from conformance import __version__, html_report, reports
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
-from conformance.expectations import Expectations, apply_expectation, load_expectations, skipped_by_expectation
+from conformance.expectations import Expectations, apply_expectation, load_expectations
 from conformance.external import ExternalCommand
 from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
@@ -247,7 +247,7 @@ class CaseItem(pytest.Item):
         expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
         expected = expectations.lookup(self.case) if expectations else None
         if expected is not None and expected.status == "skip":
-            result = skipped_by_expectation(self.case, self.backend.name, expected)
+            result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}")
         else:
             result = run_case(self.case, self.backend, reference == "tensorflow", golden,
                               self.config.getoption("repeat"))

@@ -79,10 +79,11 @@ def _judge_error_case(case: Case, output: object, raised: BaseException | None) 
     return "fail", f"accepted input the contract forbids (returned {shape})"
 
 
-def _skipped(case: Case, backend: Backend, reason: str) -> Result:
-    return Result(case=case.id, backend=backend.name, status="skip", message=reason,
+def skipped(case: Case, backend: str, reason: str) -> Result:
+    """The record of a case not run on a backend, and why."""
+    return Result(case=case.id, backend=backend, status="skip", message=reason,
                   expect="error" if case.expect_error else "result", reference_status="not_run",
-                  parameters=case.parameters(), reproducer=reproducer(case, backend.name))
+                  parameters=case.parameters(), reproducer=reproducer(case, backend))
 
 
 def _outcome(backend: Backend, case: Case, inputs: Inputs) -> tuple[object, BaseException | None]:
@@ -134,7 +135,7 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     """Judge one case on one backend. With repeat > 1 the backend is called that many times and any
     bitwise difference between the calls is the status `nondeterministic`."""
     if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
-        return _skipped(case, backend, reason)
+        return skipped(case, backend.name, reason)
     start = time.perf_counter()
     try:
         inputs, reference = prepare(case, use_tensorflow, golden)
