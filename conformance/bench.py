@@ -314,8 +314,8 @@ def _summary_line(summary: dict[str, Any]) -> str:
     if "median_ratio" not in summary:
         text = f"{summary['backend']} {summary['dtype']}: no shape where both it and TensorFlow ran correctly"
     else:
-        text = (f"{summary['backend']} {summary['dtype']}: median ratio {summary['median_ratio']:.2f}, worst {summary['worst_ratio']:.2f} "
-                f"({summary['worst_case']}) over {summary['compared']} shapes")
+        text = (f"{summary['backend']} {summary['dtype']}: median ratio {summary['median_ratio']:.2f}, "
+                f"worst {summary['worst_ratio']:.2f} ({summary['worst_case']}) over {summary['compared']} shapes")
     left_out = [f"{summary[k]} {label}" for k, label in (("tensorflow_na", "TF n/a"), ("wrong", "WRONG"),
                                                           ("errors", "raised")) if summary[k]]
     return text + (f"; left out: {', '.join(left_out)}" if left_out else "")

@@ -2,8 +2,9 @@
 from a results.json record.
 
 Written files hold one block mapping per case with flow-style values (strings that are not plain
-identifiers are written as JSON, a subset of YAML), so every number and string round-trips exactly and the file reads like a hand-written one. Only fields that
-differ from the loader's defaults are written, except the ones that make a case readable at a glance.
+identifiers are written as JSON, a subset of YAML), so every number and string round-trips exactly and
+the file reads like a hand-written one. Only fields that differ from the loader's defaults are written,
+except the ones that make a case readable at a glance.
 """
 
 from __future__ import annotations

@@ -294,12 +294,18 @@ class ResultSink:
             self.journal.write(json.dumps(reports.json_safe(result.to_dict())) + "\n")
             self.journal.flush()
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml copies the properties into junit.xml
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":  # every phase's report carries the item's properties
-            return
-        for name, value in report.user_properties:
-            if name == RESULT_PROPERTY:
-                self.record(Result.from_dict(json.loads(value)))
+        for index, (name, value) in enumerate(report.user_properties):
+            if name != RESULT_PROPERTY:
+                continue
+            data = json.loads(value)
+            if report.when == "call":  # every phase's report carries the item's properties
+                self.record(Result.from_dict(data))
+            if data.get("details"):
+                # The error maps (up to ~5 kB a failure) belong in results.json and report.html; in
+                # junit.xml they would only make a CI server's parser slow.
+                report.user_properties[index] = (name, json.dumps({**data, "details": {}}))
 
     def run_info(self) -> dict[str, Any]:
         return {"backends": [b.name for b in self.config.stash[BACKENDS]],

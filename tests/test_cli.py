@@ -52,6 +52,13 @@ def test_nonconforming_backend_exits_1_with_a_reproducer(small, tmp_path):
     reproducer = next(line.strip() for line in done.stdout.splitlines()
                       if line.strip().startswith("sepconv-conformance run"))
     assert "--id n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32" in reproducer
+    # The error maps go to results.json (and the HTML report), not into junit.xml's result property.
+    failed = next(r for r in json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+                  if r["status"] == "fail")
+    assert failed["details"]
+    properties = [json.loads(p.get("value")) for p in ET.parse(tmp_path / "out" / "junit.xml").iter("property")]
+    assert any(p["status"] == "fail" and p["metrics"] for p in properties)
+    assert all(p["details"] == {} for p in properties)
     # The reproducer runs that case alone.
     again = cli(*reproducer.split()[1:], "--out", "again", cwd=tmp_path)
     assert again.returncode == 1

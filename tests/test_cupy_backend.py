@@ -274,7 +274,8 @@ def emulated_kernel(tmp_path_factory):
     (folder / "emulated.cpp").write_text(HOST_SHIM + _source() + HOST_DRIVER.replace("ARGS", arguments))
     library = folder / "emulated.so"
     done = subprocess.run([compiler, "-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-w", "-o",
-                           str(library), str(folder / "emulated.cpp")], capture_output=True, text=True, timeout=300, check=False)
+                           str(library), str(folder / "emulated.cpp")],
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     lib = ctypes.CDLL(str(library))
     for name in ("emulate_float32", "emulate_float64"):

@@ -36,8 +36,10 @@ def test_draws_cover_every_axis_valid_and_forbidden_apart(tmp_path):
     assert {c.dtype for c in valid} == set(DTYPES) and {c.data_format for c in valid} == set(DATA_FORMATS)
     assert {c.data for c in valid} == set(DISTRIBUTIONS)
     assert {c.padding_kind for c in valid} == {"SAME", "VALID", "EXPLICIT"}
-    assert {s for c in valid for s in c.spatial_strides} == {1, 2, 3} and {r for c in valid for r in c.rates} == {1, 2, 3}
-    assert {c.channel_multiplier for c in valid} == {1, 2, 3} and {1, 2, 3, 4, 5} <= {k for c in valid for k in c.kernel}
+    assert {s for c in valid for s in c.spatial_strides} == {1, 2, 3}
+    assert {r for c in valid for r in c.rates} == {1, 2, 3}
+    assert {c.channel_multiplier for c in valid} == {1, 2, 3}
+    assert {1, 2, 3, 4, 5} <= {k for c in valid for k in c.kernel}
     assert {c.tags[-1] for c in invalid} == set(VIOLATIONS)
     assert all(integer_range(c) >= 1 for c in valid if c.data == "integers")
     assert max(c.input[0] * c.input[1] * c.input[2] * c.input[3] for c in cases) <= 3 * 10 * 10 * 8  # small

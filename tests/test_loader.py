@@ -73,12 +73,12 @@ def test_case_is_frozen_and_ids_are_stable(case_file):
 ])
 def test_rejections_name_line_field_and_reason(case_file, snippet, line, field, reason):
     found = problems(case_file(snippet))
-    assert any(l == line and f == field and reason in r for l, f, r in found), found
+    assert any((at, name) == (line, field) and reason in text for at, name, text in found), found
 
 
 def test_all_problems_of_a_file_are_reported_at_once(case_file):
     found = problems(case_file(f"cases:\n  - {BASE}\n    dtype: float8\n  - {BASE}\n    seed: -1\n"))
-    assert [(l, f) for l, f, _ in found] == [(7, "dtype"), (13, "seed")]
+    assert [(line, field) for line, field, _ in found] == [(7, "dtype"), (13, "seed")]
 
 
 def test_duplicate_ids_across_files_are_rejected(case_file):
