@@ -203,6 +203,19 @@ def _geometry_of(x, dw, strides, padding, data_format, dilations) -> DepthwiseGe
     return geometry(x.shape, dw.shape, data_format, sh, sw, dilations[0], dilations[1], padding)
 
 
+def _standin_trials(rng: np.random.Generator, dtype: str, count: int):
+    """Random depthwise operands (a third with NaN/Inf inputs, a fifth with an infinite tap, which also
+    meets the padding), their geometry and the stand-in's result: (x, dw, geometry, want) per trial."""
+    for trial in range(count):
+        x, dw, _, strides, padding, data_format, dilations = _random_operands(rng, dtype, nonfinite=trial % 3 == 0)
+        if trial % 5 == 0:
+            dw.reshape(-1)[0] = np.inf
+        g = _geometry_of(x, dw, strides, padding, data_format, dilations)
+        want = np.empty(g.total, x.dtype)
+        depthwise_standin(x, dw, want, g)
+        yield x, dw, g, want
+
+
 def _assert_same_bits_or_both_nan(got: np.ndarray, want: np.ndarray) -> None:
     assert got.dtype == want.dtype and got.shape == want.shape
     nan = np.isnan(want.astype(np.float64))
@@ -287,13 +300,7 @@ def emulated_kernel(tmp_path_factory):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_kernel_source_run_on_the_cpu_equals_the_standin_bit_for_bit(emulated_kernel, dtype):
     rng = np.random.default_rng(9)
-    for trial in range(40):
-        x, dw, _, strides, padding, data_format, dilations = _random_operands(rng, dtype, nonfinite=trial % 3 == 0)
-        if trial % 5 == 0:
-            dw.reshape(-1)[0] = np.inf  # an infinite tap, also over the padding
-        g = _geometry_of(x, dw, strides, padding, data_format, dilations)
-        want = np.empty(g.total, x.dtype)
-        depthwise_standin(x, dw, want, g)
+    for x, dw, g, want in _standin_trials(rng, dtype, 40):
         got = np.full(g.total, np.nan, x.dtype)
         args = (ctypes.c_longlong * len(g.kernel_args()))(*(int(a) for a in g.kernel_args()))
         block = int(rng.integers(1, 64))  # few threads, so that the grid-stride loop goes round
@@ -461,14 +468,7 @@ def cupy() -> Iterator[types.ModuleType]:
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_kernel_equals_its_standin_bit_for_bit(cupy, dtype):
-    rng = np.random.default_rng(10)
-    for trial in range(60):
-        x, dw, _, strides, padding, data_format, dilations = _random_operands(rng, dtype, nonfinite=trial % 3 == 0)
-        if trial % 5 == 0:
-            dw.reshape(-1)[0] = np.inf  # an infinite tap, also over the padding
-        g = _geometry_of(x, dw, strides, padding, data_format, dilations)
-        want = np.empty(g.total, x.dtype)
-        depthwise_standin(x, dw, want, g)
+    for x, dw, g, want in _standin_trials(np.random.default_rng(10), dtype, 60):
         out = cupy.empty(g.total, x.dtype)
         cupy_kernels.depthwise_cuda(cupy.asarray(x), cupy.asarray(dw), out, g)
         _assert_same_bits_or_both_nan(cupy.asnumpy(out), want)
