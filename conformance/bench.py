@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 
 HELP = "time backends against TensorFlow (CPU) on the bank's bench shapes: median times, ratio, GFLOP/s"
 DEFAULT_TAG = "bench"
@@ -386,10 +386,6 @@ def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Sched
     print("GFLOP per call = 2*N*Ho*Wo*C*M*(kh*kw + O) / 1e9 (depthwise + pointwise)\n")
 
 
-def _fail(message: str) -> int:
-    print(f"sepconv-conformance bench: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
 
 def execute(args: argparse.Namespace) -> int:
     from conformance.backends import BackendError, resolve_backend
@@ -398,21 +394,21 @@ def execute(args: argparse.Namespace) -> int:
     from conformance.reference import tensorflow_missing
 
     if reason := tensorflow_missing():
-        return _fail(f"bench times backends against TensorFlow: {reason}")
+        return usage_error("bench", f"bench times backends against TensorFlow: {reason}")
     tags = args.tag or [DEFAULT_TAG]
     try:
         cases = _select(load_cases(args.cases or [str(default_bank())]), tags, args.case_ids, args.dtype or [])
     except CaseFileError as error:
-        return _fail(f"invalid case file(s):\n{error}")
+        return usage_error("bench", f"invalid case file(s):\n{error}")
     if not cases:
         what = f"the ids {args.case_ids}" if args.case_ids else f"every tag of {tags}"
-        return _fail(f"no valid case matches {what} (cases that expect an error are never timed)")
+        return usage_error("bench", f"no valid case matches {what} (cases that expect an error are never timed)")
     if args.threads is not None:
         os.environ[THREADS_ENV] = str(args.threads)
     try:
         backends = [resolve_backend(spec) for spec in args.backend or ["numpy"]]
     except BackendError as error:
-        return _fail(str(error))
+        return usage_error("bench", str(error))
     schedule = Schedule(args.repeats, args.warmup, args.pause, not args.no_prime)
     tf = _tensorflow(args.threads)
     setup = environment(tf, backends) | dataclasses.asdict(schedule)
@@ -432,7 +428,7 @@ def execute(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(_to_json(rows, summaries, setup), indent=1) + "\n", encoding="utf-8")
         except OSError as error:
-            return _fail(f"--json {args.json}: cannot write: {error}")
+            return usage_error("bench", f"--json {args.json}: cannot write: {error}")
         print(f"json: {path}")
     wrong = any(t.status in ("wrong", "error") for row in rows for t in row.backends)
     return EXIT_NONCONFORMING if wrong else EXIT_OK

@@ -9,19 +9,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 from pathlib import Path
 from collections.abc import Sequence
 
 from conformance import __version__
-from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.backends import BackendError, list_backends
 from conformance.export import export_pack
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
 from conformance.plugin import default_bank
-from conformance.reference import tensorflow_missing
+from conformance.reference import reference_unusable
 from conformance.session import RunOptions, run_suite
 
 # Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
@@ -104,14 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"sepconv-conformance: error: {message}", file=sys.stderr)
-    return code
-
-
 def _run(args: argparse.Namespace) -> int:
-    if args.reference == "tensorflow" and (reason := tensorflow_missing()):
-        return _fail(reason)
+    if reason := reference_unusable(args.reference, args.golden):
+        return usage_error(args.command, reason)
     options = RunOptions(cases=args.cases or [str(default_bank())], backends=args.backend or ["numpy"],
                          out=args.out, reference=args.reference, golden=args.golden, keyword=args.keyword,
                          case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
@@ -151,15 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backends":
             return _list_backends(args.json)
         if args.command == "golden":
-            if reason := tensorflow_missing():
-                return _fail(reason)
+            if reason := reference_unusable("tensorflow"):
+                return usage_error(args.command, reason)
             summary = build_goldens(load_cases(args.cases or [str(default_bank())]), Path(args.out))
             print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
                   + ", ".join(f"{n} {s}" for s, n in sorted(summary["reference_statuses"].items())))
             return EXIT_OK
         if args.command == "export":
-            if args.reference == "tensorflow" and (reason := tensorflow_missing()):
-                return _fail(reason)
+            if reason := reference_unusable(args.reference):
+                return usage_error(args.command, reason)
             cases = load_cases(args.cases or [str(default_bank())])
             written = export_pack(cases, Path(args.out), use_tensorflow=args.reference == "tensorflow")
             print(f"exported {written['cases']} cases, {written['files']} files, {written['bytes']} bytes: "
@@ -178,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(cases)} cases, no problems")
         return EXIT_OK
     except CaseFileError as error:
-        return _fail(f"invalid case file(s):\n{error}")
+        return usage_error(args.command, f"invalid case file(s):\n{error}")
     except (BackendError, MergeError, ValueError) as error:
-        return _fail(str(error))
+        return usage_error(args.command, str(error))
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return usage_error(args.command, "interrupted", EXIT_INTERRUPTED)

@@ -15,14 +15,13 @@ import argparse
 import dataclasses
 import json
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from conformance import contract
 from conformance.case import Case
-from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 
 HELP = "run random valid cases (and forbidden ones that must be rejected); save failures as a case file"
 CASES_FILE, FAILURES_FILE = "fuzz_cases.yaml", "fuzz_failures.yaml"
@@ -156,25 +155,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="less output")
 
 
-def _fail(message: str) -> int:
-    print(f"sepconv-conformance fuzz: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
 
 def execute(args: argparse.Namespace) -> int:
     from conformance.case_yaml import write_case_file
     from conformance.loader import load_cases
-    from conformance.reference import tensorflow_missing
+    from conformance.reference import reference_unusable
     from conformance.session import RunOptions, run_suite
 
     if args.count < 1:
-        return _fail(f"--count {args.count}: must be at least 1")
+        return usage_error("fuzz", f"--count {args.count}: must be at least 1")
     if args.seed < 0:
-        return _fail(f"--seed {args.seed}: must be >= 0")
+        return usage_error("fuzz", f"--seed {args.seed}: must be >= 0")
     if not 0.0 <= args.invalid_fraction <= 1.0:
-        return _fail(f"--invalid-fraction {args.invalid_fraction}: must be between 0 and 1")
-    if args.reference == "tensorflow" and (reason := tensorflow_missing()):
-        return _fail(reason)
+        return usage_error("fuzz", f"--invalid-fraction {args.invalid_fraction}: must be between 0 and 1")
+    if reason := reference_unusable(args.reference):
+        return usage_error("fuzz", reason)
     backends = args.backend or ["numpy"]
     out = Path(args.out)
     cases = draw_cases(args.count, args.seed, args.invalid_fraction)

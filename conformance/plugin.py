@@ -25,7 +25,7 @@ from conformance.expectations import Expectations, apply_expectation, load_expec
 from conformance.external import ExternalCommand
 from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
-from conformance.reference import tensorflow_missing
+from conformance.reference import reference_unusable
 from conformance.result import FAILING_STATUSES, Result
 from conformance import runner
 from conformance.runner import run_case
@@ -142,13 +142,8 @@ def pytest_configure(config: pytest.Config) -> None:
                     else dataclasses.replace(b, fn=IsolatedBackend(b.name, timeout)) for b in backends]
     elif timeout is not None and not all(isinstance(b.fn, ExternalCommand) for b in backends):
         raise pytest.UsageError("--case-timeout needs isolated backends (drop --no-isolate)")
-    if config.getoption("reference") == "tensorflow" and (reason := tensorflow_missing()):
+    if reason := reference_unusable(config.getoption("reference"), config.getoption("golden")):
         raise pytest.UsageError(reason)
-    if config.getoption("reference") == "golden":
-        golden = config.getoption("golden")
-        if not golden or not Path(golden).is_dir():
-            raise pytest.UsageError(f"--reference golden needs --golden DIR, a folder of golden entries "
-                                    f"(got {golden!r})")
     if config.getoption("cases"):
         config.args = config.getoption("cases")
     elif config.args_source != pytest.Config.ArgsSource.ARGS:

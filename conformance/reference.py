@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,16 @@ def tensorflow_missing() -> str | None:
         reason = "no module named 'tensorflow'"
     if not found:
         return f"TensorFlow is not installed ({reason}); install the `tf` extra or use --reference oracle"
+    return None
+
+
+def reference_unusable(reference: str, golden: str | None = None) -> str | None:
+    """Why the chosen reference (tensorflow, oracle or golden with its folder) cannot be used here, or
+    None when it can: every command checks this before it computes anything."""
+    if reference == "tensorflow":
+        return tensorflow_missing()
+    if reference == "golden" and not (golden and Path(golden).is_dir()):
+        return f"--reference golden needs --golden DIR, a folder of golden entries (got {golden!r})"
     return None
 
 

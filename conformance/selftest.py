@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.case import Case
-from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.result import FAILING_STATUSES, Result
 
 HELP = ("prove the suite: every mutant in the zoo must fail some case and every correct implementation "
@@ -236,39 +236,34 @@ def _members(args: argparse.Namespace) -> list[Member]:
     return zoo + added
 
 
-def _fail(message: str) -> int:
-    print(f"sepconv-conformance selftest: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
 
 def execute(args: argparse.Namespace) -> int:
     from conformance.backends import BackendError, resolve_backend
     from conformance.loader import CaseFileError, load_cases
     from conformance.plugin import default_bank
-    from conformance.reference import tensorflow_missing
+    from conformance.reference import reference_unusable
 
-    if args.reference == "tensorflow" and (reason := tensorflow_missing()):
-        return _fail(reason)
-    if args.reference == "golden" and not (args.golden and Path(args.golden).is_dir()):
-        return _fail(f"--reference golden needs --golden DIR, a folder of golden entries (got {args.golden!r})")
+    if reason := reference_unusable(args.reference, args.golden):
+        return usage_error("selftest", reason)
     if args.workers < 1:
-        return _fail(f"-n {args.workers}: must be at least 1")
+        return usage_error("selftest", f"-n {args.workers}: must be at least 1")
     try:
         members = _members(args)
         for member in members:
             resolve_backend(member.spec)
         cases = load_cases(args.cases or [str(default_bank())])
     except (ValueError, BackendError) as error:
-        return _fail(str(error))
+        return usage_error("selftest", str(error))
     except CaseFileError as error:
-        return _fail(f"invalid case file(s):\n{error}")
+        return usage_error("selftest", f"invalid case file(s):\n{error}")
     if not members:
-        return _fail("nothing to run: --no-zoo without --mutant or --alternative")
+        return usage_error("selftest", "nothing to run: --no-zoo without --mutant or --alternative")
     if args.quick:
         cases = [c for c in cases if QUICK_TAG in c.tags]
     cases = [c for c in cases if not set(args.skip_tag) & set(c.tags)]
     if not cases:
-        return _fail("no case selected" + (f" (no case is tagged `{QUICK_TAG}`)" if args.quick else ""))
+        why = f" (no case is tagged `{QUICK_TAG}`)" if args.quick else ""
+        return usage_error("selftest", f"no case selected{why}")
     golden = args.golden if args.reference == "golden" else None
     start = time.perf_counter()
     outcomes = run_parallel(cases, members, args.reference, golden, args.workers, not args.quiet)

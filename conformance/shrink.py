@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from conformance import contract
 from conformance.case import Case
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.result import FAILING_STATUSES, Result
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
@@ -282,18 +281,14 @@ def execute(args: argparse.Namespace) -> int:
     from conformance import runner
     from conformance.backends import BackendError
     from conformance.loader import CaseFileError
-    from conformance.reference import tensorflow_missing
+    from conformance.reference import reference_unusable
 
-    def fail(message: str, code: int = EXIT_USAGE) -> int:
-        print(f"sepconv-conformance shrink: error: {message}", file=sys.stderr)
-        return code
-
-    if args.reference == "tensorflow" and (reason := tensorflow_missing()):
-        return fail(reason)
+    if reason := reference_unusable(args.reference):
+        return usage_error("shrink", reason)
     if args.max_candidates < 1 or (args.timeout is not None and args.timeout <= 0):
-        return fail("--max-candidates and --timeout must be positive")
+        return usage_error("shrink", "--max-candidates and --timeout must be positive")
     if args.no_isolate and args.timeout is not None:
-        return fail("--timeout needs an isolated backend (drop --no-isolate)")
+        return usage_error("shrink", "--timeout needs an isolated backend (drop --no-isolate)")
     timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     use_tensorflow = args.reference == "tensorflow"
     try:
@@ -301,13 +296,13 @@ def execute(args: argparse.Namespace) -> int:
             original, spec = _from_results(Path(args.results), args.id, args.backend)
         else:
             if not args.backend:
-                return fail("--backend SPEC is required with --cases")
+                return usage_error("shrink", "--backend SPEC is required with --cases")
             original, spec = _from_cases(args.cases, args.id), args.backend
         judge, close_backend = _judge(spec, use_tensorflow, timeout, not args.no_isolate)
     except (ShrinkError, BackendError) as error:
-        return fail(str(error))
+        return usage_error("shrink", str(error))
     except CaseFileError as error:
-        return fail(f"invalid case file(s):\n{error}")
+        return usage_error("shrink", f"invalid case file(s):\n{error}")
     if use_tensorflow:
         runner.isolate_reference(runner.REFERENCE_SPEC)
     start = time.perf_counter()
@@ -316,7 +311,7 @@ def execute(args: argparse.Namespace) -> int:
         log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
         outcome = shrink(_renamed(original, judge), judge, args.max_candidates, log)
     except ShrinkError as error:
-        return fail(str(error))
+        return usage_error("shrink", str(error))
     finally:
         close_backend()
         if use_tensorflow:
@@ -325,7 +320,7 @@ def execute(args: argparse.Namespace) -> int:
     try:
         written = _write(outcome, original, spec, Path(args.out), elapsed)
     except (OSError, CaseFileError, AssertionError) as error:
-        return fail(f"cannot write {args.out}: {error}", EXIT_INTERNAL)
+        return usage_error("shrink", f"cannot write {args.out}: {error}", EXIT_INTERNAL)
     print(f"shrink: {outcome.signature[0]} ({outcome.signature[1]}): {outcome.message}")
     print(f"  before: {_sizes(original)}  [{_elements(original)} input elements]")
     print(f"  after:  {_sizes(outcome.case)}  [{_elements(outcome.case)} input elements]")
