@@ -18,9 +18,9 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from importlib import metadata
 from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any
 
 from conformance.support import Support, SupportError
@@ -28,6 +28,9 @@ from conformance.support import Support, SupportError
 BackendFn = Callable[..., Any]
 BUNDLED = {"numpy": "impls.numpy_backend:separable_conv2d", "cupy": "impls.cupy_backend:separable_conv2d"}
 ENTRY_POINT_GROUP = "sepconv_conformance.backends"
+# How long one call of a backend in a process of its own may take where the command sets no limit: a
+# cmd: backend in `run`, and the backends of shrink and selftest.
+DEFAULT_TIMEOUT_S = 300.0
 
 
 class BackendError(Exception):

@@ -24,10 +24,10 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from conformance.backends import DEFAULT_TIMEOUT_S
 from conformance.isolation import STDERR_TAIL_CHARS, BackendCrash, BackendTimeout
 
 PROTOCOL_VERSION = 1
-DEFAULT_TIMEOUT_S = 300.0
 KEEP_DIRS_ENV = "SEPCONV_KEEP_CMD_DIRS"
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 BFLOAT16_STORAGE = "bfloat16-as-uint16"

@@ -7,9 +7,11 @@ implementation failing; 1 otherwise; 2 for bad usage.
 
 The loop is case-major: a case's inputs and reference (TensorFlow, checked against the oracle) are
 computed once (runner.prepare's cache), then every zoo member runs on it, in this process (the zoo is our
-own code; members added with --mutant/--alternative run here too). With -n N, chunks of cases go to N
-worker processes. A case whose reference could not be computed (TensorFlow crashed, no golden entry)
-judges no one: it is reported as unjudged, never counted as a catch or a false alarm.
+own code). Members added with --mutant/--alternative run in a child process each, as `run` runs backends,
+so a crash or a hang (--timeout) is that member's result on the case, not the end of the selftest. With
+-n N, chunks of cases go to N worker processes. A case whose reference could not be computed (TensorFlow
+crashed, no golden entry) judges no one: it is reported as unjudged, never counted as a catch or a false
+alarm.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from conformance.backends import DEFAULT_TIMEOUT_S, Backend
 from conformance.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.result import FAILING_STATUSES, Result
@@ -45,6 +48,7 @@ class Member:
     name: str
     spec: str  # backend spec, resolvable in any process
     role: str
+    isolated: bool = False  # run in a child process (members from the command line)
 
 
 @dataclass(frozen=True)
@@ -89,13 +93,27 @@ def _judged(result: Result) -> bool:
             and not result.message.startswith("reference:"))
 
 
-def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str = "tensorflow",
-              golden: str | None = None, progress: bool = False) -> list[Outcome]:
-    """Run every member on every case, case-major, in this process."""
-    from conformance import runner
+def _backend(member: Member, timeout: float) -> Backend:
     from conformance.backends import resolve_backend
+    from conformance.external import ExternalCommand
+    from conformance.isolation import IsolatedBackend
 
-    backends = [(m, resolve_backend(m.spec)) for m in members]
+    backend = dataclasses.replace(resolve_backend(member.spec), name=member.name)
+    if isinstance(backend.fn, ExternalCommand):  # a process of its own already
+        backend.fn.timeout = timeout
+    elif member.isolated:
+        backend = dataclasses.replace(backend, fn=IsolatedBackend(member.spec, timeout))
+    return backend
+
+
+def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str = "tensorflow",
+              golden: str | None = None, progress: bool = False,
+              timeout: float = DEFAULT_TIMEOUT_S) -> list[Outcome]:
+    """Run every member on every case, case-major, in this process (isolated members in their own)."""
+    from conformance import runner
+    from conformance.isolation import IsolatedBackend
+
+    backends = [(m, _backend(m, timeout)) for m in members]
     use_tensorflow = reference == "tensorflow"
     if use_tensorflow:  # TensorFlow aborting on a case must be that case's crash, not the end of the selftest
         runner.isolate_reference(runner.REFERENCE_SPEC)
@@ -104,8 +122,7 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
     try:
         for number, case in enumerate(cases, 1):
             for member, backend in backends:
-                result = runner.run_case(case, dataclasses.replace(backend, name=member.name), use_tensorflow,
-                                         golden)
+                result = runner.run_case(case, backend, use_tensorflow, golden)
                 failing = result.status in FAILING_STATUSES
                 outcomes.append(Outcome(case.id, member.name, result.status if failing else "pass",
                                         result.message if failing else "", _judged(result)))
@@ -114,22 +131,26 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
     finally:
         if use_tensorflow:
             runner.isolate_reference(None)
+        for _, backend in backends:
+            if isinstance(backend.fn, IsolatedBackend):
+                backend.fn.close()
     return outcomes
 
 
-def _run_chunk(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None) -> list[Outcome]:
-    return run_cases(cases, members, reference, golden)
+def _run_chunk(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None,
+               timeout: float) -> list[Outcome]:
+    return run_cases(cases, members, reference, golden, timeout=timeout)
 
 
 def run_parallel(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None,
-                 workers: int, progress: bool) -> list[Outcome]:
+                 workers: int, progress: bool, timeout: float = DEFAULT_TIMEOUT_S) -> list[Outcome]:
     """Cases dealt round-robin into chunks (expensive network layers spread out), one process per worker."""
     if workers <= 1 or len(cases) < 2:
-        return run_cases(cases, members, reference, golden, progress)
+        return run_cases(cases, members, reference, golden, progress, timeout)
     chunks = [list(cases[i::workers * 4]) for i in range(min(len(cases), workers * 4))]
     outcomes: list[Outcome] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_chunk, chunk, members, reference, golden) for chunk in chunks]
+        futures = [pool.submit(_run_chunk, chunk, members, reference, golden, timeout) for chunk in chunks]
         for number, future in enumerate(futures, 1):
             outcomes += future.result()
             if progress:
@@ -218,6 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-zoo", action="store_true",
                         help="run only the members given with --mutant/--alternative")
     parser.add_argument("--json", metavar="FILE", help="also write the table and the catch lists as JSON")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help=f"limit on one call of a --mutant/--alternative member (default {DEFAULT_TIMEOUT_S:g}); "
+                             "a hang is that member's `timeout` on the case")
     parser.add_argument("-n", "--workers", type=int, default=1, metavar="N",
                         help="worker processes (default 1)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -225,7 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _members(args: argparse.Namespace) -> list[Member]:
     zoo = [] if args.no_zoo else zoo_members()
-    added = [Member(spec, spec, MUTANT) for spec in args.mutant] + [Member(s, s, CORRECT) for s in args.alternative]
+    added = ([Member(spec, spec, MUTANT, isolated=True) for spec in args.mutant]
+             + [Member(spec, spec, CORRECT, isolated=True) for spec in args.alternative])
     in_zoo = sorted({m.spec for m in added} & {m.spec for m in zoo})
     if in_zoo:
         raise ValueError(f"--mutant/--alternative: {', '.join(in_zoo)} already in the zoo")
@@ -247,6 +272,8 @@ def execute(args: argparse.Namespace) -> int:
         return usage_error("selftest", reason)
     if args.workers < 1:
         return usage_error("selftest", f"-n {args.workers}: must be at least 1")
+    if args.timeout <= 0:
+        return usage_error("selftest", f"--timeout {args.timeout:g}: must be positive")
     try:
         members = _members(args)
         for member in members:
@@ -266,7 +293,7 @@ def execute(args: argparse.Namespace) -> int:
         return usage_error("selftest", f"no case selected{why}")
     golden = args.golden if args.reference == "golden" else None
     start = time.perf_counter()
-    outcomes = run_parallel(cases, members, args.reference, golden, args.workers, not args.quiet)
+    outcomes = run_parallel(cases, members, args.reference, golden, args.workers, not args.quiet, args.timeout)
     duration = time.perf_counter() - start
     tallies = tally(members, outcomes)
     unjudged = sorted({o.case for o in outcomes if not o.judged})

@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from conformance import contract
+from conformance.backends import DEFAULT_TIMEOUT_S
 from conformance.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.result import FAILING_STATUSES, Result
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
 SMALL_VALUES = 4  # every value 1..4 is tried before the halving points: parity matters for padding
-DEFAULT_TIMEOUT = 300.0  # seconds per backend call, as `run`
 Signature = tuple[str, str]
 
 
@@ -189,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                         help="what candidates are judged against (default: TensorFlow, checked by the oracle)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help=f"limit on one backend call (default {DEFAULT_TIMEOUT:g}); a hang is the `timeout` "
+                        help=f"limit on one backend call (default {DEFAULT_TIMEOUT_S:g}); a hang is the `timeout` "
                              "signature")
     parser.add_argument("--no-isolate", action="store_true", help="call the backend in this process")
     parser.add_argument("--max-candidates", type=int, default=1000, metavar="N",
@@ -289,7 +289,7 @@ def execute(args: argparse.Namespace) -> int:
         return usage_error("shrink", "--max-candidates and --timeout must be positive")
     if args.no_isolate and args.timeout is not None:
         return usage_error("shrink", "--timeout needs an isolated backend (drop --no-isolate)")
-    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     use_tensorflow = args.reference == "tensorflow"
     try:
         if args.results:

@@ -113,6 +113,46 @@ def test_workers_give_the_same_tallies(small, tmp_path):
     assert serial[1]["members"] == parallel[1]["members"]
 
 
+MISBEHAVING = """
+import ctypes
+import time
+
+from impls.numpy_backend import separable_conv2d
+
+
+def segfaults(*args, **kwargs):
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def hangs(*args, **kwargs):
+    time.sleep(3600)
+
+
+def correct(*args, **kwargs):
+    return separable_conv2d(*args, **kwargs)
+"""
+
+
+def test_a_member_that_crashes_or_hangs_is_judged_and_the_selftest_goes_on(small, tmp_path, capsys):
+    """Command-line members run in a child process: a segfault is a crash (a catch, for a mutant) and a
+    hang is a timeout (a false alarm, for an alternative); the members after them are still judged."""
+    (tmp_path / "misbehaving.py").write_text(MISBEHAVING)
+    module = str(tmp_path / "misbehaving.py")
+    code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "oracle", "--no-zoo", "--timeout", "3",
+                             "--mutant", f"{module}:segfaults", "--alternative", f"{module}:hangs",
+                             "--alternative", f"{module}:correct")
+    assert code == EXIT_NONCONFORMING
+    crashed = _members(report, "mutant")[f"{module}:segfaults"]
+    assert crashed["ok"] is True and {f["status"] for f in crashed["first_failures"]} == {"crash"}
+    assert "signal" in crashed["first_failures"][0]["message"]
+    hung = _members(report, "correct")[f"{module}:hangs"]
+    assert hung["ok"] is False and hung["failing"] == 2
+    assert {f["status"] for f in hung["first_failures"]} == {"timeout"}
+    fine = _members(report, "correct")[f"{module}:correct"]
+    assert fine["ok"] is True and fine["judged"] == 2
+    assert "SELFTEST FAILED" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("arguments, reason", [
     (["--mutant", "no.such.module:fn"], "cannot be imported"),
     (["--mutant", "impls.mutants:extra_row"], "already in the zoo"),
@@ -121,6 +161,7 @@ def test_workers_give_the_same_tallies(small, tmp_path):
     (["--quick", "--no-zoo", "--alternative", "numpy"], "no case is tagged"),
     (["--reference", "golden"], "--golden DIR"),
     (["-n", "0"], "at least 1"),
+    (["--timeout", "0"], "must be positive"),
 ])
 def test_usage_errors_exit_2_with_the_reason(case_file, tmp_path, capsys, arguments, reason):
     cases = case_file(SMALL_CASE)
