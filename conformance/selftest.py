@@ -57,7 +57,7 @@ class Outcome:
 
     case: str
     member: str
-    status: str
+    status: str  # pass, skip (outside the member's declared support) or a failing status
     message: str
     judged: bool  # False: the case's reference was unavailable, so the result says nothing about the member
 
@@ -65,7 +65,8 @@ class Outcome:
 @dataclass
 class Tally:
     member: Member
-    judged: int = 0
+    seen: int = 0  # cases the member ran on
+    judged: int = 0  # of those, the ones that say something about it (not skipped, a reference to compare)
     failures: list[Outcome] = field(default_factory=list)
 
     @property
@@ -124,7 +125,8 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
             for member, backend in backends:
                 result = runner.run_case(case, backend, use_tensorflow, golden)
                 failing = result.status in FAILING_STATUSES
-                outcomes.append(Outcome(case.id, member.name, result.status if failing else "pass",
+                outcomes.append(Outcome(case.id, member.name,
+                                        result.status if failing or result.status == "skip" else "pass",
                                         result.message if failing else "", _judged(result)))
             if progress and (number % step == 0 or number == len(cases)):
                 print(f"selftest: {number}/{len(cases)} cases", file=sys.stderr, flush=True)
@@ -161,8 +163,9 @@ def run_parallel(cases: Sequence[Case], members: Sequence[Member], reference: st
 def tally(members: Sequence[Member], outcomes: Sequence[Outcome]) -> list[Tally]:
     tallies = {m.name: Tally(m) for m in members}
     for outcome in outcomes:
+        entry = tallies[outcome.member]
+        entry.seen += 1
         if outcome.judged:
-            entry = tallies[outcome.member]
             entry.judged += 1
             if outcome.status != "pass":
                 entry.failures.append(outcome)
@@ -188,8 +191,10 @@ def render_table(tallies: Sequence[Tally]) -> list[str]:
         lines.append(f"{title:<{width}}  {verdict:<6}  {count:>7}  "
                      + ("FIRST CATCHING CASE: REASON" if role == MUTANT else "FIRST FAILING CASE: REASON"))
         for t in rows:
+            # A member that skips most cases (narrow declared support) passes on few: say on how many.
+            judged = "" if t.judged == t.seen else f" (judged on {t.judged} of {t.seen} cases)"
             first = (f"{t.failures[0].case}: {t.failures[0].status}: {_short(t.failures[0].message)}"
-                     if t.failures else "-" if t.judged else "- (no case judged)")
+                     if t.failures else f"-{judged}" if t.judged else "- (no case judged)")
             lines.append(f"{t.member.name:<{width}}  {'yes' if t.ok else 'NO':<6}  {len(t.failures):>7}  {first}")
             if len(t.failures) > 1:
                 more = len(t.failures) - SHOWN_IDS
@@ -214,7 +219,7 @@ def report_json(tallies: Sequence[Tally], cases: Sequence[Case], unjudged: Seque
     return {"format_version": 1, "reference": reference, "cases": len(cases), "unjudged_cases": list(unjudged),
             "duration_s": duration, "summary": summary(tallies),
             "members": [{"name": t.member.name, "spec": t.member.spec, "role": t.member.role,
-                         "ok": t.ok, "judged": t.judged, "failing": len(t.failures),
+                         "ok": t.ok, "cases": t.seen, "judged": t.judged, "failing": len(t.failures),
                          "failing_cases": [f.case for f in t.failures],
                          "first_failures": [{"case": f.case, "status": f.status, "message": f.message}
                                             for f in t.failures[:SHOWN_IDS]]} for t in tallies]}
@@ -296,7 +301,7 @@ def execute(args: argparse.Namespace) -> int:
     outcomes = run_parallel(cases, members, args.reference, golden, args.workers, not args.quiet, args.timeout)
     duration = time.perf_counter() - start
     tallies = tally(members, outcomes)
-    unjudged = sorted({o.case for o in outcomes if not o.judged})
+    unjudged = sorted({o.case for o in outcomes if not o.judged and o.status != "skip"})  # no reference
     verdict = summary(tallies)
     selection = (" (--quick)" if args.quick else "") + "".join(f" (--skip-tag {t})" for t in args.skip_tag)
     print(f"selftest: {len(cases)} cases{selection}, {verdict['mutants']} mutants, "

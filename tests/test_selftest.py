@@ -153,6 +153,37 @@ def test_a_member_that_crashes_or_hangs_is_judged_and_the_selftest_goes_on(small
     assert "SELFTEST FAILED" in capsys.readouterr().out
 
 
+NARROW = """
+from impls.numpy_backend import separable_conv2d
+
+SUPPORTS = {"dtypes": ["float64"]}
+
+
+def float64_only(*args, **kwargs):
+    return separable_conv2d(*args, **kwargs)
+"""
+
+
+def test_the_table_says_on_how_many_cases_a_narrow_member_was_judged(small, tmp_path, capsys):
+    """Cases outside a member's declared support are skipped, not judged: it passes on what it was judged
+    on, and the table and the JSON say how little that was."""
+    (tmp_path / "narrow.py").write_text(NARROW)
+    spec = f"{tmp_path / 'narrow.py'}:float64_only"
+    cases = small.read_text() + SMALL_CASE.split("cases:\n", 1)[1].replace("padding: SAME", "padding: VALID\n"
+                                                                             "    dtype: float64")
+    small.write_text(cases)
+    code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "oracle", "--no-zoo",
+                             "--alternative", spec, "--alternative", "numpy")
+    assert code == EXIT_OK
+    narrow, full = _members(report, "correct")[spec], _members(report, "correct")["numpy"]
+    assert (narrow["ok"], narrow["cases"], narrow["judged"]) == (True, 3, 1)
+    assert (full["cases"], full["judged"]) == (3, 3)
+    assert report["unjudged_cases"] == []  # a skip is not a missing reference
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert rows[spec].rstrip().endswith("- (judged on 1 of 3 cases)")
+    assert rows["numpy"].rstrip().endswith("-")
+
+
 @pytest.mark.parametrize("arguments, reason", [
     (["--mutant", "no.such.module:fn"], "cannot be imported"),
     (["--mutant", "impls.mutants:extra_row"], "already in the zoo"),
