@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,8 @@ class IsolatedBackend:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: Connection | None = None
         self._stderr = Path(tempfile.gettempdir()) / f"sepconv-backend-{os.getpid()}-{id(self)}.stderr"
+        # close() removes the child's stderr file; this removes it for an object never closed, at exit.
+        weakref.finalize(self, self._stderr.unlink, missing_ok=True)
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -102,10 +105,12 @@ class IsolatedBackend:
         return text[-STDERR_TAIL_CHARS:].strip()
 
     def close(self) -> None:
+        """Stop the child and remove its stderr file; a later call starts a fresh child."""
         if self._process is not None and self._process.is_alive():
             self._process.kill()
             self._process.join(5)
         self._process = self._connection = None
+        self._stderr.unlink(missing_ok=True)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._process is None or not self._process.is_alive():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -90,6 +91,20 @@ def test_a_hang_is_a_timeout(workdir, small):
     assert done.returncode == 1
     assert {s for s, _ in statuses(workdir / "out").values()} == {"timeout"}
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]])
+def test_child_processes_leave_no_files_behind(workdir, small, workers):
+    """Each isolated child's stderr goes to a temporary file; a run removes them all, also after a crash."""
+    temporary = workdir / "tmp"
+    temporary.mkdir()
+    environment = {**os.environ, "TMPDIR": str(temporary)}
+    done = cli("run", "--cases", str(small), "--backend", "misbehaving.py:null_deref", "--backend", "numpy",
+               "--out", "out", *workers, cwd=workdir, env=environment)
+    assert done.returncode == 1, done.stdout + done.stderr
+    records = json.loads((workdir / "out" / "results.json").read_text())["results"]
+    assert "crash" in {r["status"] for r in records}  # the crash path did run
+    assert sorted(p.name for p in temporary.iterdir() if p.name.startswith("sepconv-backend-")) == []
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]])
