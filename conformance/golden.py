@@ -1,7 +1,7 @@
 """Golden references: TensorFlow's verdicts stored once, so that backends conform without TensorFlow.
 
-One entry per case, content-addressed by the parameters that determine the computation (not its name,
-tags, description or tolerance): `ROOT/ab/<key>.npz` holds TensorFlow's output (where it is the reference),
+One entry per case, content-addressed by the parameters that determine the computation (not its tags,
+description or tolerance; its name does count, because the name is part of the id that seeds the data): `ROOT/ab/<key>.npz` holds TensorFlow's output (where it is the reference),
 the oracle and the bound; `ROOT/ab/<key>.json` holds the reference status, TensorFlow's metrics, the
 versions that produced it, a digest of the inputs and the sha256 of the .npz. Both are written to a
 temporary name and renamed (the .json last, as the commit mark), so concurrent writers never leave a
@@ -29,7 +29,10 @@ from conformance.oracle import OracleOutputs
 from conformance.reference import Reference, tensorflow_version
 
 GOLDEN_FORMAT = 1
-NOT_COMPUTATIONAL = ("name", "description", "tags", "tolerance", "error_pattern", "origin")
+# Labels that change neither the inputs nor the outputs. The name is not one of them: it is part of the
+# case id, and the id seeds the data (data.materialize), so two cases that differ only by name have
+# different inputs and need entries of their own.
+NOT_COMPUTATIONAL = ("description", "tags", "tolerance", "error_pattern", "origin")
 
 
 class GoldenError(Exception):

@@ -11,6 +11,7 @@ import pytest
 
 from conformance.golden import GoldenStore, golden_key
 from conformance.loader import load_cases
+from tests.conftest import BANK
 from tests.test_cli import cli
 
 NO_TENSORFLOW = """
@@ -87,9 +88,30 @@ def test_missing_or_corrupted_entries_are_errors_never_passes(small_bank, tmp_pa
 
 def test_entries_are_addressed_by_what_is_computed_not_by_labels(small_bank):
     case = load_cases([small_bank])[0]
-    relabelled = dataclasses.replace(case, name="renamed", tags=("x",), description="d")
+    relabelled = dataclasses.replace(case, tags=("x",), description="d")
     assert golden_key(relabelled) == golden_key(case)
     assert golden_key(dataclasses.replace(case, seed=1)) != golden_key(case)
+    assert golden_key(dataclasses.replace(case, name="renamed")) != golden_key(case)  # the id seeds the data
+
+
+def test_cases_that_differ_only_by_name_have_entries_of_their_own(case_file, tmp_path):
+    """Same parameters, different names: different ids, so different data and different references."""
+    cases = case_file("""
+        cases:
+          - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME}
+          - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME,
+             name: again}
+        """)
+    assert cli("golden", "build", "--cases", str(cases), "--out", "gold", cwd=tmp_path).returncode == 0
+    done = cli("run", "--cases", str(cases), "--reference", "golden", "--golden", "gold", "--out", "out",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["status"] for r in results(tmp_path / "out").values()] == ["pass", "pass"]
+
+
+def test_every_case_of_the_bank_has_its_own_entry():
+    bank = load_cases([BANK])
+    assert len({golden_key(c) for c in bank}) == len(bank)
 
 
 def test_concurrent_builders_leave_only_whole_entries(small_bank, tmp_path):
