@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from conformance import __version__
-from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.backends import BackendError, list_backends
+from conformance.case import Case
+from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.export import export_pack
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     build = golden_commands.add_parser("build", help="run TensorFlow once per case and store its results")
     build.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
     build.add_argument("--out", default="goldens", metavar="DIR", help="where entries go (default: goldens)")
+    _add_skip_tag(build)
 
     export = commands.add_parser("export", help="write the bank as a language-neutral vector pack "
                                                 "(manifest.json + .npy; see docs/vector-pack.md)")
@@ -84,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="DIR", help="where the pack goes")
     export.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                         help="include TensorFlow's outputs (default) or only the oracle")
+    _add_skip_tag(export)
 
     merge = commands.add_parser("merge", help="combine the results of shard runs into one set of reports")
     merge.add_argument("folders", nargs="+", metavar="DIR", help="result folders of the shards")
@@ -97,10 +100,23 @@ def _parser() -> argparse.ArgumentParser:
                        ("validate", "check case files and report every problem")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
+        _add_skip_tag(sub)
     for name, module_name in MODULE_COMMANDS.items():
         module = importlib.import_module(module_name)
         module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
+
+
+def _add_skip_tag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-tag", action="append", default=[], metavar="TAG",
+                        help="leave out the cases with this tag (repeatable), e.g. bench: the full-size layers "
+                             "hold most of the bytes of goldens and packs")
+
+
+def _selected_cases(args: argparse.Namespace) -> list[Case]:
+    """The cases of --cases (default: the bundled bank), less those with a --skip-tag tag."""
+    skipped = set(args.skip_tag)
+    return [c for c in load_cases(args.cases or [str(default_bank())]) if not skipped & set(c.tags)]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -147,14 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "golden":
             if reason := reference_unusable("tensorflow"):
                 return usage_error(args.command, reason)
-            summary = build_goldens(load_cases(args.cases or [str(default_bank())]), Path(args.out))
+            summary = build_goldens(_selected_cases(args), Path(args.out))
             print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
                   + ", ".join(f"{n} {s}" for s, n in sorted(summary["reference_statuses"].items())))
             return EXIT_OK
         if args.command == "export":
             if reason := reference_unusable(args.reference):
                 return usage_error(args.command, reason)
-            cases = load_cases(args.cases or [str(default_bank())])
+            cases = _selected_cases(args)
             written = export_pack(cases, Path(args.out), use_tensorflow=args.reference == "tensorflow")
             print(f"exported {written['cases']} cases, {written['files']} files, {written['bytes']} bytes: "
                   f"{written['manifest']}")
@@ -164,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"merged {summary['total']} results from {len(args.folders)} folders into {args.out}: "
                   + ("CONFORMS" if summary["conforms"] else "DOES NOT CONFORM"))
             return EXIT_OK if summary["conforms"] else EXIT_NONCONFORMING
-        cases = load_cases(args.cases or [str(default_bank())])
+        cases = _selected_cases(args)
         if args.command == "list":
             for case in cases:
                 print(f"{case.id}\t{case.origin}")
