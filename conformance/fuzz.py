@@ -39,7 +39,9 @@ def _pick(rng: random.Random, weights: dict[Any, int]) -> Any:
 
 def _valid_draw(rng: random.Random, name: str) -> Case:
     """One valid case: small sizes, every axis drawn."""
-    from conformance.data import integer_range  # NumPy: imported when drawing, not with the CLI
+    from conformance.data import (
+        integer_range,  # NumPy: imported when drawing, not with the CLI
+    )
 
     for _ in range(MAX_TRIES):
         mode = rng.choice(("plain", "strided", "dilated"))

@@ -1,12 +1,13 @@
 """Golden references: TensorFlow's verdicts stored once, so that backends conform without TensorFlow.
 
 One entry per case, content-addressed by the parameters that determine the computation (not its tags,
-description or tolerance; its name does count, because the name is part of the id that seeds the data): `ROOT/ab/<key>.npz` holds TensorFlow's output (where it is the reference),
-the oracle and the bound; `ROOT/ab/<key>.json` holds the reference status, TensorFlow's metrics, the
-versions that produced it, a digest of the inputs and the sha256 of the .npz. Both are written to a
-temporary name and renamed (the .json last, as the commit mark), so concurrent writers never leave a
-half entry. Reading verifies the checksum and that the regenerated inputs are the ones the entry was
-computed from (a NumPy that changed its random streams would otherwise compare against stale outputs).
+description or tolerance; its name does count, because the name is part of the id that seeds the data):
+`ROOT/ab/<key>.npz` holds TensorFlow's output (where it is the reference), the oracle and the bound;
+`ROOT/ab/<key>.json` holds the reference status, TensorFlow's metrics, the versions that produced it, a
+digest of the inputs and the sha256 of the .npz. Both are written to a temporary name and renamed (the
+.json last, as the commit mark), so concurrent writers never leave a half entry. Reading verifies the
+checksum and that the regenerated inputs are the ones the entry was computed from (a NumPy that changed
+its random streams would otherwise compare against stale outputs).
 """
 
 from __future__ import annotations

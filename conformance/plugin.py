@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conformance import __version__, html_report, reports
+from conformance import __version__, html_report, reports, runner
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
 from conformance.expectations import Expectations, apply_expectation, load_expectations
@@ -27,7 +27,6 @@ from conformance.isolation import IsolatedBackend
 from conformance.loader import CaseFileError, load_cases, load_file
 from conformance.reference import reference_unusable
 from conformance.result import FAILING_STATUSES, Result
-from conformance import runner
 from conformance.runner import run_case
 
 RESULT_PROPERTY = "sepconv_result"

@@ -21,7 +21,6 @@ from conformance.reference import Reference, build_reference
 from conformance.result import Result
 from conformance.tolerance import Tolerance
 
-
 # What a backend may raise without ending the run: a sys.exit() inside a backend is its failure, not ours.
 BACKEND_EXCEPTIONS = (Exception, SystemExit)
 

@@ -107,7 +107,9 @@ def _candidates(case: Case) -> Iterator[tuple[str, Case]]:
 def _admissible(candidate: Case, broken_fields: frozenset[str]) -> bool:
     """A valid case stays valid (with an exact integer range for integers); an error case keeps breaking
     the same rules and no other."""
-    from conformance.data import integer_range  # NumPy: imported when shrinking, not with the CLI
+    from conformance.data import (
+        integer_range,  # NumPy: imported when shrinking, not with the CLI
+    )
 
     fields = frozenset(field for field, _ in contract.violations(candidate))
     if fields != broken_fields:
