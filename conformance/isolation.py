@@ -49,7 +49,8 @@ def _serve(connection: Connection, spec: str, stderr_path: str) -> None:
     while True:
         try:
             args, kwargs = connection.recv()
-        except EOFError:
+        except EOFError:  # the harness is gone (a killed run): nobody will read or remove the file
+            Path(stderr_path).unlink(missing_ok=True)
             return
         try:
             output = backend.fn(*args, **kwargs)
@@ -62,6 +63,9 @@ def _serve(connection: Connection, spec: str, stderr_path: str) -> None:
             reply = ("raised", type(error).__name__, str(error))
         try:
             connection.send(reply)
+        except (BrokenPipeError, ConnectionResetError):  # the harness is gone, as above
+            Path(stderr_path).unlink(missing_ok=True)
+            return
         except Exception:  # noqa: BLE001 - an unpicklable return value
             connection.send(("ok", f"<unpicklable {type(reply[1]).__name__}>"))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,6 +107,33 @@ def test_child_processes_leave_no_files_behind(workdir, small, workers):
     records = json.loads((workdir / "out" / "results.json").read_text())["results"]
     assert "crash" in {r["status"] for r in records}  # the crash path did run
     assert sorted(p.name for p in temporary.iterdir() if p.name.startswith("sepconv-backend-")) == []
+
+
+KILLED_HARNESS = """
+import os, signal, sys
+import numpy as np
+from conformance.isolation import IsolatedBackend
+
+if __name__ == "__main__":  # spawn re-imports this file in the child
+    backend = IsolatedBackend(sys.argv[1])
+    backend(np.zeros(2))  # the child is up and has answered once
+    os.kill(os.getpid(), signal.SIGKILL)  # the harness dies without closing anything
+"""
+
+
+def test_a_child_whose_harness_was_killed_removes_its_file(tmp_path):
+    (tmp_path / "echo.py").write_text("def echo(x):\n    return x\n")
+    (tmp_path / "harness.py").write_text(KILLED_HARNESS)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    done = subprocess.run([sys.executable, "harness.py", f"{tmp_path / 'echo.py'}:echo"], cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(temporary)}, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == -9, done.stderr
+    deadline = time.monotonic() + 30
+    while list(temporary.glob("sepconv-backend-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(temporary.glob("sepconv-backend-*")) == []
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]])
