@@ -15,12 +15,7 @@ from pathlib import Path
 from conformance import __version__
 from conformance.backends import BackendError, list_backends
 from conformance.case import Case
-from conformance.exitcodes import (
-    EXIT_INTERRUPTED,
-    EXIT_NONCONFORMING,
-    EXIT_OK,
-    usage_error,
-)
+from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.export import export_pack
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases

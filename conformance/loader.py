@@ -16,15 +16,7 @@ from typing import Any, Callable
 import yaml
 
 from conformance import contract
-from conformance.case import (
-    DATA_FORMATS,
-    DISTRIBUTIONS,
-    DTYPES,
-    PADDING_NAMES,
-    Case,
-    Origin,
-    ToleranceOverride,
-)
+from conformance.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, PADDING_NAMES, Case, Origin, ToleranceOverride
 from conformance.data import integer_range
 
 FORMAT_VERSION = 1

@@ -139,11 +139,6 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
     return outcomes
 
 
-def _run_chunk(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None,
-               timeout: float) -> list[Outcome]:
-    return run_cases(cases, members, reference, golden, timeout=timeout)
-
-
 def run_parallel(cases: Sequence[Case], members: Sequence[Member], reference: str, golden: str | None,
                  workers: int, progress: bool, timeout: float = DEFAULT_TIMEOUT_S) -> list[Outcome]:
     """Cases dealt round-robin into chunks (expensive network layers spread out), one process per worker."""
@@ -152,7 +147,7 @@ def run_parallel(cases: Sequence[Case], members: Sequence[Member], reference: st
     chunks = [list(cases[i::workers * 4]) for i in range(min(len(cases), workers * 4))]
     outcomes: list[Outcome] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_chunk, chunk, members, reference, golden, timeout) for chunk in chunks]
+        futures = [pool.submit(run_cases, chunk, members, reference, golden, False, timeout) for chunk in chunks]
         for number, future in enumerate(futures, 1):
             outcomes += future.result()
             if progress:

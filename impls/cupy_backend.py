@@ -36,12 +36,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from impls.cupy_kernels import (
-    DepthwiseGeometry,
-    depthwise_cuda,
-    depthwise_standin,
-    layout_steps,
-)
+from impls.cupy_kernels import DepthwiseGeometry, depthwise_cuda, depthwise_standin, layout_steps
 
 # The contract's argument checks and output geometry are the NumPy backend's: one definition for both.
 from impls.numpy_backend import _check, _padding_and_output
