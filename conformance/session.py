@@ -8,13 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.backends import resolve_backend
-from conformance.exitcodes import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_NONCONFORMING,
-    EXIT_OK,
-    EXIT_USAGE,
-)
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
 from conformance.loader import load_cases
 
 # pytest's exit codes -> ours. 5 (no tests collected) means a selection matched nothing: a usage error,
