@@ -145,14 +145,6 @@ def _select(cases: Sequence[Any], tags: Sequence[str], case_ids: Sequence[str], 
     return sorted(chosen, key=lambda c: c.dtype != "float32")  # float32 first (the goals), else file order
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else ""
-    if text.startswith("{{") and "}}" in text:  # TensorFlow's '{{function_node ...}}' prefix
-        text = text.split("}}", 1)[1].strip()
-    return f"{type(error).__name__}: {text.split(' [Op:')[0]}"[:200]
-
-
 def _tensorflow(threads: int | None) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -219,6 +211,7 @@ def _bench_case(tf: Any, case: Any, backends: Sequence[Any], schedule: Schedule)
     import numpy as np
 
     from conformance.data import materialize
+    from conformance.reference import error_summary
 
     inputs = materialize(case)
     arguments = {"strides": case.operator_strides, "padding": case.operator_padding,
@@ -240,7 +233,7 @@ def _bench_case(tf: Any, case: Any, backends: Sequence[Any], schedule: Schedule)
             outputs[timing.name] = call()
         except Exception as error:  # noqa: BLE001 - a refusal or a failure is this row's finding
             timing.status = "n/a" if timing.name == "tensorflow" else "error"
-            timing.detail = _first_line(error)
+            timing.detail = error_summary(error)[:200]
     _check(case, inputs, outputs, [t for t, _ in sides[1:]])
     _time([(t, call) for t, call in sides if t.status in ("ok", "wrong")], schedule)
     return Row(case, flop_count(case), sides[0][0], [t for t, _ in sides[1:]])

@@ -101,7 +101,8 @@ def run_tensorflow(case: Case, inputs: Inputs) -> np.ndarray:
     return np.asarray(result.numpy())
 
 
-def _first_line(error: BaseException) -> str:
+def error_summary(error: BaseException) -> str:
+    """One line for an exception, TensorFlow's decorations stripped: `Type: reason`."""
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
     # TensorFlow prefixes messages with '{{function_node ...}}'; the reason follows it.
@@ -125,7 +126,7 @@ def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> 
         first = run_tensorflow(case, inputs)
         second = run_tensorflow(case, inputs)
     except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
-        return Reference("oracle", "refused", _first_line(error), oracle=oracle)
+        return Reference("oracle", "refused", error_summary(error), oracle=oracle)
     verdict = compare(first, oracle.output, oracle.output, oracle.bound, Tolerance.for_case(case), sides=1,
                       dtype=numpy_dtype(case.dtype))
     metrics = {"tf_" + k: v for k, v in verdict.metrics.items() if not k.startswith("worst")}
@@ -148,6 +149,6 @@ def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Refere
     try:
         result = run_tensorflow(case, inputs)
     except Exception as error:  # noqa: BLE001
-        return Reference("contract", "ok", f"TensorFlow rejects it: {_first_line(error)}")
+        return Reference("contract", "ok", f"TensorFlow rejects it: {error_summary(error)}")
     return Reference("contract", "mismatch",
                      f"TensorFlow accepts input the contract forbids (returned shape {list(result.shape)})")
