@@ -10,6 +10,7 @@ that cannot be loaded is a BackendError with the reason (exit code 2), never a s
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -28,9 +29,6 @@ from conformance.support import Support, SupportError
 BackendFn = Callable[..., Any]
 BUNDLED = {"numpy": "impls.numpy_backend:separable_conv2d", "cupy": "impls.cupy_backend:separable_conv2d"}
 ENTRY_POINT_GROUP = "sepconv_conformance.backends"
-# How long one call of a backend in a process of its own may take where the command sets no limit: a
-# cmd: backend in `run`, and the backends of shrink and selftest.
-DEFAULT_TIMEOUT_S = 300.0
 
 
 class BackendError(Exception):
@@ -44,6 +42,17 @@ class Backend:
     version: str | None = None
     support: Support | None = None  # what it declares it supports; None: everything
     expectations: str | None = None  # the expectations file it ships (module attribute EXPECTATIONS)
+    fingerprint: str | None = None  # sha256 of its module's or program's file: a resumed run must match it
+
+
+def file_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
+    """sha256 of a file's bytes, or None where there is no file to read (a builtin, a namespace)."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def entry_points() -> dict[str, EntryPoint]:
@@ -86,7 +95,7 @@ def _external_backend(spec: str) -> Backend:
             raise BackendError(f"backend {spec!r}: {program} is not executable")
     elif shutil.which(program) is None:
         raise BackendError(f"backend {spec!r}: program {program!r} not found on PATH")
-    return Backend(spec, ExternalCommand(argv, name=spec))
+    return Backend(spec, ExternalCommand(argv, name=spec), fingerprint=file_fingerprint(shutil.which(program)))
 
 
 def _target(spec: str) -> tuple[str, str | None]:
@@ -151,7 +160,8 @@ def resolve_backend(spec: str) -> Backend:
     if reason:
         raise BackendError(f"backend {spec!r} cannot run here: {reason}")
     version = getattr(fn, "__version__", None) or getattr(module, "__version__", None) or package_version
-    return Backend(spec, fn, version, _declared_support(spec, fn, module), _shipped_expectations(spec, module))
+    return Backend(spec, fn, version, _declared_support(spec, fn, module), _shipped_expectations(spec, module),
+                   file_fingerprint(getattr(module, "__file__", None)))
 
 
 @dataclass(frozen=True)

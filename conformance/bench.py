@@ -383,8 +383,8 @@ def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Sched
 def execute(args: argparse.Namespace) -> int:
     from conformance.backends import BackendError, resolve_backend
     from conformance.loader import CaseFileError, load_cases
-    from conformance.plugin import default_bank
     from conformance.reference import tensorflow_missing
+    from conformance.selection import default_bank
 
     if reason := tensorflow_missing():
         return usage_error("bench", f"bench times backends against TensorFlow: {reason}")

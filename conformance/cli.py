@@ -1,7 +1,8 @@
 """Command line: `sepconv-conformance run | list | validate | golden | export | merge | ...`.
 
-Exit codes: 0 every case conforms; 1 some case does not; 2 bad usage, an invalid case file, or a
-backend or reference that cannot run here; 3 an internal error of the harness; 130 interrupted.
+Exit codes: 0 every selected case was judged and conforms; 1 some case does not; 2 bad usage, an invalid
+input file, or a backend or reference that cannot run here; 3 a fault of the harness or an incomplete
+result set; 4 nothing judged (no case selected, or all skipped); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,19 +10,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from conformance import __version__
 from conformance.backends import BackendError, list_backends
 from conformance.case import Case
-from conformance.exitcodes import EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, usage_error
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from conformance.export import export_pack
+from conformance.faults import seconds_argument
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
-from conformance.plugin import default_bank
 from conformance.reference import reference_unusable
+from conformance.selection import default_bank
 from conformance.session import RunOptions, run_suite
 
 # Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                           "golden: stored TensorFlow results, no TensorFlow needed)")
     run.add_argument("--golden", metavar="DIR", help="golden references (with --reference golden)")
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N (deterministic by case id)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS",
+    run.add_argument("--timeout", type=seconds_argument, metavar="SECONDS",
                      help="per-case limit on a backend call; a hang is recorded as `timeout` and the run goes on")
     run.add_argument("--no-isolate", action="store_true",
                      help="call backends in the harness's process (a crash then ends the run)")
@@ -176,10 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{written['manifest']}")
             return EXIT_OK
         if args.command == "merge":
-            summary = merge_runs([Path(f) for f in args.folders], Path(args.out))
-            print(f"merged {summary['total']} results from {len(args.folders)} folders into {args.out}: "
-                  + ("CONFORMS" if summary["conforms"] else "DOES NOT CONFORM"))
-            return EXIT_OK if summary["conforms"] else EXIT_NONCONFORMING
+            verdict, count = merge_runs([Path(f) for f in args.folders], Path(args.out))
+            print(f"merged {count} results from {len(args.folders)} folders into {args.out}: {verdict.sentence}")
+            return verdict.exit_code
         cases = _selected_cases(args)
         if args.command == "list":
             for case in cases:
@@ -193,3 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error(args.command, str(error))
     except KeyboardInterrupt:
         return usage_error(args.command, "interrupted", EXIT_INTERRUPTED)
+    except OSError as error:  # an unwritable --out, a full disk: the file is named in the message
+        return usage_error(args.command, f"{type(error).__name__}: {error}")
+    except Exception:  # noqa: BLE001 - a bug of ours: exit 3, never 1 ("does not conform")
+        traceback.print_exc()
+        return usage_error(args.command, "internal error of the harness (traceback above); please report it",
+                           EXIT_INTERNAL)

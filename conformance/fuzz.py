@@ -22,6 +22,7 @@ from typing import Any
 from conformance import contract
 from conformance.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
+from conformance.faults import seconds_argument
 
 HELP = "run random valid cases (and forbidden ones that must be rejected); save failures as a case file"
 CASES_FILE, FAILURES_FILE = "fuzz_cases.yaml", "fuzz_failures.yaml"
@@ -153,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                         help="what backends are judged against (default: TensorFlow, checked by the oracle)")
     parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="per-case limit on a backend call")
+    parser.add_argument("--timeout", type=seconds_argument, metavar="SECONDS", help="per-case limit on a backend call")
     parser.add_argument("-q", "--quiet", action="store_true", help="less output")
 
 

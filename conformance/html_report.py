@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,7 +28,10 @@ from typing import Any
 
 from conformance.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, PADDING_NAMES
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
-from conformance.result import FAILING_STATUSES, STATUSES
+from conformance.files import atomic_write
+from conformance.result import FAILING_STATUSES, STATUSES, is_failing
+from conformance.results_file import ResultsFileError, load_results
+from conformance.verdict import run_verdict
 
 HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,34 +57,13 @@ AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
 }
 
 
-REQUIRED = ("case", "backend", "status")  # fields every record of a results file must have, as strings
 
 
-class ReportError(ValueError):
-    """A results file that cannot be read or is not a results file; the message names it."""
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    """Read and check a results.json: an object with a `results` list of records, each with string
-    `case`, `backend` and `status`."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file (is this a results folder of `sepconv-conformance run`?)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ReportError(f"{path}: cannot read: {error}") from None
-    except ValueError as error:
-        raise ReportError(f"{path}: not valid JSON: {error}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-        raise ReportError(f"{path}: not a results file: expected an object with a 'results' list")
-    for number, record in enumerate(document["results"]):
-        if not (isinstance(record, dict) and all(isinstance(record.get(k), str) for k in REQUIRED)):
-            raise ReportError(f"{path}: results[{number}]: expected an object with string case, backend and status")
-    return document
+ReportError = ResultsFileError  # the name this module's callers catch
 
 
 def _failing(record: dict[str, Any]) -> bool:
-    return record["status"] in FAILING_STATUSES
+    return is_failing(record["status"])
 
 
 def _value(x: Any) -> float:
@@ -277,7 +258,7 @@ def _detailed(records: list[dict[str, Any]]) -> set[int]:
 
 def script_json(data: Any) -> str:
     """JSON that is safe inside <script>: no `<`, `>` or `&` (so no </script> or <!--), no U+2028/9."""
-    from conformance.reports import json_safe
+    from conformance.files import json_safe
 
     text = json.dumps(json_safe(data), allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=str)
     for char in "<>&\u2028\u2029":
@@ -312,8 +293,7 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
     template = environment.get_template("report.html.j2")
     return template.render(
         title=f"sepconv-conformance: {', '.join(backends) or 'no backends'}",
-        verdict=("NO CASES RAN" if not records else f"DOES NOT CONFORM: {failing} failing results" if failing
-                 else "CONFORMS"),
+        verdict=run_verdict(document).sentence,
         failing_total=failing, total=len(records), backends=backends, statuses=STATUSES,
         failing_statuses=FAILING_STATUSES, per_backend=per_backend,
         backend_versions=run.get("backend_versions") or {}, environment=document.get("environment") or {},
@@ -334,9 +314,7 @@ def write_report(report_dir: Path, baseline_dir: Path | None = None, out: Path |
     target = Path(out) if out is not None else Path(report_dir) / "report.html"
     html = render_report(document, baseline)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(html, encoding="utf-8")
-    os.replace(temporary, target)
+    atomic_write(target, html)
     return target
 
 

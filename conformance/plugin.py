@@ -3,14 +3,15 @@
 Active only when `--backend` is given, so ordinary test runs are untouched. Then `pytest --backend numpy`
 (no paths) runs the default bank, and -k, -x, --lf, -n (pytest-xdist) and --junitxml work as usual.
 Each item's `Result` travels to the controller as a user property (xdist ships those), where the
-`ResultSink` writes results.json and prints the summary.
+`ResultSink` journals it, and at the end judges the whole result set (conformance.verdict) and writes
+results.json, junit.xml and report.html.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,66 +22,39 @@ import pytest
 from conformance import __version__, html_report, reports, runner
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.case import Case
+from conformance.exitcodes import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NONCONFORMING,
+    EXIT_NOTHING_JUDGED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
 from conformance.expectations import Expectations, apply_expectation, load_expectations
 from conformance.external import ExternalCommand
-from conformance.isolation import IsolatedBackend
+from conformance.faults import DEFAULT_TIMEOUT_S, seconds
+from conformance.files import json_safe
+from conformance.isolation import IsolatedBackend, probe_backend
+from conformance.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
 from conformance.loader import CaseFileError, load_cases, load_file
 from conformance.reference import reference_unusable
-from conformance.result import FAILING_STATUSES, Result
-from conformance.runner import run_case
+from conformance.result import Result, is_failing
+from conformance.selection import ShardError, bank_digest, default_bank, in_shard, parse_shard
+from conformance.verdict import COMPLETE, INTERNAL_ERROR, INTERRUPTED, STOPPED, Verdict, judge
 
-RESULT_PROPERTY = "sepconv_result"
+RESULT_PROPERTY = reports.RESULT_PROPERTY
 CASE_SUFFIXES = (".yaml", ".yml")
 BACKENDS = pytest.StashKey[list["Backend"]]()
 SHARD = pytest.StashKey["tuple[int, int] | None"]()
 DONE = pytest.StashKey["set[tuple[str, str]]"]()
-BANK_DIGEST = pytest.StashKey[str]()
 EXPECTATIONS = pytest.StashKey["dict[str, Expectations | None]"]()
-EXPECTATION_WARNINGS = pytest.StashKey[list[str]]()
-
-
-def bank_digest(cases: list[Case]) -> str:
-    """Identifies the whole bank a run drew from (before -k, --id and --shard): shards of one bank agree."""
-    text = "\n".join(sorted(json.dumps(c.parameters() | {"origin": None}, sort_keys=True) for c in cases))
-    return hashlib.sha256(text.encode()).hexdigest()
-JOURNAL = "results.jsonl"
-
-
-def read_journal(path: Path) -> list[Result]:
-    """Results already journaled; a last line cut short by a kill is ignored (that case runs again)."""
-    if not path.is_file():
-        return []
-    results = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            results.append(Result.from_dict(json.loads(line)))
-        except (ValueError, TypeError):
-            continue
-    return results
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'K/N' -> (K, N) with 1 <= K <= N; raises pytest.UsageError otherwise."""
-    if text is None:
-        return None
-    k, _, n = text.partition("/")
-    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise pytest.UsageError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
-    return int(k), int(n)
-
-
-def in_shard(case_id: str, shard: tuple[int, int] | None) -> bool:
-    """Stable across machines, Python versions and bank edits: depends on the id alone."""
-    if shard is None:
-        return True
-    k, n = shard
-    return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big") % n == k - 1
-
-
-def default_bank() -> Path:
-    """The bundled bank: packaged as conformance/bank in a wheel, the repo's cases/ in a checkout."""
-    packaged = Path(__file__).parent / "bank"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "cases"
+WARNINGS = pytest.StashKey[list[str]]()
+HEADER = pytest.StashKey[dict[str, Any]]()
+REPRODUCE = pytest.StashKey[list[str]]()  # the run's options, for every reproducer line
+EXIT_CODE = pytest.StashKey[int]()  # our exit code (conformance.exitcodes), for `sepconv-conformance run`
+# Our exit codes as pytest's, for `pytest --backend ...` used directly.
+PYTEST_CODES = {EXIT_OK: 0, EXIT_NONCONFORMING: 1, EXIT_USAGE: 4, EXIT_INTERNAL: 3, EXIT_NOTHING_JUDGED: 5,
+                EXIT_INTERRUPTED: 2}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,8 +75,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run only shard K of N (1-based): a deterministic split by case id, the same on "
                          "every machine")
-    group.addoption("--case-timeout", type=float, default=None, metavar="SECONDS",
-                    help="per-case limit on a backend call: a hang is recorded as `timeout`")
+    group.addoption("--case-timeout", default=None, metavar="SECONDS",
+                    help=f"per-case limit on a backend call (default {DEFAULT_TIMEOUT_S:g}): a hang is "
+                         "recorded as `timeout`")
     group.addoption("--no-isolate", action="store_false", dest="isolate",
                     help="call backends in the test process (faster to debug; a crash ends the run)")
     group.addoption("--resume", action="store_true",
@@ -117,7 +92,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="call the backend K times per case; outputs that differ bitwise between calls "
                          "are the status `nondeterministic`")
     group.addoption("--report-dir", default=None, metavar="DIR",
-                    help="write results.json (and junit.xml unless --junitxml is given) here")
+                    help="write results.jsonl, results.json, junit.xml and report.html here")
+
+
+def _load_backends(specs: list[str], isolate: bool, timeout: float) -> list[Backend]:
+    """Resolve each spec once. Python backends are first loaded in a child process (a crash or an exit
+    while importing one is a BackendError, never the harness's death); isolated, they are never imported
+    here at all."""
+    backends = []
+    for spec in dict.fromkeys(specs):
+        if spec.startswith("cmd:"):
+            backend = resolve_backend(spec)
+            assert isinstance(backend.fn, ExternalCommand)
+            backend = dataclasses.replace(backend, fn=ExternalCommand(backend.fn.argv, timeout, spec))
+        else:
+            backend = probe_backend(spec, timeout)
+            if not isolate:
+                backend = resolve_backend(spec)
+        backends.append(backend)
+    return backends
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml's configure reads --junitxml
@@ -127,61 +120,92 @@ def pytest_configure(config: pytest.Config) -> None:
     if not specs:
         return
     try:
-        backends = [resolve_backend(spec) for spec in dict.fromkeys(specs)]
-    except BackendError as error:
+        _configure(config, specs)
+    except (BackendError, CaseFileError, JournalError, ShardError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None
-    timeout = config.getoption("case_timeout")
-    for backend in backends:
-        if isinstance(backend.fn, ExternalCommand) and timeout is not None:
-            backend.fn.timeout = timeout  # its own process already: the per-case limit applies to it directly
-    # TensorFlow too runs in a child process of its own, so that its aborting is one case's crash.
-    runner.isolate_reference(runner.REFERENCE_SPEC if config.getoption("isolate") else None)
-    if config.getoption("isolate"):  # each backend in its own process: crashes and hangs become results
-        backends = [b if isinstance(b.fn, ExternalCommand)
-                    else dataclasses.replace(b, fn=IsolatedBackend(b.name, timeout)) for b in backends]
-    elif timeout is not None and not all(isinstance(b.fn, ExternalCommand) for b in backends):
-        raise pytest.UsageError("--case-timeout needs isolated backends (drop --no-isolate)")
+
+
+def _configure(config: pytest.Config, specs: list[str]) -> None:
+    environment = dict(os.environ)  # before any backend import: what TensorFlow's process starts with
+    isolate = config.getoption("isolate")
+    timeout_text = config.getoption("case_timeout")
+    timeout = DEFAULT_TIMEOUT_S if timeout_text is None else seconds(str(timeout_text))
+    if not isolate and timeout_text is not None and not all(s.startswith("cmd:") for s in specs):
+        raise ValueError("--timeout needs isolated backends (drop --no-isolate)")
+    if config.getoption("repeat") < 1:
+        raise ValueError(f"--repeat {config.getoption('repeat')}: must be at least 1")
     if reason := reference_unusable(config.getoption("reference"), config.getoption("golden")):
-        raise pytest.UsageError(reason)
+        raise ValueError(reason)
+    report_dir = config.getoption("report_dir")
+    if report_dir and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise ValueError(f"--out {report_dir}: exists and is not a folder")
+    if config.getoption("resume") and not report_dir:
+        raise ValueError("--resume needs --report-dir (the folder holding results.jsonl)")
     if config.getoption("cases"):
         config.args = config.getoption("cases")
     elif config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(default_bank())]
-    if config.getoption("repeat") < 1:
-        raise pytest.UsageError(f"--repeat {config.getoption('repeat')}: must be at least 1")
-    try:  # validate every case file up front: a bad file is a usage error, not a half-run
-        bank = load_cases(_case_paths(config.args))
-        given = [load_expectations(file) for file in config.getoption("expectations")]
-        expectations = {b.name: _expectations_for(b, given) for b in backends}
-    except CaseFileError as error:
-        raise pytest.UsageError(f"invalid case or expectations file(s):\n{error}") from None
-    config.stash[BANK_DIGEST] = bank_digest(bank)
-    config.stash[EXPECTATIONS] = expectations
-    every_entry = Expectations(tuple(dict.fromkeys(e for x in expectations.values() if x for e in x.entries)))
-    config.stash[EXPECTATION_WARNINGS] = [f"{entry.origin}: matches no case of the bank ({entry.status}: "
-                                          f"{entry.reason})" for entry in every_entry.unmatched(bank)]
     config.stash[SHARD] = parse_shard(config.getoption("shard"))
-    report_dir = config.getoption("report_dir")
-    if config.getoption("resume") and not report_dir:
-        raise pytest.UsageError("--resume needs --report-dir (the folder holding results.jsonl)")
-    journaled = read_journal(Path(report_dir) / JOURNAL) if config.getoption("resume") else []
-    config.stash[DONE] = {(r.case, r.backend) for r in journaled}
-    if report_dir and not config.option.xmlpath:
-        config.option.xmlpath = str(Path(report_dir) / "junit.xml")
+    bank = load_cases(_case_paths(config.args))  # every case file validated up front: never a half-run
+    given = [load_expectations(file) for file in config.getoption("expectations")]
+    backends = _load_backends(specs, isolate, timeout)
+    # TensorFlow too runs in a child process of its own, so that its aborting is recorded on one case.
+    runner.isolate_reference(runner.REFERENCE_SPEC if isolate else None, DEFAULT_TIMEOUT_S, environment)
+    expectations = {b.name: _expectations_for(b, given) for b in backends}
     config.stash[BACKENDS] = backends
+    config.stash[EXPECTATIONS] = expectations
+    config.stash[WARNINGS] = _expectation_warnings(given, backends, expectations, bank)
+    config.stash[REPRODUCE] = _reproducer_options(config, timeout_text, report_dir)
+    header = _header(config, backends, expectations, bank)
+    config.stash[HEADER] = header
+    resumed: list[Result] = []
+    if config.getoption("resume"):
+        saved, resumed = read_journal(Path(report_dir) / JOURNAL)
+        if problem := header_mismatch(saved, header):
+            raise JournalError(f"--resume {Path(report_dir) / JOURNAL}: {problem}; run without --resume "
+                               "(or into another --out) to start afresh")
+    config.stash[DONE] = {(r.case, r.backend) for r in resumed}
     if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
-        config.pluginmanager.register(ResultSink(config, report_dir, journaled), "sepconv-result-sink")
+        lock = None
+        if report_dir:
+            Path(report_dir).mkdir(parents=True, exist_ok=True)
+            lock = FolderLock(Path(report_dir))
+            lock.acquire()
+        config.pluginmanager.register(ResultSink(config, report_dir, header, resumed, lock), "sepconv-result-sink")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop the child processes this session started, so that a run inside another process (fuzz,
-    selftest, tests calling run_suite) leaves nothing behind: the next run in-process starts clean."""
-    if BACKENDS not in config.stash:
-        return
-    runner.isolate_reference(None)
-    for backend in config.stash[BACKENDS]:
-        if isinstance(backend.fn, IsolatedBackend):
-            backend.fn.close()
+def _header(config: pytest.Config, backends: list[Backend], expectations: dict[str, Expectations | None],
+            bank: list[Case]) -> dict[str, Any]:
+    """What produced a run's results: a resumed journal must match it, shards merged must agree on it."""
+    golden = config.getoption("golden")
+    return {"version": __version__, "bank_digest": bank_digest(bank), "reference": config.getoption("reference"),
+            "golden": str(Path(golden).resolve()) if golden and config.getoption("reference") == "golden" else None,
+            "backends": [b.name for b in backends],
+            "backend_versions": {b.name: b.version for b in backends},
+            "backend_fingerprints": {b.name: b.fingerprint for b in backends},
+            "repeat": config.getoption("repeat"), "strict_expectations": config.getoption("strict_expectations"),
+            "expectations": {name: e.source for name, e in expectations.items() if e},
+            "shard": config.getoption("shard"),
+            "selection": {"keyword": config.option.keyword or None, "markers": config.option.markexpr or None,
+                          "ids": sorted(config.getoption("case_ids"))}}
+
+
+def _reproducer_options(config: pytest.Config, timeout: str | None, report_dir: str | None) -> list[str]:
+    """The options a case's reproducer needs to be judged as in this run, writing to its own folder."""
+    options = ["--reference", config.getoption("reference")]
+    if config.getoption("reference") == "golden":
+        options += ["--golden", str(config.getoption("golden"))]
+    for file in config.getoption("expectations"):
+        options += ["--expectations", file]
+    if timeout is not None:
+        options += ["--timeout", str(timeout)]
+    if config.getoption("repeat") > 1:
+        options += ["--repeat", str(config.getoption("repeat"))]
+    if not config.getoption("strict_expectations"):
+        options.append("--no-strict-expectations")
+    if not config.getoption("isolate"):
+        options.append("--no-isolate")
+    return [*options, "--out", str(Path(report_dir or "reports") / "reproduce")]
 
 
 def _expectations_for(backend: Backend, files: list[Expectations]) -> Expectations | None:
@@ -193,6 +217,28 @@ def _expectations_for(backend: Backend, files: list[Expectations]) -> Expectatio
         return load_expectations(backend.expectations) if backend.expectations else None
     return Expectations(tuple(e for f in applying for e in f.entries), backend.name,
                         ", ".join(f.source for f in applying))
+
+
+def _expectation_warnings(given: list[Expectations], backends: list[Backend],
+                          expectations: dict[str, Expectations | None], bank: list[Case]) -> list[str]:
+    names = [b.name for b in backends]
+    warnings = [f"{f.source}: names backend {f.backend!r}, which is not in this run ({', '.join(names)}): "
+                "not applied (a typo?)" for f in given if f.backend is not None and f.backend not in names]
+    every_entry = Expectations(tuple(dict.fromkeys(e for x in expectations.values() if x for e in x.entries)))
+    warnings += [f"{entry.origin}: matches no case of the bank ({entry.status}: {entry.reason})"
+                 for entry in every_entry.unmatched(bank)]
+    return warnings
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the child processes this session started, so that a run inside another process (fuzz,
+    selftest, tests calling run_suite) leaves nothing behind: the next run in-process starts clean."""
+    if BACKENDS not in config.stash:
+        return
+    runner.isolate_reference(None)
+    for backend in config.stash[BACKENDS]:
+        if isinstance(backend.fn, IsolatedBackend):
+            backend.fn.close()
 
 
 def _case_paths(args: list[str]) -> list[str]:
@@ -238,16 +284,18 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         reference = self.config.getoption("reference")
         golden = self.config.getoption("golden") if reference == "golden" else None
+        options = self.config.stash[REPRODUCE]
         expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
         expected = expectations.lookup(self.case) if expectations else None
         if expected is not None and expected.status == "skip":
-            result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}")
+            result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}",
+                                    options)
         else:
-            result = run_case(self.case, self.backend, reference == "tensorflow", golden,
-                              self.config.getoption("repeat"))
+            result = runner.run_case(self.case, self.backend, reference == "tensorflow", golden,
+                                   self.config.getoption("repeat"), options)
             result = apply_expectation(result, expected, self.config.getoption("strict_expectations"))
-        self.user_properties.append((RESULT_PROPERTY, json.dumps(result.to_dict())))
-        if result.status in FAILING_STATUSES:
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(json_safe(result.to_dict()))))
+        if is_failing(result.status):
             raise CaseFailure(result)
         if result.status == "skip":
             pytest.skip(result.message)
@@ -263,76 +311,124 @@ class CaseItem(pytest.Item):
         return self.path, self.case.origin.line - 1, f"{self.case.id} [{self.backend.name}]"
 
 
-class ResultSink:
-    """Collects results on the controller: appends each to the journal (DIR/results.jsonl, flushed per
-    result, so a killed run keeps what it computed), then writes results.json and the terminal summary."""
+def _lost_result(report: pytest.TestReport) -> Result:
+    """The record of an item that ended without a result: its test process died under it (pytest-xdist
+    reports a crashed worker this way; with --no-isolate the backend runs in that process)."""
+    node = report.nodeid.rsplit("::", 1)[-1]
+    case, _, backend = node.partition("[")
+    text = str(report.longrepr or "")[-500:]
+    return Result(case=case, backend=backend[:-1], status="crash",
+                  message=f"the test process died during this case ({report.when}): {text}")
 
-    def __init__(self, config: pytest.Config, report_dir: str | None, resumed: list[Result]):
+
+class ResultSink:
+    """Collects results on the controller: journals each (DIR/results.jsonl, flushed per result, so a
+    killed run keeps what it computed), judges the set at the end, writes the reports and the summary."""
+
+    def __init__(self, config: pytest.Config, report_dir: str | None, header: dict[str, Any],
+                 resumed: list[Result], lock: FolderLock | None):
         self.config = config
         self.report_dir = Path(report_dir) if report_dir else None
-        self.results: list[Result] = []
+        self.resumed = resumed
+        self.results: dict[tuple[str, str], Result] = {(r.case, r.backend): r for r in resumed}
+        self.collected: int | None = None
         self.started = time.time()
-        self.journal = None
+        self.journal = Journal(self.report_dir / JOURNAL, header) if self.report_dir else None
+        self.lock = lock
+        self.interruption: str | None = None
+        self.verdict: Verdict | None = None
         self.report_problem = ""
-        if self.report_dir is not None:
-            self.report_dir.mkdir(parents=True, exist_ok=True)
-            # Rewritten, not appended: drops a line a kill cut short, and the results of a previous run
-            # unless resumed.
-            self.journal = open(self.report_dir / JOURNAL, "w", encoding="utf-8")  # noqa: SIM115
-        for result in resumed:
-            self.record(result)
 
     def record(self, result: Result) -> None:
-        self.results.append(result)
+        key = (result.case, result.backend)
+        if key in self.results:
+            return  # an item reported twice (a rerun plugin): the first result stands
+        self.results[key] = result
         if self.journal is not None:
-            self.journal.write(json.dumps(reports.json_safe(result.to_dict())) + "\n")
-            self.journal.flush()
+            if not self.journal.started:  # the first result: only now may the previous run's files go
+                self.journal.start(self.resumed)
+            self.journal.append(result)
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml copies the properties into junit.xml
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for index, (name, value) in enumerate(report.user_properties):
-            if name != RESULT_PROPERTY:
-                continue
+        properties = [(i, value) for i, (name, value) in enumerate(report.user_properties) if name == RESULT_PROPERTY]
+        if not properties and report.failed and "[" in report.nodeid:
+            self.record(_lost_result(report))
+        for index, value in properties:
             data = json.loads(value)
             if report.when == "call":  # every phase's report carries the item's properties
                 self.record(Result.from_dict(data))
             if data.get("details"):
                 # The error maps (up to ~5 kB a failure) belong in results.json and report.html; in
                 # junit.xml they would only make a CI server's parser slow.
-                report.user_properties[index] = (name, json.dumps({**data, "details": {}}))
+                report.user_properties[index] = (RESULT_PROPERTY, json.dumps({**data, "details": {}}))
 
-    def run_info(self) -> dict[str, Any]:
-        return {"backends": [b.name for b in self.config.stash[BACKENDS]],
-                "backend_versions": {b.name: b.version for b in self.config.stash[BACKENDS]},
-                "reference": self.config.getoption("reference"),
-                "cases": [str(p) for p in self.config.args], "bank_digest": self.config.stash[BANK_DIGEST],
-                "shard": self.config.getoption("shard"), "version": __version__,
-                "repeat": self.config.getoption("repeat"),
-                "expectations": {name: e.source for name, e in self.config.stash[EXPECTATIONS].items() if e},
-                "expectation_warnings": self.config.stash[EXPECTATION_WARNINGS],
-                "started": self.started, "duration_s": time.time() - self.started}
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.collected = max(self.collected or 0, len(ids))
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self.interruption = f"{excinfo.typename}: {excinfo.value}"
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        self.interruption = "INTERNALERROR"
+
+    def _completion(self, session: pytest.Session) -> str:
+        if self.interruption is None:
+            if session.shouldfail:
+                return STOPPED
+            return INTERNAL_ERROR if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR else COMPLETE
+        if self.interruption.startswith("KeyboardInterrupt"):
+            return INTERRUPTED
+        return STOPPED if "stopping after" in self.interruption else INTERNAL_ERROR
+
+    def run_info(self, completion: str, verdict: Verdict) -> dict[str, Any]:
+        expected = None if self.collected is None else len(self.resumed) + self.collected
+        return {**self.config.stash[HEADER],
+                "cases": [str(p) for p in self.config.args], "warnings": self.config.stash[WARNINGS],
+                "started": self.started, "duration_s": time.time() - self.started,
+                "completion": completion, "expected_results": expected, "resumed_results": len(self.resumed),
+                "verdict": {"exit_code": verdict.exit_code, "sentence": verdict.sentence}}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.journal is not None:
             self.journal.close()
-        # Resumed results count too: a resumed failure keeps the gate red, and a run with nothing left
-        # to do is judged by what the journal holds rather than as "no tests collected".
-        if self.results and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-            conforms = not any(r.status in FAILING_STATUSES for r in self.results)
-            session.exitstatus = pytest.ExitCode.OK if conforms else pytest.ExitCode.TESTS_FAILED
-        if self.report_dir is not None:
-            reports.write_results_json(self.report_dir / "results.json", self.results, self.run_info())
+        results = list(self.results.values())
+        completion = self._completion(session)
+        expected = None if self.collected is None else len(self.resumed) + self.collected
+        verdict = judge(results, expected, completion)
+        if self.config.option.collectonly:
+            verdict = Verdict(EXIT_NOTHING_JUDGED, "NOTHING JUDGED: --collect-only runs no case")
+        self.verdict = verdict
+        self.config.stash[EXIT_CODE] = verdict.exit_code
+        session.exitstatus = PYTEST_CODES[verdict.exit_code]
+        if self.report_dir is not None and results:
+            run = self.run_info(completion, verdict)
+            reports.write_results_json(self.report_dir / "results.json", results, run)
+            reports.write_junit(self.report_dir / "junit.xml", results)
             try:  # a rendering problem must never change the gate's verdict, nor lose results.json
                 html_report.write_report(self.report_dir)
             except (html_report.ReportError, OSError) as error:
                 self.report_problem = f"warning: report.html not written: {error}"
+        if self.lock is not None:
+            self.lock.release()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = [f"warning: expectations entry {w}" for w in self.config.stash[EXPECTATION_WARNINGS]]
-        lines += reports.terminal_summary(self.results, self.run_info())
-        if self.report_dir is not None:
+        lines = [f"warning: expectations: {w}" for w in self.config.stash[WARNINGS]]
+        results = list(self.results.values())
+        if results:
+            lines += reports.terminal_summary(results, {"reference": self.config.getoption("reference"),
+                                                        "duration_s": time.time() - self.started})
+        if self.report_dir is not None and results:
             lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
-            lines.append(f"reports: {self.report_dir / 'results.json'}, {self.config.option.xmlpath}")
+            lines.append(f"reports: {self.report_dir / 'results.json'}, {self.report_dir / 'junit.xml'}")
+        elif self.report_dir is not None:
+            lines.append(f"no result: the reports in {self.report_dir} were left as they were")
+        if self.verdict is not None:
+            lines.append(self.verdict.sentence)
         terminalreporter.section("sepconv-conformance")
         for line in lines:
             terminalreporter.write_line(line)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__
-from conformance.result import FAILING_STATUSES, STATUSES, Result
+from conformance.files import atomic_write, json_safe
+from conformance.result import STATUSES, Result, is_failing
 
 RESULTS_FORMAT_VERSION = 1
+RESULT_PROPERTY = "sepconv_result"  # the JUnit property holding a result record
 MAX_LISTED_FAILURES = 50
 
 
@@ -83,20 +85,9 @@ def summarize(results: Sequence[Result]) -> dict[str, Any]:
         per_backend.setdefault(result.backend, Counter())[result.status] += 1
     totals = Counter(r.status for r in results)
     return {"total": len(results), "statuses": dict(totals),
-            "conforms": not any(totals[s] for s in FAILING_STATUSES),
+            "failing": sum(n for status, n in totals.items() if is_failing(status)),
             "per_backend": {b: dict(c) for b, c in per_backend.items()},
             "reference_health": reference_health(results)}
-
-
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN or Infinity: such floats are written as the strings "nan", "inf", "-inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any]) -> None:
@@ -104,30 +95,39 @@ def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any
     ordered = sorted(results, key=lambda r: (r.case, r.backend))
     document = {"format_version": RESULTS_FORMAT_VERSION, "environment": environment(), "run": run,
                 "summary": summarize(ordered), "results": [r.to_dict() for r in ordered]}
-    document = json_safe(document)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(document, indent=1, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write(path, json.dumps(json_safe(document), indent=1, allow_nan=False, default=str) + "\n")
+
+
+# XML 1.0 cannot hold most control characters (a driver's ANSI colours, a stray NUL), even escaped.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` with the characters XML 1.0 forbids shown as escapes: the file stays parseable."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def write_junit(path: Path, results: Sequence[Result]) -> None:
-    """JUnit XML rendered from results (for merged shards; a single run's junit.xml comes from pytest)."""
-    suite = ET.Element("testsuite", name="sepconv-conformance", tests=str(len(results)),
-                       failures=str(sum(r.status in FAILING_STATUSES for r in results)),
-                       skipped=str(sum(r.status == "skip" for r in results)))
+    """JUnit XML rendered from the results, the same for a single, a resumed and a merged run: one
+    <testcase> per case x backend, classname the backend, name the case id (stable across runs, so a CI
+    server's test history holds), the result as a property (without the error maps)."""
+    failing = sum(is_failing(r.status) for r in results)
+    suite = ET.Element("testsuite", name="sepconv-conformance", tests=str(len(results)), failures=str(failing),
+                       errors="0", skipped=str(sum(r.status == "skip" for r in results)),
+                       time=f"{sum(r.duration_s for r in results):.3f}")
     for result in sorted(results, key=lambda r: (r.case, r.backend)):
-        case = ET.SubElement(suite, "testcase", classname=result.backend, name=result.case,
+        case = ET.SubElement(suite, "testcase", classname=xml_text(result.backend), name=xml_text(result.case),
                              time=f"{result.duration_s:.3f}")
-        if result.status in FAILING_STATUSES:
-            ET.SubElement(case, "failure", message=f"{result.status}: {result.message}").text = \
-                describe_failure(result)
+        record = json.dumps(json_safe(result.to_dict() | {"details": {}}), default=str)
+        ET.SubElement(ET.SubElement(case, "properties"), "property", name=RESULT_PROPERTY, value=xml_text(record))
+        if is_failing(result.status):
+            ET.SubElement(case, "failure", message=xml_text(f"{result.status}: {result.message}")).text = \
+                xml_text(describe_failure(result))
         elif result.status == "skip":
-            ET.SubElement(case, "skipped", message=result.message)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tree = ET.ElementTree(ET.Element("testsuites"))
-    tree.getroot().append(suite)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+            ET.SubElement(case, "skipped", message=xml_text(result.message))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
 def describe_failure(result: Result) -> str:
@@ -154,14 +154,10 @@ def terminal_summary(results: Sequence[Result], run: dict[str, Any]) -> list[str
     health = summary["reference_health"]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(health["counts"].items()))
     lines.append(f"reference health (TensorFlow per case): {counts}")
-    failures = [r for r in results if r.status in FAILING_STATUSES]
+    failures = [r for r in results if is_failing(r.status)]
     for result in failures[:MAX_LISTED_FAILURES]:
         lines.append(f"{result.status.upper()} {result.case} [{result.backend}]: {result.message[:160]}")
         lines.append(f"    {result.reproducer}")
     if len(failures) > MAX_LISTED_FAILURES:
         lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more failures in results.json")
-    if not results:
-        lines.append("NO CASES RAN: nothing to conform")
-    else:
-        lines.append("CONFORMS" if summary["conforms"] else f"DOES NOT CONFORM: {len(failures)} failing results")
     return lines

@@ -1,12 +1,20 @@
-"""Run one case against one backend and judge it: `run_case` returns a `Result`, it never raises for
-anything the backend does."""
+"""Run one case against one backend and judge it: `run_case` returns a `Result`, it never raises.
+
+Whose fault each outcome is decides its status (conformance.faults): only an exception raised by the
+backend's own code is a rejection (a pass on a case that expects an error); a crash, a timeout, a
+MemoryError/SystemExit/KeyboardInterrupt and any other non-zero `cmd:` exit are failures whatever the case
+expects; a fault of the harness is `error` with `fault: harness`, never a verdict on the backend.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import shlex
 import time
+import traceback
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -15,53 +23,64 @@ from conformance.backends import Backend
 from conformance.case import Case
 from conformance.compare import compare
 from conformance.data import Inputs, materialize, numpy_dtype
+from conformance.faults import ABORTS, NOT_A_REJECTION, BackendAborted, BackendCrash, BackendTimeout, HarnessFault
 from conformance.golden import GoldenError, GoldenStore
-from conformance.isolation import BackendCrash, BackendTimeout, IsolatedBackend
+from conformance.isolation import IsolatedBackend
+from conformance.outputs import as_judged
 from conformance.reference import Reference, build_reference
 from conformance.result import Result
 from conformance.tolerance import Tolerance
 
-# What a backend may raise without ending the run: a sys.exit() inside a backend is its failure, not ours.
-BACKEND_EXCEPTIONS = (Exception, SystemExit)
+REFERENCE_ROLE = "TensorFlow's reference process"
 
 
-def reproducer(case: Case, backend: str) -> str:
+def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
+    """The command that runs this case alone with the run's options, into a folder of its own (so that it
+    never overwrites the full run's reports)."""
     return shlex.join(["sepconv-conformance", "run", "--cases", case.origin.file, "--backend", backend,
-                       "--id", case.id])
+                       "--id", case.id, *options])
 
 
 REFERENCE_SPEC = "conformance.reference:build_reference"
 _reference_process: IsolatedBackend | None = None
 
 
-def isolate_reference(spec: str | None = REFERENCE_SPEC) -> None:
+def isolate_reference(spec: str | None = REFERENCE_SPEC, timeout: float | None = None,
+                      environment: dict[str, str] | None = None) -> None:
     """Compute TensorFlow references in a child process (None: in this one), so that TensorFlow aborting
-    on one case is that case's `crash`, not the end of the run."""
+    on one case is recorded on that case, not the end of the run. `environment`: the child's whole
+    environment (the harness's as it was before any backend was imported)."""
     global _reference_process
     if _reference_process is not None:
         _reference_process.close()
-    _reference_process = IsolatedBackend(spec) if spec else None
+    _reference_process = IsolatedBackend(spec, timeout, REFERENCE_ROLE, environment) if spec else None
     prepare.cache_clear()
 
 
 @lru_cache(maxsize=4)
 def prepare(case: Case, use_tensorflow: bool = True, golden: str | None = None) -> tuple[Inputs, Reference]:
     """Inputs and reference for a case, kept for the next backends of the same case. With `golden` (a
-    folder of golden entries) the reference is read from there and TensorFlow is never imported;
-    raises GoldenError when the entry is missing or bad, BackendCrash when TensorFlow's process dies."""
+    folder of golden entries) the reference is read from there and TensorFlow is never imported (raises
+    GoldenError when the entry is missing or bad). When TensorFlow's process dies or hangs on the case, the
+    backend is judged against the oracle (or the contract) and the reference is recorded as `crash`."""
     inputs = materialize(case)
     if golden is not None:
         return inputs, GoldenStore(golden).read(case, inputs)
     if use_tensorflow and _reference_process is not None:
-        return inputs, _reference_process(case, inputs, use_tensorflow)
+        try:
+            return inputs, _reference_process(case, inputs, use_tensorflow)
+        except (BackendCrash, BackendTimeout) as error:
+            fallback = build_reference(case, inputs, use_tensorflow=False)
+            return inputs, Reference(fallback.source, "crash", str(error), oracle=fallback.oracle)
     return inputs, build_reference(case, inputs, use_tensorflow)
 
 
 def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
     # Copies: a backend that writes into its inputs must not corrupt the reference or the next backend.
+    extra = {"case_id": case.id} if getattr(backend.fn, "accepts_case_id", False) else {}
     return backend.fn(inputs.input.copy(), inputs.depthwise_filter.copy(), inputs.pointwise_filter.copy(),
                       case.operator_strides, case.operator_padding, data_format=case.data_format,
-                      dilations=list(case.rates))
+                      dilations=list(case.rates), **extra)
 
 
 def _describe(error: BaseException) -> str:
@@ -78,28 +97,30 @@ def _judge_error_case(case: Case, output: object, raised: BaseException | None) 
     return "fail", f"accepted input the contract forbids (returned {shape})"
 
 
-def skipped(case: Case, backend: str, reason: str) -> Result:
+def _expect(case: Case) -> str:
+    return "error" if case.expect_error else "result"
+
+
+def skipped(case: Case, backend: str, reason: str, options: Sequence[str] = ()) -> Result:
     """The record of a case not run on a backend, and why."""
-    return Result(case=case.id, backend=backend, status="skip", message=reason,
-                  expect="error" if case.expect_error else "result", reference_status="not_run",
-                  parameters=case.parameters(), reproducer=reproducer(case, backend))
+    return Result(case=case.id, backend=backend, status="skip", message=reason, expect=_expect(case),
+                  reference_status="not_run", parameters=case.parameters(),
+                  reproducer=reproducer(case, backend, options))
 
 
 def _outcome(backend: Backend, case: Case, inputs: Inputs) -> tuple[object, BaseException | None]:
-    """What one call gave: (output, None), or (None, what it raised). Crashes and hangs propagate.
-    Array-likes (a TensorFlow tensor, a list) are converted here, so that repeats compare their values."""
+    """What one call gave: (output, None), or (None, the rejection it raised). Everything that is not a
+    rejection propagates: crashes, hangs, harness faults, and a backend giving up (ABORTS) as
+    BackendAborted. Outputs are normalized (conformance.outputs), so repeats compare their values."""
     try:
         output = _call(backend, case, inputs)
-    except (BackendCrash, BackendTimeout):
+    except NOT_A_REJECTION:
         raise
-    except BACKEND_EXCEPTIONS as error:
+    except ABORTS as error:
+        raise BackendAborted(type(error).__name__, str(error)) from None
+    except Exception as error:  # noqa: BLE001 - the backend's own code raised: a rejection
         return None, error
-    if not isinstance(output, np.ndarray) and hasattr(output, "__array__"):
-        try:
-            output = np.asarray(output)
-        except Exception:  # noqa: BLE001 - left as is: compare reports the type
-            pass
-    return output, None
+    return as_judged(output), None
 
 
 def _fingerprint(output: object, raised: BaseException | None) -> bytes:
@@ -130,44 +151,63 @@ def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[obj
 
 
 def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None,
-             repeat: int = 1) -> Result:
-    """Judge one case on one backend. With repeat > 1 the backend is called that many times and any
-    bitwise difference between the calls is the status `nondeterministic`."""
-    if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
-        return skipped(case, backend.name, reason)
+             repeat: int = 1, options: Sequence[str] = ()) -> Result:
+    """Judge one case on one backend; never raises (a fault of the harness is a result with
+    `fault: harness`). With repeat > 1 the backend is called that many times and any bitwise difference
+    between the calls is the status `nondeterministic`. `options`: the run's options for the reproducer."""
     start = time.perf_counter()
     try:
+        result = _run_case(case, backend, use_tensorflow, golden, repeat, options)
+    except Exception as error:  # noqa: BLE001 - a bug of ours: recorded, never a lost result nor a pass
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        result = Result(case=case.id, backend=backend.name, status="error", fault="harness",
+                        message=f"harness fault (internal): {_describe(error)} at {where.filename}:{where.lineno}",
+                        expect=_expect(case), parameters=case.parameters(),
+                        reproducer=reproducer(case, backend.name, options))
+    return dataclasses.replace(result, duration_s=time.perf_counter() - start)
+
+
+def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | None, repeat: int,
+              options: Sequence[str]) -> Result:
+    if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
+        return skipped(case, backend.name, reason, options)
+    repro = reproducer(case, backend.name, options)
+    try:
         inputs, reference = prepare(case, use_tensorflow, golden)
-    except (BackendCrash, GoldenError) as error:  # no reference: this case cannot be judged, never a pass
-        crashed = isinstance(error, BackendCrash)
-        return Result(case=case.id, backend=backend.name, status="crash" if crashed else "error",
-                      message=f"reference: {error}", expect="error" if case.expect_error else "result",
-                      reference="tensorflow" if crashed else "golden", reference_status="crash" if crashed else "",
-                      parameters=case.parameters(), reproducer=reproducer(case, backend.name),
-                      duration_s=time.perf_counter() - start)
-    common = dict(case=case.id, backend=backend.name, expect="error" if case.expect_error else "result",
+    except GoldenError as error:  # no reference: this case cannot be judged, never a pass
+        return Result(case=case.id, backend=backend.name, status="error", fault="input",
+                      message=f"reference: {error}", expect=_expect(case), reference="golden",
+                      parameters=case.parameters(), reproducer=repro)
+    except HarnessFault as error:
+        return Result(case=case.id, backend=backend.name, status="error", fault="harness",
+                      message=f"reference: {error}", expect=_expect(case), parameters=case.parameters(),
+                      reproducer=repro)
+    common = dict(case=case.id, backend=backend.name, expect=_expect(case),
                   reference=reference.source, reference_status=reference.status,
-                  reference_detail=reference.detail, parameters=case.parameters(),
-                  reproducer=reproducer(case, backend.name) + (f" --repeat {repeat}" if repeat > 1 else ""))
-    try:  # a crash or a hang is never a pass, not even for an error case
+                  reference_detail=reference.detail, parameters=case.parameters(), reproducer=repro)
+    try:  # a crash, a hang or a backend giving up is never a pass, not even for an error case
         first = _outcome(backend, case, inputs)
         first_fingerprint = _fingerprint(*first) if repeat > 1 else b""
         for call in range(2, repeat + 1):
             later = _outcome(backend, case, inputs)
             if _fingerprint(*later) != first_fingerprint:
-                return Result(status="nondeterministic", message=_nondeterminism(first, later, call),
-                              duration_s=time.perf_counter() - start, **common)
+                return Result(status="nondeterministic", message=_nondeterminism(first, later, call), **common)
     except BackendCrash as error:
-        return Result(status="crash", message=str(error), duration_s=time.perf_counter() - start, **common)
+        return Result(status="crash", message=str(error), **common)
     except BackendTimeout as error:
-        return Result(status="timeout", message=str(error), duration_s=time.perf_counter() - start, **common)
+        return Result(status="timeout", message=str(error), **common)
+    except BackendAborted as error:
+        return Result(status="error", message=f"the backend gave up instead of judging the input "
+                                              f"(not a rejection): {error}", **common)
+    except HarnessFault as error:
+        return Result(status="error", fault="harness", message=str(error), **common)
     output, raised = first
     if case.expect_error:
         status, message = _judge_error_case(case, output, raised)
-        return Result(status=status, message=message, duration_s=time.perf_counter() - start, **common)
+        return Result(status=status, message=message, **common)
     if raised is not None:  # a backend that raises on valid input is a finding
         return Result(status="error", message=f"raised on valid input: {_describe(raised)}",
-                      metrics=dict(reference.metrics), duration_s=time.perf_counter() - start, **common)
+                      metrics=dict(reference.metrics), **common)
     assert reference.oracle is not None
     expected = reference.output if reference.output is not None else reference.oracle.output
     sides = 2 if reference.source == "tensorflow" else 1
@@ -177,5 +217,4 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     if not isinstance(output, np.ndarray):
         status = "error"
     metrics = dict(reference.metrics) | verdict.metrics
-    return Result(status=status, message=verdict.reason, metrics=metrics, details=verdict.details,
-                  duration_s=time.perf_counter() - start, **common)
+    return Result(status=status, message=verdict.reason, metrics=metrics, details=verdict.details, **common)

@@ -28,9 +28,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from conformance.backends import DEFAULT_TIMEOUT_S, Backend
+from conformance.backends import Backend
 from conformance.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
+from conformance.faults import DEFAULT_TIMEOUT_S, seconds_argument
 from conformance.result import FAILING_STATUSES, Result
 
 HELP = ("prove the suite: every mutant in the zoo must fail some case and every correct implementation "
@@ -239,7 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-zoo", action="store_true",
                         help="run only the members given with --mutant/--alternative")
     parser.add_argument("--json", metavar="FILE", help="also write the table and the catch lists as JSON")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    parser.add_argument("--timeout", type=seconds_argument, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                         help=f"limit on one call of a --mutant/--alternative member (default {DEFAULT_TIMEOUT_S:g}); "
                              "a hang is that member's `timeout` on the case")
     parser.add_argument("-n", "--workers", type=int, default=1, metavar="N",
@@ -265,8 +266,8 @@ def _members(args: argparse.Namespace) -> list[Member]:
 def execute(args: argparse.Namespace) -> int:
     from conformance.backends import BackendError, resolve_backend
     from conformance.loader import CaseFileError, load_cases
-    from conformance.plugin import default_bank
     from conformance.reference import reference_unusable
+    from conformance.selection import default_bank
 
     if reason := reference_unusable(args.reference, args.golden):
         return usage_error("selftest", reason)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from conformance.backends import resolve_backend
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NOTHING_JUDGED, EXIT_USAGE
 from conformance.loader import load_cases
 
-# pytest's exit codes -> ours. 5 (no tests collected) means a selection matched nothing: a usage error,
-# never a green gate.
-PYTEST_EXIT = {0: EXIT_OK, 1: EXIT_NONCONFORMING, 2: EXIT_INTERRUPTED, 3: EXIT_INTERNAL, 4: EXIT_USAGE,
-               5: EXIT_USAGE}
+# pytest's exit codes -> ours, for a session that ended before the plugin judged anything: a usage error
+# (4), an interrupt (2), an internal error (3), no case file (5). A 0 or 1 without our verdict is never
+# trusted: the harness did not reach one.
+PYTEST_EXIT = {2: EXIT_INTERRUPTED, 3: EXIT_INTERNAL, 4: EXIT_USAGE, 5: EXIT_NOTHING_JUDGED}
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class RunOptions:
         for file in self.expectations:
             arguments += ["--expectations", file]
         optional = {"-k": self.keyword, "--shard": self.shard, "--golden": self.golden,
-                    "--case-timeout": None if self.timeout is None else str(self.timeout),
+                    "--case-timeout": None if self.timeout is None else repr(self.timeout),
                     "--repeat": str(self.repeat) if self.repeat != 1 else None}
         for flag, value in optional.items():
             if value is not None:
@@ -64,12 +64,24 @@ class RunOptions:
         return [*arguments, *self.extra]
 
 
+class _ExitCode:
+    """Picks up the plugin's verdict (our exit code) when the session ends."""
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def pytest_unconfigure(self, config: Any) -> None:
+        from conformance.plugin import EXIT_CODE
+
+        self.code = config.stash.get(EXIT_CODE, None)
+
+
 def run_suite(options: RunOptions) -> int:
-    """Validate the case files and backends first (CaseFileError, BackendError: the caller reports them),
-    then run pytest with our plugin."""
+    """Validate the case files first (CaseFileError: the caller reports it), then run pytest with our
+    plugin; backends are loaded by the plugin, in child processes."""
     import pytest
 
     load_cases(options.cases)  # invalid files stop here, with every problem listed
-    for spec in options.backends:
-        resolve_backend(spec)
-    return PYTEST_EXIT.get(int(pytest.main(options.pytest_arguments())), EXIT_INTERNAL)
+    holder = _ExitCode()
+    status = int(pytest.main(options.pytest_arguments(), plugins=[holder]))
+    return holder.code if holder.code is not None else PYTEST_EXIT.get(status, EXIT_INTERNAL)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from conformance import contract
-from conformance.backends import DEFAULT_TIMEOUT_S
 from conformance.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
+from conformance.faults import DEFAULT_TIMEOUT_S, seconds_argument
 from conformance.result import FAILING_STATUSES, Result
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
@@ -190,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the smallest case is written (default shrunk.yaml)")
     parser.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
                         help="what candidates are judged against (default: TensorFlow, checked by the oracle)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+    parser.add_argument("--timeout", type=seconds_argument, metavar="SECONDS",
                         help=f"limit on one backend call (default {DEFAULT_TIMEOUT_S:g}); a hang is the `timeout` "
                              "signature")
     parser.add_argument("--no-isolate", action="store_true", help="call the backend in this process")

@@ -77,19 +77,28 @@ def test_a_correct_command_passes(tmp_path, case):
 REJECTS = '''
 import sys
 sys.stderr.write("separable_conv2d: rate > 1 with stride > 1 is not supported\\n")
-sys.exit(3)
+sys.exit(65)  # the protocol's rejection code
 '''
+FAILS = REJECTS.replace("sys.exit(65)", "sys.exit(2)")  # a crash of the parser, a bug: not a rejection
 
 
-def test_a_non_zero_exit_rejects_an_error_case(tmp_path):
+def test_the_rejection_exit_code_rejects_an_error_case(tmp_path):
     status, message = judged(command(tmp_path, REJECTS), FORBIDDEN)
-    assert status == "pass" and "exited with code 3" in message
+    assert status == "pass" and "rejected the input (exit code 65)" in message
 
 
-def test_a_non_zero_exit_on_a_valid_case_is_an_error_with_code_and_stderr(tmp_path):
+def test_any_other_non_zero_exit_is_an_error_even_on_an_error_case(tmp_path):
+    for case in (FORBIDDEN, VALID):
+        status, message = judged(command(tmp_path, FAILS), case)
+        assert status == "error", (case.id, message)
+        assert "exited with code 2, which is not the rejection code 65" in message
+        assert "rate > 1 with stride > 1 is not supported" in message
+
+
+def test_rejecting_a_valid_case_is_an_error_with_code_and_stderr(tmp_path):
     status, message = judged(command(tmp_path, REJECTS))
     assert status == "error"
-    assert "exited with code 3" in message and "rate > 1 with stride > 1 is not supported" in message
+    assert "exit code 65" in message and "rate > 1 with stride > 1 is not supported" in message
 
 
 def test_the_error_pattern_is_matched_against_the_stderr_tail(tmp_path):
@@ -192,7 +201,8 @@ def test_bfloat16_travels_as_uint16_bits(tmp_path):
     assert seen["input_dtype"] == "<u2" and seen["input_bits"] == x.view(np.uint16).ravel().tolist()
     assert seen["storage"] == "bfloat16-as-uint16" and seen["dtype"] == "bfloat16"
     assert seen["padding"] == [[0, 0], [1, 0], [0, 1], [0, 0]] and seen["strides"] == [1, 1, 1, 1]
-    assert seen["format_version"] == 1 and seen["case"] is None and seen["data_format"] == "NHWC"
+    assert seen["format_version"] == 2 and seen["case"] is None and seen["data_format"] == "NHWC"
+    assert seen["rejection_exit_code"] == 65
     assert out.dtype == ml_dtypes.bfloat16 and np.array_equal(out.view(np.uint16), x.view(np.uint16))
 
 
