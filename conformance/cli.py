@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +23,7 @@ from conformance.backends import BackendError, list_backends
 from conformance.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from conformance.export import export_pack
-from conformance.faults import seconds_argument
+from conformance.faults import describe_exit, seconds_argument
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
@@ -122,9 +126,30 @@ def _selected_cases(args: argparse.Namespace) -> list[Case]:
     return [c for c in load_cases(args.cases or [str(default_bank())]) if not skipped & set(c.tags)]
 
 
-def _run(args: argparse.Namespace) -> int:
+# Set in the child process that runs a --no-isolate session: where it writes its exit code once it has one.
+VERDICT_FILE_ENV = "SEPCONV_RUN_VERDICT_FILE"
+
+
+def _run_guarded(argv: Sequence[str]) -> int:
+    """Run `run --no-isolate` in a child process and trust its exit code only with the verdict it wrote: a
+    backend that calls os._exit(0) or exit() in the harness's process must never end the run green."""
+    with tempfile.TemporaryDirectory(prefix="sepconv-run-") as folder:
+        verdict = Path(folder) / "exit_code"
+        done = subprocess.run([sys.executable, "-m", "conformance", *argv], check=False,
+                              env={**os.environ, VERDICT_FILE_ENV: str(verdict)})
+        written = verdict.read_text(encoding="utf-8").strip() if verdict.is_file() else None
+    if written is not None and written == str(done.returncode):
+        return done.returncode
+    return usage_error("run", f"the run's process {describe_exit(done.returncode)} before reaching a verdict "
+                              "(with --no-isolate the backend runs in that process): no verdict", EXIT_INTERNAL)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if reason := reference_unusable(args.reference, args.golden):
         return usage_error(args.command, reason)
+    verdict_file = os.environ.pop(VERDICT_FILE_ENV, None)
+    if args.no_isolate and verdict_file is None:
+        return _run_guarded(argv)
     options = RunOptions(cases=args.cases or [str(default_bank())], backends=args.backend or ["numpy"],
                          out=args.out, reference=args.reference, golden=args.golden, keyword=args.keyword,
                          case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
@@ -132,7 +157,10 @@ def _run(args: argparse.Namespace) -> int:
                          strict_expectations=not args.no_strict_expectations, repeat=args.repeat,
                          exitfirst=args.exitfirst,
                          quiet=args.quiet, extra=args.pytest_args)
-    return run_suite(options)
+    code = run_suite(options)
+    if verdict_file is not None:
+        Path(verdict_file).write_text(str(code), encoding="utf-8")
+    return code
 
 
 def _list_backends(as_json: bool) -> int:
@@ -155,12 +183,13 @@ def _list_backends(as_json: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         if args.command in MODULE_COMMANDS:
             return int(importlib.import_module(MODULE_COMMANDS[args.command]).execute(args))
         if args.command == "run":
-            return _run(args)
+            return _run(args, argv)
         if args.command == "backends":
             return _list_backends(args.json)
         if args.command == "golden":

@@ -262,7 +262,11 @@ class CaseFile(pytest.File):
             for backend in self.config.stash[BACKENDS]:
                 if (case.id, backend.name) in self.config.stash[DONE]:
                     continue  # resumed: its result is already in the journal
-                yield CaseItem.from_parent(self, name=f"{case.id}[{backend.name}]", case=case, backend=backend)
+                name = f"{case.id}[{backend.name}]"
+                # The node id given whole, so that pytest 9 parses it as --lf's cache does: the backend
+                # as the parameter (else `-- --lf` finds no previous failure and reruns everything).
+                yield CaseItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", case=case,
+                                           backend=backend)
 
 
 class CaseFailure(Exception):

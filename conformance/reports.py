@@ -93,8 +93,9 @@ def summarize(results: Sequence[Result]) -> dict[str, Any]:
 def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any]) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
     ordered = sorted(results, key=lambda r: (r.case, r.backend))
+    summary = summarize(ordered) | {"conforms": (run.get("verdict") or {}).get("exit_code") == 0}
     document = {"format_version": RESULTS_FORMAT_VERSION, "environment": environment(), "run": run,
-                "summary": summarize(ordered), "results": [r.to_dict() for r in ordered]}
+                "summary": summary, "results": [r.to_dict() for r in ordered]}
     atomic_write(path, json.dumps(json_safe(document), indent=1, allow_nan=False, default=str) + "\n")
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,15 @@ cases:
     padding: SAME
     strides: [2, 1]
 """
+
+WRONG_BACKEND = '''
+from impls.numpy_backend import separable_conv2d
+
+def off_by_a_bit(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    out.flat[-1] *= 1.01
+    return out
+'''
 
 
 @pytest.fixture
@@ -43,3 +54,10 @@ def small(case_file: Callable[..., Path]) -> Path:
     rates: [2, 2]
     expect: error
 """)
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`sepconv-conformance ARGS...` as a user runs it, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "conformance", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False)

@@ -10,21 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_CASE
+from tests.conftest import SMALL_CASE, WRONG_BACKEND, cli
 
-WRONG_BACKEND = '''
-from impls.numpy_backend import separable_conv2d
-
-def off_by_a_bit(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
-    out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
-    out.flat[-1] *= 1.01
-    return out
-'''
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conformance", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def test_run_passes_and_writes_reports(small, tmp_path):

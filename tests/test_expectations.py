@@ -9,7 +9,7 @@ import pytest
 from conformance.expectations import Expectation, apply_expectation, load_expectations
 from conformance.loader import CaseFileError
 from conformance.result import Result
-from tests.test_cli import WRONG_BACKEND, cli
+from tests.conftest import WRONG_BACKEND, cli
 
 ENTRY = Expectation(status="xfail", reason="known", origin="e.yaml:3", case_globs=("*",))
 

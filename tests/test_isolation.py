@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BANK
-from tests.test_cli import cli
+from tests.conftest import cli
 
 MISBEHAVING = '''
 import ctypes, os, time, zlib

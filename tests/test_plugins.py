@@ -15,7 +15,7 @@ from conformance.case import Case, Origin
 from conformance.runner import run_case
 from conformance.support import Support, SupportError
 from tests.conftest import REPO
-from tests.test_cli import cli
+from tests.conftest import cli
 
 EXAMPLE = REPO / "examples" / "sepconv-example-backend"
 

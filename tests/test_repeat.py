@@ -8,7 +8,7 @@ from conformance.backends import Backend
 from conformance.case import Case, Origin
 from conformance.runner import run_case
 from impls.numpy_backend import separable_conv2d
-from tests.test_cli import cli
+from tests.conftest import cli
 
 # Like a kernel whose atomics land in a different order on each launch: the last bit of one element moves.
 RACY_BACKEND = '''
