@@ -26,7 +26,7 @@ from typing import Any
 
 from conformance.case import DTYPES, Case
 from conformance.loader import CaseFileError, Problem, read_yaml
-from conformance.result import FAILING_STATUSES, Result
+from conformance.result import Result, is_failing
 
 FORMAT_VERSION = 1
 OUTCOMES = ("xfail", "skip")
@@ -135,10 +135,10 @@ def apply_expectation(result: Result, expectation: Expectation | None, strict: b
     passes is `xpass` (strict) or a `pass` with a note (not strict)."""
     if expectation is None or expectation.status != "xfail" or result.status == "skip":
         return result
-    if result.reference_status == "crash" or result.message.startswith("reference:"):
-        return result  # the reference failed, not the backend: no expectation covers that
+    if result.fault:
+        return result  # the harness or an input file failed, not the backend: no expectation covers that
     note = f"expected to fail ({expectation.origin}: {expectation.reason})"
-    if result.status in FAILING_STATUSES:
+    if is_failing(result.status):
         return dataclasses.replace(result, status="xfail", message=f"{note}; {result.status}: {result.message}")
     if strict:
         return dataclasses.replace(result, status="xpass",

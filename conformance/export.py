@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import numpy as np
 import conformance
 from conformance.case import Case
 from conformance.data import numpy_dtype
+from conformance.files import atomic_write
 from conformance.reference import Reference, tensorflow_version
 from conformance.runner import prepare
 from conformance.tolerance import ORACLE_ROUNDOFF, Tolerance
@@ -33,28 +32,19 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 FORMAT = "sepconv-conformance-vectors"
 FORMAT_VERSION = 1
 BFLOAT16_STORAGE = "bfloat16-as-uint16"
+MAX_FOLDER_NAME = 200
 FORMULA = ("|out - expected| <= sides * scale * accumulation * (unit_roundoff * bound + underflow)"
            " + 2^-53 * bound + atol; sides = 2 against tensorflow.npy (reference.source 'tensorflow'),"
            " 1 against oracle.npy otherwise; exact: |out - expected| <= atol (bitwise when atol is 0);"
            " NaN and Inf positions and signs must match the expected tensor")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def folder_name(case_id: str) -> str:
+    """A case's folder in the pack: its id, or for an id too long for a file name (the limit is 255 bytes)
+    a prefix of it and a digest of the whole; the manifest maps ids to paths either way."""
+    if len(case_id.encode()) <= MAX_FOLDER_NAME:
+        return case_id
+    return f"{case_id[:MAX_FOLDER_NAME - 40]}-{hashlib.sha256(case_id.encode()).hexdigest()[:32]}"
 
 
 def _npy_bytes(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
@@ -123,8 +113,8 @@ def export_pack(cases: Sequence[Case], out: Path, use_tensorflow: bool = True) -
         files: dict[str, Any] = {}
         for name, array in _tensors(case, inputs, reference).items():
             data, entry = _npy_bytes(array)
-            relative = f"{case.id}/{name}.npy"
-            _write_atomic(out / relative, data)
+            relative = f"{folder_name(case.id)}/{name}.npy"
+            atomic_write(out / relative, data)
             files[name] = {"path": relative, **entry, "sha256": hashlib.sha256(data).hexdigest()}
             written += len(data)
             file_count += 1
@@ -133,7 +123,7 @@ def export_pack(cases: Sequence[Case], out: Path, use_tensorflow: bool = True) -
                 "numpy": np.__version__, "tensorflow": tensorflow_version() if use_tensorflow else None,
                 "cases": entries}
     text = (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode()
-    _write_atomic(out / "manifest.json", text)
+    atomic_write(out / "manifest.json", text)
     written += len(text)
     return {"cases": len(entries), "files": file_count + 1, "bytes": written,
             "manifest": str(out / "manifest.json")}

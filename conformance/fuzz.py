@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,8 @@ from conformance import contract
 from conformance.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.faults import seconds_argument
+from conformance.result import is_failing
+from conformance.results_file import load_results
 
 HELP = "run random valid cases (and forbidden ones that must be rejected); save failures as a case file"
 CASES_FILE, FAILURES_FILE = "fuzz_cases.yaml", "fuzz_failures.yaml"
@@ -131,12 +132,9 @@ def draw_cases(count: int, seed: int, invalid_fraction: float = 0.2) -> list[Cas
 
 def failing_results(results_path: Path) -> dict[str, list[dict[str, Any]]]:
     """case id -> the failing result records of a results.json."""
-    from conformance.result import FAILING_STATUSES
-
-    document = json.loads(results_path.read_text(encoding="utf-8"))
     failing: dict[str, list[dict[str, Any]]] = {}
-    for record in document.get("results", []):
-        if record.get("status") in FAILING_STATUSES:
+    for record in load_results(results_path)["results"]:
+        if is_failing(record["status"]):
             failing.setdefault(record["case"], []).append(record)
     return failing
 

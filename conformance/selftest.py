@@ -32,7 +32,7 @@ from conformance.backends import Backend
 from conformance.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.faults import DEFAULT_TIMEOUT_S, seconds_argument
-from conformance.result import FAILING_STATUSES, Result
+from conformance.result import Result, is_failing
 
 HELP = ("prove the suite: every mutant in the zoo must fail some case and every correct implementation "
         "must pass them all")
@@ -91,8 +91,7 @@ def zoo_members() -> list[Member]:
 def _judged(result: Result) -> bool:
     """Whether a result says something about the member: not when the case had no reference, nor when
     the member declared the case unsupported (skip)."""
-    return (result.status != "skip" and result.reference_status != "crash"
-            and not result.message.startswith("reference:"))
+    return result.status != "skip" and not result.fault
 
 
 def _backend(member: Member, timeout: float) -> Backend:
@@ -125,7 +124,7 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
         for number, case in enumerate(cases, 1):
             for member, backend in backends:
                 result = runner.run_case(case, backend, use_tensorflow, golden)
-                failing = result.status in FAILING_STATUSES
+                failing = is_failing(result.status)
                 outcomes.append(Outcome(case.id, member.name,
                                         result.status if failing or result.status == "skip" else "pass",
                                         result.message if failing else "", _judged(result)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,8 @@ from conformance import contract
 from conformance.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.faults import DEFAULT_TIMEOUT_S, seconds_argument
-from conformance.result import FAILING_STATUSES, Result
+from conformance.result import Result, is_failing
+from conformance.results_file import ResultsFileError, load_results
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
 SMALL_VALUES = 4  # every value 1..4 is tried before the halving points: parity matters for padding
@@ -37,7 +37,7 @@ class ShrinkError(Exception):
 
 def signature(result: Result) -> Signature | None:
     """(status, reason class) of a failing result; None when it passes."""
-    if result.status not in FAILING_STATUSES:
+    if not is_failing(result.status):
         return None
     message: str = result.message
     if result.status == "fail" and result.expect == "error":
@@ -204,14 +204,14 @@ def _from_results(path: Path, case_id: str, backend: str | None) -> tuple[Case, 
 
     path = path / "results.json" if path.is_dir() else path
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))["results"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ShrinkError(f"--results {path}: not a readable results.json ({error})") from None
-    mine = [r for r in records if isinstance(r, dict) and r.get("case") == case_id]
+        records = load_results(path)["results"]
+    except ResultsFileError as error:
+        raise ShrinkError(f"--results: {error}") from None
+    mine = [r for r in records if r["case"] == case_id]
     if not mine:
         raise ShrinkError(f"--results {path}: no result for case {case_id}")
     if backend is None:
-        failing = sorted({r["backend"] for r in mine if r.get("status") in FAILING_STATUSES})
+        failing = sorted({r["backend"] for r in mine if is_failing(r["status"])})
         if len(failing) != 1:
             raise ShrinkError(f"--results {path}: case {case_id} failed on {len(failing)} backends "
                               f"({', '.join(failing) or 'none'}); say which with --backend")
