@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 DATA_FORMATS = ("NHWC", "NCHW")
 PADDING_NAMES = ("SAME", "VALID")
 DISTRIBUTIONS = ("normal", "uniform", "integers", "nonfinite", "positive", "subnormal")
 
-# Explicit padding, as ((top, bottom), (left, right)).
-ExplicitPadding = tuple[tuple[int, int], tuple[int, int]]
-Padding = Union[Literal["SAME", "VALID"], ExplicitPadding]
+# Explicit padding: ((top, bottom), (left, right)), or (for error cases only) the operator's 4
+# (before, after) pairs in layout order, which can pad the batch and channel dimensions too.
+ExplicitPadding = tuple[tuple[int, int], ...]
+Padding = Literal["SAME", "VALID"] | ExplicitPadding
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class Case:
     tolerance: ToleranceOverride = field(default_factory=ToleranceOverride)
     expect_error: bool = False
     error_pattern: str | None = None
-    # Filter shapes that differ from the ones the sizes imply: only for cases that expect an error.
+    # Tensor shapes that differ from the ones the sizes imply: only for cases that expect an error.
+    input_tensor_shape: tuple[int, ...] | None = None  # the input as passed (a rank other than 4)
     depthwise_filter_shape: tuple[int, ...] | None = None
     pointwise_filter_shape: tuple[int, ...] | None = None
     origin: Origin = Origin("<memory>", 0)
@@ -97,10 +99,22 @@ class Case:
         return [1, sh, sw, 1] if self.data_format == "NHWC" else [1, 1, sh, sw]
 
     @property
+    def spatial_padding(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Explicit padding as ((top, bottom), (left, right)); None for SAME and VALID."""
+        if isinstance(self.padding, str):
+            return None
+        if len(self.padding) == 2:
+            return (self.padding[0], self.padding[1])
+        first = 1 if self.data_format == "NHWC" else 2
+        return (self.padding[first], self.padding[first + 1])
+
+    @property
     def operator_padding(self) -> str | list[list[int]]:
         """Padding as tf.nn.separable_conv2d takes it (explicit: one pair per dimension, layout order)."""
         if isinstance(self.padding, str):
             return self.padding
+        if len(self.padding) == 4:
+            return [list(pair) for pair in self.padding]
         (top, bottom), (left, right) = self.padding
         if self.data_format == "NHWC":
             return [[0, 0], [top, bottom], [left, right], [0, 0]]
@@ -117,6 +131,9 @@ class Case:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The input tensor's shape as passed: the override, else the sizes in the case's layout."""
+        if self.input_tensor_shape is not None:
+            return self.input_tensor_shape
         return self.layout_shape(self.input)
 
     @property
@@ -139,17 +156,16 @@ class Case:
         kh, kw = self.kernel
         rh, rw = self.rates
         strides = "x".join(str(s) for s in self.strides)
-        if isinstance(self.padding, str):
-            pad = self.padding
-        else:
-            (t, b), (left, right) = self.padding
-            pad = f"P{t}_{b}_{left}_{right}"
+        pad: str = self.padding if isinstance(self.padding, str) else \
+            "P" + "_".join(str(p) for pair in self.padding for p in pair)  # 4 values, or 8 for 4 pairs
         parts = [f"n{n}_h{h}w{w}_c{c}_k{kh}x{kw}_m{self.channel_multiplier}_o{self.out_channels}",
                  f"s{strides}_r{rh}x{rw}_{pad}_{self.data_format}_{self.dtype}"]
         if self.data != "normal":
             parts.append(self.data)
         if self.seed:
             parts.append(f"seed{self.seed}")
+        if self.input_tensor_shape is not None:
+            parts.append("in" + "x".join(map(str, self.input_tensor_shape)))
         if self.depthwise_filter_shape is not None:
             parts.append("dw" + "x".join(map(str, self.depthwise_filter_shape)))
         if self.pointwise_filter_shape is not None:

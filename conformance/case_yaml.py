@@ -17,7 +17,7 @@ from typing import Any
 
 from conformance import contract
 from conformance.case import Case, Origin, ToleranceOverride
-from conformance.loader import FORMAT_VERSION
+from conformance.loader import FORMAT_VERSION, tolerance_override
 
 # Field order in a written case: the name first, then sizes, then the operator's arguments, then data.
 _ALWAYS = ("input", "kernel", "channel_multiplier", "out_channels", "padding", "data_format", "dtype")
@@ -43,6 +43,8 @@ def case_mapping(case: Case) -> dict[str, Any]:
         mapping["data"] = case.data
     if case.seed:
         mapping["seed"] = case.seed
+    if case.input_tensor_shape is not None:
+        mapping["input_tensor_shape"] = list(case.input_tensor_shape)
     if case.depthwise_filter_shape is not None:
         mapping["depthwise_filter_shape"] = list(case.depthwise_filter_shape)
     if case.pointwise_filter_shape is not None:
@@ -105,32 +107,46 @@ def _ints(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+def _optional_ints(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else _ints(value)
+
+
+def _tolerance(value: Any) -> ToleranceOverride:
+    try:
+        return tolerance_override(value or {})
+    except ValueError as error:
+        raise ValueError(f"tolerance: {error}") from None
+
+
+def _padding(value: Any) -> Any:
+    """SAME/VALID, or 2 (spatial) or 4 (layout order, error cases) [before, after] pairs."""
+    if isinstance(value, str):
+        return value
+    pairs = tuple((int(before), int(after)) for before, after in value)
+    if len(pairs) not in (2, 4):
+        raise ValueError(f"padding must have 2 or 4 [before, after] pairs, got {len(pairs)}")
+    return pairs
+
+
 def case_from_parameters(parameters: dict[str, Any]) -> Case:
     """Rebuild the Case a results.json record was made from (its `parameters`, as Case.parameters()
     writes them). Raises ParameterError naming the field that does not fit."""
     try:
-        padding = parameters["padding"]
-        if not isinstance(padding, str):
-            (top, bottom), (left, right) = padding
-            padding = ((int(top), int(bottom)), (int(left), int(right)))
         file, _, line = str(parameters.get("origin", "<results>:0")).rpartition(":")
-        tolerance = parameters.get("tolerance") or {}
-        dw, pw = parameters.get("depthwise_filter_shape"), parameters.get("pointwise_filter_shape")
         case = Case(input=_ints(parameters["input"]), kernel=_ints(parameters["kernel"]),  # type: ignore[arg-type]
                     channel_multiplier=int(parameters["channel_multiplier"]),
                     out_channels=int(parameters["out_channels"]), strides=_ints(parameters["strides"]),
-                    rates=_ints(parameters["rates"]), padding=padding,  # type: ignore[arg-type]
+                    rates=_ints(parameters["rates"]), padding=_padding(parameters["padding"]),  # type: ignore[arg-type]
                     data_format=str(parameters["data_format"]), dtype=str(parameters["dtype"]),
                     seed=int(parameters.get("seed", 0)), data=str(parameters.get("data", "normal")),
                     name=str(parameters.get("name", "")), description=str(parameters.get("description", "")),
                     tags=tuple(parameters.get("tags", ())),
-                    tolerance=ToleranceOverride(float(tolerance.get("scale", 1.0)),
-                                                float(tolerance.get("atol", 0.0)),
-                                                bool(tolerance.get("statistics", True))),
+                    tolerance=_tolerance(parameters.get("tolerance")),
                     expect_error=bool(parameters.get("expect_error", False)),
                     error_pattern=parameters.get("error_pattern"),
-                    depthwise_filter_shape=None if dw is None else _ints(dw),
-                    pointwise_filter_shape=None if pw is None else _ints(pw),
+                    input_tensor_shape=_optional_ints(parameters.get("input_tensor_shape")),
+                    depthwise_filter_shape=_optional_ints(parameters.get("depthwise_filter_shape")),
+                    pointwise_filter_shape=_optional_ints(parameters.get("pointwise_filter_shape")),
                     origin=Origin(file or "<results>", int(line) if line.isdigit() else 0))
     except KeyError as error:
         raise ParameterError(f"parameters: missing field {error.args[0]!r}") from None

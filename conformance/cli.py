@@ -20,8 +20,9 @@ from pathlib import Path
 
 from conformance import __version__
 from conformance.backends import BackendError, list_backends
+from conformance.budget import parse_size
 from conformance.case import Case
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, usage_error
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error
 from conformance.export import export_pack
 from conformance.faults import describe_exit, seconds_argument
 from conformance.golden import build_goldens
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="a listed xfail case that passes is a pass with a note, not an xpass failure")
     run.add_argument("--repeat", type=int, default=1, metavar="K",
                      help="call the backend K times per case; bitwise differences are `nondeterministic`")
+    run.add_argument("--max-case-memory", metavar="SIZE", type=_size_argument,
+                     help="refuse, before allocating anything, a case whose estimated peak memory exceeds SIZE "
+                          "(e.g. 8GiB, 512MiB; default: a quarter of this machine's memory)")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
@@ -112,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
+
+
+def _size_argument(text: str) -> str:
+    try:
+        parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _add_skip_tag(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +167,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                          case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
                          isolate=not args.no_isolate, resume=args.resume, expectations=args.expectations,
                          strict_expectations=not args.no_strict_expectations, repeat=args.repeat,
+                         max_case_memory=args.max_case_memory,
                          exitfirst=args.exitfirst,
                          quiet=args.quiet, extra=args.pytest_args)
     code = run_suite(options)
@@ -184,7 +197,10 @@ def _list_backends(as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # argparse's usage errors (exit 2), --help and --version (exit 0)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     try:
         if args.command in MODULE_COMMANDS:
             return int(importlib.import_module(MODULE_COMMANDS[args.command]).execute(args))

@@ -13,6 +13,7 @@ filter is scaled by 1/sqrt(C*M) in every continuous distribution.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -44,12 +45,26 @@ def integer_range(case: Case) -> int:
     """Largest r such that values in [-r, r] keep every partial sum exactly representable.
 
     |depthwise sum| <= kh*kw*r^2 and |pointwise sum| <= C*M*kh*kw*r^3 must stay <= 2**p; 0 means
-    no such r exists for this case's sizes and dtype.
+    no such r exists for this case's sizes and dtype. Closed form: for integers a >= 1 and n >= 0,
+    a * r^k <= n exactly when r^k <= n // a. A term with no products (a zero size, in an error case)
+    bounds nothing: r is then only kept exact itself, r <= 2**p.
     """
     taps = case.kernel[0] * case.kernel[1]
     limit = 2 ** PRECISION_BITS[case.dtype]
-    r = 0
-    while taps * (r + 1) ** 2 <= limit and case.depthwise_channels * taps * (r + 1) ** 3 <= limit:
+    r = limit
+    if taps > 0:
+        r = min(r, math.isqrt(limit // taps))
+        if case.depthwise_channels > 0:
+            r = min(r, _floor_cube_root(limit // (case.depthwise_channels * taps)))
+    return r
+
+
+def _floor_cube_root(n: int) -> int:
+    """Largest r >= 0 with r**3 <= n, for 0 <= n < 2**64: a float estimate, then corrected exactly."""
+    r = round(n ** (1 / 3))
+    while r**3 > n:
+        r -= 1
+    while (r + 1) ** 3 <= n:
         r += 1
     return r
 
@@ -71,14 +86,16 @@ def materialize(case: Case) -> Inputs:
     dtype = numpy_dtype(case.dtype)
     # Scale the pointwise filter so outputs stay O(1) whatever C*M is (keeps float16 far from overflow).
     pw_scale = 1.0 / np.sqrt(max(case.pointwise_shape[2] if len(case.pointwise_shape) == 4 else 1, 1))
-    x = _draw(rng, case.input, case, 1.0)
+    # An input override (error cases) is drawn in the shape as passed; otherwise [N, H, W, C], then laid out.
+    override = case.input_tensor_shape
+    x = _draw(rng, case.input if override is None else override, case, 1.0)
     if case.data == "subnormal":
         x *= SUBNORMAL_SCALE * float(ml_dtypes.finfo(dtype).smallest_normal)
     if case.data == "nonfinite":
         flat = x.reshape(-1)
         picked = rng.random(flat.size) < NONFINITE_FRACTION
         flat[picked] = rng.choice([np.nan, np.inf, -np.inf], size=int(picked.sum()))
-    if case.data_format == "NCHW":
+    if case.data_format == "NCHW" and override is None:
         x = x.transpose(0, 3, 1, 2)
     dw = _draw(rng, case.depthwise_shape, case, 1.0)
     pw = _draw(rng, case.pointwise_shape, case, pw_scale)

@@ -82,8 +82,9 @@ def _margin(record: dict[str, Any]) -> float:
     return max(values) if values else math.nan
 
 
-def _natural(value: str) -> tuple[Any, ...]:
-    return tuple(int(part) if part.isdigit() else part for part in value.replace("x", " x ").split())
+def _natural(value: str) -> tuple[tuple[int, int, str], ...]:
+    """A sort key that orders "2x10" after "2x9" and copes with negative numbers (error cases have them)."""
+    return tuple((0, int(p), "") if p.lstrip("-").isdigit() else (1, 0, p) for p in value.replace("x", " x ").split())
 
 
 def coverage(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:

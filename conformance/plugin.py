@@ -21,6 +21,7 @@ import pytest
 
 from conformance import __version__, html_report, reports, runner
 from conformance.backends import Backend, BackendError, resolve_backend
+from conformance.budget import default_case_budget, over_budget, parse_size
 from conformance.case import Case
 from conformance.exitcodes import (
     EXIT_INTERNAL,
@@ -34,10 +35,11 @@ from conformance.expectations import Expectations, apply_expectation, load_expec
 from conformance.external import ExternalCommand
 from conformance.faults import DEFAULT_TIMEOUT_S, seconds
 from conformance.files import json_safe
+from conformance.golden import GoldenStore, version_note
 from conformance.isolation import IsolatedBackend, probe_backend
 from conformance.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
 from conformance.loader import CaseFileError, load_cases, load_file
-from conformance.reference import reference_unusable
+from conformance.reference import reference_unusable, tensorflow_version
 from conformance.result import Result, is_failing
 from conformance.selection import ShardError, bank_digest, default_bank, in_shard, parse_shard
 from conformance.verdict import COMPLETE, INTERNAL_ERROR, INTERRUPTED, STOPPED, Verdict, judge
@@ -51,6 +53,7 @@ EXPECTATIONS = pytest.StashKey["dict[str, Expectations | None]"]()
 WARNINGS = pytest.StashKey[list[str]]()
 HEADER = pytest.StashKey[dict[str, Any]]()
 REPRODUCE = pytest.StashKey[list[str]]()  # the run's options, for every reproducer line
+GOLDEN_VERSIONS = pytest.StashKey["dict[str, int] | None"]()
 EXIT_CODE = pytest.StashKey[int]()  # our exit code (conformance.exitcodes), for `sepconv-conformance run`
 # Our exit codes as pytest's, for `pytest --backend ...` used directly.
 PYTEST_CODES = {EXIT_OK: 0, EXIT_NONCONFORMING: 1, EXIT_USAGE: 4, EXIT_INTERNAL: 3, EXIT_NOTHING_JUDGED: 5,
@@ -91,6 +94,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--repeat", type=int, default=1, metavar="K",
                     help="call the backend K times per case; outputs that differ bitwise between calls "
                          "are the status `nondeterministic`")
+    group.addoption("--max-case-memory", default=None, metavar="SIZE",
+                    help="refuse (before allocating anything) a case whose estimated peak memory exceeds SIZE "
+                         "(e.g. 8GiB; default: a quarter of this machine's memory)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write results.jsonl, results.json, junit.xml and report.html here")
 
@@ -147,6 +153,10 @@ def _configure(config: pytest.Config, specs: list[str]) -> None:
         config.args = [str(default_bank())]
     config.stash[SHARD] = parse_shard(config.getoption("shard"))
     bank = load_cases(_case_paths(config.args))  # every case file validated up front: never a half-run
+    wanted = set(config.getoption("case_ids"))
+    taken = [c for c in bank if (not wanted or c.id in wanted) and in_shard(c.id, config.stash[SHARD])]
+    _check_budget(config, taken)
+    config.stash[GOLDEN_VERSIONS] = _golden_versions(config, taken)
     given = [load_expectations(file) for file in config.getoption("expectations")]
     backends = _load_backends(specs, isolate, timeout)
     # TensorFlow too runs in a child process of its own, so that its aborting is recorded on one case.
@@ -172,6 +182,21 @@ def _configure(config: pytest.Config, specs: list[str]) -> None:
             lock = FolderLock(Path(report_dir))
             lock.acquire()
         config.pluginmanager.register(ResultSink(config, report_dir, header, resumed, lock), "sepconv-result-sink")
+
+
+def _check_budget(config: pytest.Config, taken: list[Case]) -> None:
+    """Refuse the run when a case it may take needs more memory than the budget (each named)."""
+    size = config.getoption("max_case_memory")
+    budget = default_case_budget() if size is None else parse_size(str(size))
+    if problems := over_budget(taken, budget):
+        raise CaseFileError(problems)
+
+
+def _golden_versions(config: pytest.Config, taken: list[Case]) -> dict[str, int] | None:
+    """With --reference golden: the TensorFlow versions that made the entries (version -> entries)."""
+    if config.getoption("reference") != "golden":
+        return None
+    return GoldenStore(config.getoption("golden")).tensorflow_versions(taken)
 
 
 def _header(config: pytest.Config, backends: list[Backend], expectations: dict[str, Expectations | None],
@@ -205,6 +230,8 @@ def _reproducer_options(config: pytest.Config, timeout: str | None, report_dir: 
         options.append("--no-strict-expectations")
     if not config.getoption("isolate"):
         options.append("--no-isolate")
+    if config.getoption("max_case_memory") is not None:
+        options += ["--max-case-memory", str(config.getoption("max_case_memory"))]
     return [*options, "--out", str(Path(report_dir or "reports") / "reproduce")]
 
 
@@ -392,7 +419,8 @@ class ResultSink:
     def run_info(self, completion: str, verdict: Verdict) -> dict[str, Any]:
         expected = None if self.collected is None else len(self.resumed) + self.collected
         return {**self.config.stash[HEADER],
-                "cases": [str(p) for p in self.config.args], "warnings": self.config.stash[WARNINGS],
+                "cases": [str(p) for p in self.config.args], "expectation_warnings": self.config.stash[WARNINGS],
+                "golden_tensorflow_versions": self.config.stash[GOLDEN_VERSIONS],
                 "started": self.started, "duration_s": time.time() - self.started,
                 "completion": completion, "expected_results": expected, "resumed_results": len(self.resumed),
                 "verdict": {"exit_code": verdict.exit_code, "sentence": verdict.sentence}}
@@ -421,7 +449,10 @@ class ResultSink:
             self.lock.release()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = [f"warning: expectations: {w}" for w in self.config.stash[WARNINGS]]
+        lines = [f"warning: expectations entry {w}" for w in self.config.stash[WARNINGS]]
+        if (versions := self.config.stash[GOLDEN_VERSIONS]) is not None:
+            note = version_note(versions, tensorflow_version())
+            lines.append(f"warning: {note}" if note else f"goldens made with TensorFlow {', '.join(sorted(versions))}")
         results = list(self.results.values())
         if results:
             lines += reports.terminal_summary(results, {"reference": self.config.getoption("reference"),

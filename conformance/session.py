@@ -34,6 +34,7 @@ class RunOptions:
     expectations: Sequence[str] = ()
     strict_expectations: bool = True
     repeat: int = 1
+    max_case_memory: str | None = None
     exitfirst: bool = False
     quiet: bool = False
     extra: Sequence[str] = field(default_factory=tuple)  # further pytest arguments
@@ -52,7 +53,8 @@ class RunOptions:
             arguments += ["--expectations", file]
         optional = {"-k": self.keyword, "--shard": self.shard, "--golden": self.golden,
                     "--case-timeout": None if self.timeout is None else repr(self.timeout),
-                    "--repeat": str(self.repeat) if self.repeat != 1 else None}
+                    "--repeat": str(self.repeat) if self.repeat != 1 else None,
+                    "--max-case-memory": self.max_case_memory}
         for flag, value in optional.items():
             if value is not None:
                 arguments += [flag, value]

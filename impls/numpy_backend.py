@@ -132,6 +132,8 @@ def _check(x: np.ndarray, dw: np.ndarray, pw: np.ndarray, strides: Sequence[int]
     if pw.shape[:3] != (1, 1, dw.shape[2] * dw.shape[3]):
         _fail(f"pointwise_filter must have shape [1, 1, {dw.shape[2] * dw.shape[3]}, out_channels], "
               f"got {list(pw.shape)}")
+    if dw.size == 0 or pw.size == 0:  # a zero kernel size, multiplier or out_channels
+        _fail(f"filters must not be empty, got shapes {list(dw.shape)} and {list(pw.shape)}")
     if not (x.dtype == dw.dtype == pw.dtype):
         _fail(f"all tensors must share one dtype, got {x.dtype}, {dw.dtype}, {pw.dtype}")
     if x.dtype.name not in _COMPUTE_DTYPE:

@@ -86,6 +86,8 @@ def check(x: np.ndarray, dw: np.ndarray, pw: np.ndarray, strides: Sequence[int],
     if max(rh, rw) > 1 and max(sh, sw) > 1 and "rate_with_stride" not in skip:
         fail(f"if any dilation rate is > 1, all strides must be 1 (strides {list(strides)}, "
              f"dilations {list(dilations)})")
+    if dw.size == 0 or pw.size == 0:  # a zero kernel size, multiplier or out_channels
+        fail(f"filters must not be empty, got shapes {list(dw.shape)} and {list(pw.shape)}")
     channels = x.shape[3] if data_format == "NHWC" else x.shape[1]
     if dw.shape[2] != channels:
         fail(f"depthwise_filter has {dw.shape[2]} input channels, input has {channels}")

@@ -7,10 +7,12 @@ missing browser is a failure."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,9 +21,22 @@ from tests.test_html_report import XSS, write_run
 
 pytestmark = pytest.mark.browser
 
+T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "reports" / "artifacts"
+WAIT_S = 30  # generous for a loaded CI machine: every wait has a condition and ends as soon as it holds
+# report.js rebuilds the table's rows on every filter or sort change (the text filter 150 ms after the
+# last key, so renders can still come after a wait's condition first holds): an element handle fetched
+# before a render is stale after it. So rows are read in one script, a snapshot of one render, and no
+# row handle outlives the call that fetched it.
+ROWS = """return [...document.querySelectorAll('#results-body tr')].map((tr) => ({
+  index: tr.dataset.index, status: tr.dataset.status, text: tr.innerText,
+  cells: [...tr.cells].map((td) => td.innerText)}));"""
+ROW_CENTRE = """const cell = document.querySelectorAll('#results-body tr')[arguments[0]].cells[0];
+cell.scrollIntoView({block: 'center', inline: 'nearest'});
+const box = cell.getBoundingClientRect();
+return [Math.floor(box.left + box.width / 2), Math.floor(box.top + box.height / 2)];"""
 
 
 def _missing() -> str | None:
@@ -77,10 +92,39 @@ def fresh(driver: Any, page: Path) -> Any:
     return driver
 
 
-def _rows(driver: Any) -> list[Any]:
-    from selenium.webdriver.common.by import By
+def _rows(driver: Any) -> list[dict[str, Any]]:
+    """The table's rows as one render left them: index, status, text and each cell's text."""
+    return list(driver.execute_script(ROWS))
 
-    return driver.find_elements(By.CSS_SELECTOR, "#results-body tr")
+
+def _wait(driver: Any, condition: Callable[[], object]) -> None:
+    """Until condition() holds, re-evaluated each poll; an element gone stale mid-poll means a render
+    came between lookup and use: poll again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.05,
+                  ignored_exceptions=(StaleElementReferenceException,)).until(lambda _: condition())
+
+
+def _expect(driver: Any, read: Callable[[], T], expected: T) -> None:
+    """Wait until read() gives `expected`, then assert it: on a timeout the assertion shows what it gave."""
+    from selenium.common.exceptions import TimeoutException
+
+    with contextlib.suppress(TimeoutException):
+        _wait(driver, lambda: read() == expected)
+    assert read() == expected
+
+
+def _click_row(driver: Any, position: int) -> None:
+    """A real mouse click on the row at `position`, aimed by viewport coordinates: no row handle to go
+    stale, and a render that comes between aiming and clicking puts the same row in the same place."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    x, y = driver.execute_script(ROW_CENTRE, position)
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(x, y).click()
+    actions.perform()
 
 
 def _screenshot(driver: Any, name: str) -> Path:
@@ -96,7 +140,7 @@ def test_page_loads_offline_with_no_console_errors(fresh: Any) -> None:
 
     assert fresh.current_url.startswith("file://")
     assert fresh.find_element(By.ID, "verdict").text.startswith("DOES NOT CONFORM")
-    assert len(_rows(fresh)) == 20
+    assert len(_rows(fresh)) == 20  # the page renders in its load handler: no interaction to wait for
     assert fresh.find_element(By.ID, "shown").text == "20 of 20 results"
     assert fresh.execute_script("return performance.getEntriesByType('resource').length") == 0  # fetched nothing
     errors = [entry for entry in fresh.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
@@ -108,57 +152,68 @@ def test_filters_by_status_backend_dtype_and_text(fresh: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
+    def statuses() -> set[str]:
+        return {row["status"] for row in _rows(fresh)}
+
     Select(fresh.find_element(By.ID, "filter-status")).select_by_value("@failing")
-    statuses = {row.get_attribute("data-status") for row in _rows(fresh)}
-    assert statuses == {"fail", "error", "crash", "timeout"}
+    _expect(fresh, statuses, {"fail", "error", "crash", "timeout"})
     Select(fresh.find_element(By.ID, "filter-backend")).select_by_value("impls.mutants:last_channel_dropped")
-    assert len(_rows(fresh)) == 3  # every valid case; the error case passes
+    _expect(fresh, lambda: len(_rows(fresh)), 3)  # every valid case; the error case passes
     Select(fresh.find_element(By.ID, "filter-dtype")).select_by_value("float16")
-    [row] = _rows(fresh)
-    assert "NCHW_float16" in row.text
+    _expect(fresh, lambda: ["NCHW_float16" in row["text"] for row in _rows(fresh)], [True])
     Select(fresh.find_element(By.ID, "filter-status")).select_by_value("")
     Select(fresh.find_element(By.ID, "filter-backend")).select_by_value("")
     Select(fresh.find_element(By.ID, "filter-dtype")).select_by_value("")
+    _expect(fresh, lambda: len(_rows(fresh)), 20)
     box = fresh.find_element(By.ID, "filter-text")
+    # Typing renders on the way ("b", "bo", ...): each condition below holds only for the whole word, and
+    # a later render of the whole word shows the same rows (more words only narrow the filter).
     box.send_keys("bold")  # a word of a case description
-    _wait(fresh, lambda: len(_rows(fresh)) == 5)
-    assert all("n2_h7w6" in row.text for row in _rows(fresh))
+    _expect(fresh, lambda: ["n2_h7w6" in row["text"] for row in _rows(fresh)], [True] * 5)
     box.clear()
     box.send_keys("SIGABRT")  # a word of a message
-    _wait(fresh, lambda: [r.get_attribute("data-status") for r in _rows(fresh)] == ["crash"])
-    assert fresh.find_element(By.ID, "shown").text == "1 of 20 results"
-
-
-def _wait(driver: Any, condition: Any) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, 5).until(lambda _: condition())
+    _expect(fresh, lambda: ([row["status"] for row in _rows(fresh)], fresh.find_element(By.ID, "shown").text),
+            (["crash"], "1 of 20 results"))
 
 
 def _column(driver: Any, key: str) -> list[str]:
+    """One column's cell texts, from one snapshot of the rows."""
     script = ("return [...document.querySelectorAll('#results-head th')]"
               ".findIndex(th => th.dataset.column === arguments[0])")
     index = driver.execute_script(script, key)
-    return [row.find_elements("css selector", "td")[index].text for row in _rows(driver)]
+    return [row["cells"][index] for row in _rows(driver)]
+
+
+def _sort_by(driver: Any, key: str, direction: str) -> None:
+    """Click a column's header, and wait for the render that marks it sorted that way: the header's class
+    is set in the same script task that rebuilds the rows, so the rows read after it are sorted."""
+    from selenium.webdriver.common.by import By
+
+    def header() -> Any:
+        return driver.find_element(By.CSS_SELECTOR, f"#results-head th[data-column='{key}']")
+
+    header().click()
+    _wait(driver, lambda: f"sorted-{direction}" in header().get_attribute("class"))
+
+
+def _case_groups(driver: Any) -> list[str]:
+    """The case column's ids, each run of equal ones once: as long as the case list when every case's
+    results are together."""
+    return [case for case, _ in itertools.groupby(text.splitlines()[0] for text in _column(driver, "case"))]
 
 
 def test_sorting_by_a_column_both_ways(fresh: Any) -> None:
-    from selenium.webdriver.common.by import By
-
-    header = fresh.find_element(By.CSS_SELECTOR, "#results-head th[data-column='error']")
-    header.click()  # numbers: largest first
+    _sort_by(fresh, "error", "desc")  # numbers: largest first
     values = [float(v) for v in _column(fresh, "error") if v]
     assert values == sorted(values, reverse=True) and len(values) >= 10
-    assert "sorted-desc" in header.get_attribute("class")
-    header.click()
+    _sort_by(fresh, "error", "asc")
     values = [float(v) for v in _column(fresh, "error") if v]
     assert values == sorted(values)
     assert _column(fresh, "error")[-1] == ""  # results without the metric stay last
-    case = fresh.find_element(By.CSS_SELECTOR, "#results-head th[data-column='case']")
-    case.click()
-    ascending = list(dict.fromkeys(text.splitlines()[0] for text in _column(fresh, "case")))
-    case.click()
-    descending = list(dict.fromkeys(text.splitlines()[0] for text in _column(fresh, "case")))
+    _sort_by(fresh, "case", "asc")
+    ascending = _case_groups(fresh)
+    _sort_by(fresh, "case", "desc")
+    descending = _case_groups(fresh)
     assert len(ascending) == 4 and descending == ascending[::-1]  # each case's results together, both ways
     assert ascending[0].startswith("n1_h5w5") and ascending[-1].startswith("n2_h7w6")
 
@@ -167,21 +222,23 @@ def test_a_failing_case_opens_its_detail_with_maps_and_reproducer(fresh: Any) ->
     from selenium.webdriver.common.by import By
 
     fresh.find_element(By.ID, "filter-text").send_keys("last_channel_dropped n2_h7w6")
-    _wait(fresh, lambda: len(_rows(fresh)) == 1)
-    _rows(fresh)[0].click()
-    detail = fresh.find_element(By.ID, "detail")
+    _expect(fresh, lambda: ["last_channel_dropped" in row["text"] and "n2_h7w6" in row["text"]
+                            for row in _rows(fresh)], [True])
+    _click_row(fresh, 0)
+    detail = fresh.find_element(By.ID, "detail")  # the panel stays; its body is rebuilt when a result opens
     _wait(fresh, detail.is_displayed)
     assert "FAIL n2_h7w6_c5" in fresh.find_element(By.ID, "detail-title").text
     pattern = fresh.find_element(By.ID, "pattern").text
     assert "output channels: 1 of 6: 5 (the last only)" in pattern and "rows: all 7" in pattern
     assert len(fresh.find_elements(By.CSS_SELECTOR, "#heatmap rect")) == 7 * 6
-    channel_bars = fresh.find_elements(By.CSS_SELECTOR, "#profile-C rect")
-    assert [float(b.get_attribute("data-value")) > 1 for b in channel_bars] == [False] * 5 + [True]
+    channel_bars = fresh.execute_script("return [...document.querySelectorAll('#profile-C rect')]"
+                                        ".map((bar) => Number(bar.dataset.value))")
+    assert [value > 1 for value in channel_bars] == [False] * 5 + [True]
     assert fresh.find_elements(By.CSS_SELECTOR, "#histogram rect")
     assert len(fresh.find_elements(By.CSS_SELECTOR, "#worst tbody tr")) == 10
     assert fresh.find_element(By.ID, "reproducer").text.startswith("sepconv-conformance run --cases ")
     assert "--id n2_h7w6_c5" in fresh.find_element(By.ID, "reproducer").text
-    assert fresh.current_url.endswith("#result-" + _rows(fresh)[0].get_attribute("data-index"))
+    assert fresh.current_url.endswith("#result-" + _rows(fresh)[0]["index"])
     _screenshot(fresh, "report-failure-detail.png")
     fresh.find_element(By.ID, "detail-close").click()
     _wait(fresh, lambda: not detail.is_displayed())
@@ -194,12 +251,11 @@ def test_injected_markup_shows_as_text_and_runs_nothing(fresh: Any) -> None:
     injected = "return document.querySelectorAll('img, #results-body script, #detail script').length"
     assert fresh.execute_script(injected) == 0
     fresh.find_element(By.ID, "filter-text").send_keys("evil.py n2_h7w6")
-    _wait(fresh, lambda: len(_rows(fresh)) == 1)
-    row = _rows(fresh)[0]
-    assert XSS in row.text  # the case description, as text
-    row.click()
+    _expect(fresh, lambda: [XSS in row["text"] for row in _rows(fresh)], [True])  # the description, as text
+    _click_row(fresh, 0)
+    # The detail opens on the hashchange the click causes, a task later: wait for it before looking inside.
+    _wait(fresh, fresh.find_element(By.ID, "detail").is_displayed)
     message = fresh.find_element(By.ID, "detail-message")
-    _wait(fresh, message.is_displayed)
     assert '</script><script>window.__xss = 2</script><img src=x onerror="window.__xss = 3">' in message.text
     assert fresh.execute_script("return typeof window.__xss") == "undefined"
     assert fresh.execute_script("return document.querySelectorAll('img').length") == 0

@@ -6,12 +6,10 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import SMALL_CASE, WRONG_BACKEND, cli
-
 
 
 def test_run_passes_and_writes_reports(small, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -415,18 +416,32 @@ def test_real_cupy_without_a_device_names_the_cuda_error():
     assert reason.startswith("CuPy is installed but ")
 
 
+FAKE_CUPY_WITHOUT_DEVICE = """
+__version__ = "0.0-fake"
+class _Runtime:
+    @staticmethod
+    def getDeviceCount():
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+class cuda:
+    runtime = _Runtime
+"""
+
+
 @pytest.mark.parametrize("fake, message", [
-    ({}, "CuPy is not installed (pip install 'sepconv-conformance[gpu]')"),
-    ({"device_error": RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")},
-     "no usable CUDA device: RuntimeError: cudaErrorNoDevice"),
+    (None, "CuPy is not installed (pip install 'sepconv-conformance[gpu]')"),
+    (FAKE_CUPY_WITHOUT_DEVICE, "no usable CUDA device: RuntimeError: cudaErrorNoDevice"),
 ])
 def test_cli_backend_cupy_exits_2_saying_what_is_missing(monkeypatch, capsys, small, tmp_path, fake, message):
+    """The backend is loaded in a child process (the harness never imports it), so the fake CuPy is a
+    package on disk that the child finds on the sys.path it is given, not a module patched in here."""
     from conformance.cli import main
 
-    if fake:
-        _fake_cupy(monkeypatch, **fake)
-    else:
-        monkeypatch.setitem(sys.modules, "cupy", None)
+    if fake is not None:
+        (tmp_path / "fakes" / "cupy").mkdir(parents=True)
+        (tmp_path / "fakes" / "cupy" / "__init__.py").write_text(fake)
+        monkeypatch.syspath_prepend(str(tmp_path / "fakes"))  # spawn hands the child this sys.path
+    elif importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
     code = main(["run", "--cases", str(small), "--backend", "cupy", "--reference", "oracle",
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err

@@ -115,6 +115,7 @@ def test_every_expectations_file_for_a_backend_applies_in_order(small, tmp_path)
     assert "common.yaml" in document["run"]["expectations"]["wrong.py:off_by_a_bit"]
 
 
-def test_a_reference_failure_is_never_covered_by_an_expectation():
-    broken = Result(case="c", backend="b", status="error", message="reference: no golden entry for c")
+@pytest.mark.parametrize("fault", ["input", "harness"])
+def test_a_fault_of_the_harness_or_an_input_is_never_covered_by_an_expectation(fault):
+    broken = Result(case="c", backend="b", status="error", message="reference: no golden entry for c", fault=fault)
     assert apply_expectation(broken, ENTRY) is broken

@@ -22,7 +22,6 @@ from conformance import runner
 from conformance.backends import Backend, resolve_backend
 from conformance.case import Case
 from conformance.external import ExternalCommand
-from conformance.faults import HarnessFault
 from conformance.isolation import IsolatedBackend, probe_backend
 from conformance.journal import FolderLock
 from tests.conftest import SMALL_CASE, cli

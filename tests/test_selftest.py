@@ -192,7 +192,7 @@ def test_the_table_says_on_how_many_cases_a_narrow_member_was_judged(small, tmp_
     (["--quick", "--no-zoo", "--alternative", "numpy"], "no case is tagged"),
     (["--reference", "golden"], "--golden DIR"),
     (["-n", "0"], "at least 1"),
-    (["--timeout", "0"], "must be positive"),
+    (["--timeout", "0"], "finite number of seconds > 0"),
 ])
 def test_usage_errors_exit_2_with_the_reason(case_file, tmp_path, capsys, arguments, reason):
     cases = case_file(SMALL_CASE)

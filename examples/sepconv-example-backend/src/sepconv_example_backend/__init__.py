@@ -41,8 +41,12 @@ def separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding
     kh, kw, channels, multiplier = dw.shape
     if channels != x.shape[3] or pw.shape[:3] != (1, 1, channels * multiplier):
         raise ValueError("filter shapes do not match the input")
+    if dw.size == 0 or pw.size == 0:
+        raise ValueError("filters must not be empty")
     sh, sw = (strides[1], strides[2]) if data_format == "NHWC" else (strides[2], strides[3])
     rh, rw = dilations or (1, 1)
+    if min(sh, sw, rh, rw) < 1:
+        raise ValueError("strides and dilations must be >= 1")
     if isinstance(padding, str):
         (top, bottom), (left, right) = (_pads(x.shape[1], kh, sh, rh, padding),
                                         _pads(x.shape[2], kw, sw, rw, padding))
