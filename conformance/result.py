@@ -53,13 +53,24 @@ class Result:
         if not isinstance(data, dict):
             raise RecordError(f"expected a JSON object, got {type(data).__name__}")
         for name in ("case", "backend", "status"):
-            if not isinstance(data.get(name), str):
-                raise RecordError(f"field {name!r} must be a string, got {data.get(name)!r:.80}")
-        for name in ("metrics", "details", "parameters"):
-            if not isinstance(data.get(name, {}), dict):
-                raise RecordError(f"field {name!r} must be an object")
+            if name not in data:
+                raise RecordError(f"field {name!r} is missing")
+        for item in dataclasses.fields(cls):
+            if item.name in data and not _is(data[item.name], str(item.type)):
+                raise RecordError(f"field {item.name!r} must be {_TYPES[str(item.type)][1]}, "
+                                  f"got {str(data[item.name])[:80]!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# The JSON form of each field's annotation: the Python types it may hold, and how a message names them.
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "a string"), "float": ((int, float), "a number"), "dict[str, Any]": ((dict,), "an object")}
+
+
+def _is(value: Any, annotation: str) -> bool:
+    types, _ = _TYPES[annotation]
+    return isinstance(value, types) and not isinstance(value, bool)
 
 
 class RecordError(ValueError):

@@ -28,8 +28,14 @@ def load_results(path: Path) -> dict[str, Any]:
         raise ResultsFileError(f"{path}: not valid JSON: {str(error)[:200]}") from None
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise ResultsFileError(f"{path}: not a results file: expected an object with a 'results' list")
-    if not isinstance(document.get("run", {}), dict):
-        raise ResultsFileError(f"{path}: 'run' must be an object")
+    for section in ("run", "environment", "summary"):
+        if not isinstance(document.get(section, {}), dict):
+            raise ResultsFileError(f"{path}: {section!r} must be an object")
+    run = document.get("run", {})
+    for key, types, what in (("backends", list, "a list"), ("backend_versions", dict, "an object"),
+                             ("expectations", dict, "an object"), ("cases", list, "a list")):
+        if key in run and not isinstance(run[key], types):
+            raise ResultsFileError(f"{path}: run.{key} must be {what}")
     for number, record in enumerate(document["results"]):
         try:
             Result.from_dict(record)

@@ -532,3 +532,16 @@ def test_report_of_an_unproven_results_file_says_so(tmp_path, shards):
     edit(shards[0], lambda d: d["run"].pop("completion"))
     assert cli("report", str(shards[0]), cwd=tmp_path).returncode == 0
     assert "UNPROVEN" in (shards[0] / "report.html").read_text()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["results"][0].update(duration_s="fast"), "'duration_s' must be a number"),
+    (lambda d: d["results"][0].update(message=None), "'message' must be a string"),
+    (lambda d: d["run"].update(backends=5), "run.backends must be a list"),
+    (lambda d: d.update(environment=[1]), "'environment' must be an object"),
+    (lambda d: d.update(summary="x"), "'summary' must be an object"),
+])
+def test_report_refuses_mistyped_results_files_naming_the_field(tmp_path, shards, change, words):
+    edit(shards[0], change)
+    done = cli("report", str(shards[0]), cwd=tmp_path)
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
