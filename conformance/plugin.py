@@ -348,8 +348,8 @@ def _lost_result(report: pytest.TestReport) -> Result:
     node = report.nodeid.rsplit("::", 1)[-1]
     case, _, backend = node.partition("[")
     text = str(report.longrepr or "")[-500:]
-    return Result(case=case, backend=backend[:-1], status="crash",
-                  message=f"the test process died during this case ({report.when}): {text}")
+    return Result(case=case, backend=backend[:-1], status="crash", reference_status="not_run",
+                  message=f"the test process died during this case: {text}")
 
 
 class ResultSink:

@@ -545,3 +545,20 @@ def test_report_refuses_mistyped_results_files_naming_the_field(tmp_path, shards
     edit(shards[0], change)
     done = cli("report", str(shards[0]), cwd=tmp_path)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", [["export", "--reference", "oracle"], ["merge", "shard1", "shard2"],
+                                     ["golden", "build"]])
+def test_an_unwritable_out_is_a_usage_error_naming_it(tmp_path, shards, small, command):
+    (tmp_path / "a_file").write_text("")
+    cases = [] if command[0] == "merge" else ["--cases", str(small)]
+    done = cli(*command, *cases, "--out", str(tmp_path / "a_file" / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and "a_file" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_export_of_a_case_with_a_very_long_name(tmp_path):
+    (tmp_path / "long.yaml").write_text(SMALL_CASE + f"    name: {'n' * 300}\n")
+    done = cli("export", "--cases", "long.yaml", "--reference", "oracle", "--out", "pack", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entry = json.loads((tmp_path / "pack" / "manifest.json").read_text())["cases"][0]
+    assert entry["id"].endswith("n" * 300) and (tmp_path / "pack" / entry["files"]["input"]["path"]).is_file()
