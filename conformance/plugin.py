@@ -168,20 +168,29 @@ def _configure(config: pytest.Config, specs: list[str]) -> None:
     config.stash[REPRODUCE] = _reproducer_options(config, timeout_text, report_dir)
     header = _header(config, backends, expectations, bank)
     config.stash[HEADER] = header
-    resumed: list[Result] = []
-    if config.getoption("resume"):
-        saved, resumed = read_journal(Path(report_dir) / JOURNAL)
-        if problem := header_mismatch(saved, header):
-            raise JournalError(f"--resume {Path(report_dir) / JOURNAL}: {problem}; run without --resume "
-                               "(or into another --out) to start afresh")
+    controller = not hasattr(config, "workerinput")  # the xdist controller, or a plain run
+    lock = FolderLock(Path(report_dir)) if report_dir and controller else None
+    if lock is not None:  # before the journal is read: no other run may be writing it
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        resumed = _resumed(report_dir, header) if config.getoption("resume") else []
+    except JournalError:
+        if lock is not None:
+            lock.release()
+        raise
     config.stash[DONE] = {(r.case, r.backend) for r in resumed}
-    if not hasattr(config, "workerinput"):  # the xdist controller, or a plain run
-        lock = None
-        if report_dir:
-            Path(report_dir).mkdir(parents=True, exist_ok=True)
-            lock = FolderLock(Path(report_dir))
-            lock.acquire()
+    if controller:
         config.pluginmanager.register(ResultSink(config, report_dir, header, resumed, lock), "sepconv-result-sink")
+
+
+def _resumed(report_dir: str, header: dict[str, Any]) -> list[Result]:
+    """The results of the journal in report_dir, when it was written by a run like this one."""
+    saved, resumed = read_journal(Path(report_dir) / JOURNAL)
+    if problem := header_mismatch(saved, header):
+        raise JournalError(f"--resume {Path(report_dir) / JOURNAL}: {problem}; run without --resume "
+                           "(or into another --out) to start afresh")
+    return resumed
 
 
 def _check_budget(config: pytest.Config, taken: list[Case]) -> None:
