@@ -392,7 +392,7 @@ class ResultSink:
     @pytest.hookimpl(tryfirst=True)  # before junitxml copies the properties into junit.xml
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = [(i, value) for i, (name, value) in enumerate(report.user_properties) if name == RESULT_PROPERTY]
-        if not properties and report.failed and "[" in report.nodeid:
+        if not properties and report.failed and report.nodeid.split("::")[0].endswith(CASE_SUFFIXES):
             self.record(_lost_result(report))
         for index, value in properties:
             data = json.loads(value)
