@@ -562,3 +562,13 @@ def test_export_of_a_case_with_a_very_long_name(tmp_path):
     assert done.returncode == 0, done.stderr
     entry = json.loads((tmp_path / "pack" / "manifest.json").read_text())["cases"][0]
     assert entry["id"].endswith("n" * 300) and (tmp_path / "pack" / entry["files"]["input"]["path"]).is_file()
+
+
+def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path, small):
+    (tmp_path / "segv.py").write_text("import ctypes\nfrom impls.numpy_backend import separable_conv2d as c\n"
+                                      "def fn(x, *a, **k):\n    if x.shape[-1] == 2:\n        ctypes.string_at(0)\n"
+                                      "    return c(x, *a, **k)\n")
+    done = run_oracle(tmp_path, small, "--backend", "segv.py:fn", "--no-isolate", "-n", "2")  # 17
+    assert done.returncode == 1, done.stdout + done.stderr
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["run"]["completion"] == "complete" and document["summary"]["statuses"] == {"crash": 1, "pass": 1}
