@@ -12,7 +12,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3]))  # the repository
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -19,7 +19,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SEPCONV_NUMPY_THREADS", "1")
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3]))  # the repository
 
 import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
