@@ -420,7 +420,9 @@ class ResultSink:
         if self.interruption is None:
             if session.shouldfail:
                 return STOPPED
-            return INTERNAL_ERROR if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR else COMPLETE
+            # Without a collection count the set cannot be proven complete: never judged as complete.
+            unproven = self.collected is None and not self.config.option.collectonly
+            return INTERNAL_ERROR if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR or unproven else COMPLETE
         if self.interruption.startswith("KeyboardInterrupt"):
             return INTERRUPTED
         return STOPPED if "stopping after" in self.interruption else INTERNAL_ERROR
