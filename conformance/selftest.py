@@ -30,7 +30,7 @@ from typing import Any
 
 from conformance.backends import Backend
 from conformance.case import Case
-from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE, usage_error
 from conformance.faults import DEFAULT_TIMEOUT_S, seconds_argument
 from conformance.result import Result, is_failing
 
@@ -61,6 +61,7 @@ class Outcome:
     status: str  # pass, skip (outside the member's declared support) or a failing status
     message: str
     judged: bool  # False: the case's reference was unavailable, so the result says nothing about the member
+    fault: str = ""  # Result.fault: the harness or an input failed on this case (never a verdict)
 
 
 @dataclass
@@ -127,7 +128,7 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
                 failing = is_failing(result.status)
                 outcomes.append(Outcome(case.id, member.name,
                                         result.status if failing or result.status == "skip" else "pass",
-                                        result.message if failing else "", _judged(result)))
+                                        result.message if failing else "", _judged(result), result.fault))
             if progress and (number % step == 0 or number == len(cases)):
                 print(f"selftest: {number}/{len(cases)} cases", file=sys.stderr, flush=True)
     finally:
@@ -310,10 +311,16 @@ def execute(args: argparse.Namespace) -> int:
         f" = {100 * verdict['score']:.0f}%" if verdict["score"] is not None else "")
     print(f"mutation score: {score}; correct implementations passing: "
           f"{verdict['correct_passed']}/{verdict['correct']}")
-    print("SELFTEST PASSED" if verdict["passed"] else "SELFTEST FAILED")
+    faults = sorted({o.fault for o in outcomes if o.fault})
+    for fault in faults:  # the suite cannot vouch for itself while the harness fails under it
+        print(f"  {sum(o.fault == fault for o in outcomes)} results with a fault ({fault}), no verdict: "
+              + next(o.message for o in outcomes if o.fault == fault)[:REASON_CHARS])
+    print("SELFTEST PASSED" if verdict["passed"] and not faults else "SELFTEST FAILED")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report_json(tallies, cases, unjudged, args.reference, duration), indent=1),
                         encoding="utf-8")
+    if faults:
+        return EXIT_INTERNAL if "harness" in faults else EXIT_USAGE
     return EXIT_OK if verdict["passed"] else EXIT_NONCONFORMING

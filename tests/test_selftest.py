@@ -93,13 +93,13 @@ def test_a_wrong_alternative_fails_the_gate_and_the_table_says_where(small, tmp_
 
 
 def test_cases_without_a_reference_judge_no_one(small, tmp_path):
-    """An empty golden folder: every case is an error for every member, yet no mutant counts as caught
-    and no correct implementation as passing."""
+    """An empty golden folder: every case is an input fault for every member (exit 2, the folder is
+    unusable), no mutant counts as caught and no correct implementation as passing."""
     golden = tmp_path / "goldens"
     golden.mkdir()
     code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "golden", "--golden", str(golden),
                              "--no-zoo", "--mutant", "impls.mutants:same_split_before", "--alternative", "numpy")
-    assert code == EXIT_NONCONFORMING
+    assert code == EXIT_USAGE
     assert len(report["unjudged_cases"]) == 2
     assert all(m["judged"] == 0 and m["ok"] is False for m in report["members"])
 
