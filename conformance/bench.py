@@ -181,7 +181,8 @@ def _check(case: Any, inputs: Any, outputs: dict[str, Any], sides: Sequence[Timi
     for timing in sides:
         if timing.status == "ok":
             verdict = compare(outputs[timing.name], reference, oracle.output, oracle.bound, Tolerance.for_case(case),
-                              sides=sides_with_error, dtype=numpy_dtype(case.dtype), data_format=case.data_format)
+                              sides=sides_with_error, dtype=numpy_dtype(case.dtype), data_format=case.data_format,
+                              variance=oracle.variance)
             if not verdict.passed:
                 timing.status, timing.detail = "wrong", verdict.reason
 

@@ -46,11 +46,13 @@ def _nonfinite_problems(actual: np.ndarray, reference: np.ndarray, oracle: np.nd
 
 
 def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
-            tolerance: Tolerance, sides: int, dtype: np.dtype, data_format: str = "NHWC") -> Comparison:
+            tolerance: Tolerance, sides: int, dtype: np.dtype, data_format: str = "NHWC",
+            variance: np.ndarray | None = None) -> Comparison:
     """Judge `actual` against `reference` (TensorFlow's output, or the oracle itself).
 
     sides: how many of (actual, reference) carry rounding error: 2 against TensorFlow, 1 against the
-    oracle. The metrics say how far off the worst element is, in units of its limit.
+    oracle. variance: the oracle's sum_k p_k^2 z_k^2 (float16/bfloat16), for the probabilistic energy check;
+    without it the classic one runs. The metrics say how far off the worst element is, in units of its limit.
     """
     if not isinstance(actual, np.ndarray):
         return Comparison(False, f"returned {type(actual).__name__}, not an array")
@@ -61,17 +63,19 @@ def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.nd
         return Comparison(False, f"dtype {actual.dtype}, expected {dtype}", {"dtype": str(actual.dtype)})
     with np.errstate(all="ignore"):
         return _compare_values(actual.astype(np.float64), reference.astype(np.float64), oracle, bound,
-                               tolerance, sides, float(ml_dtypes.finfo(dtype).max), data_format)
+                               tolerance, sides, float(ml_dtypes.finfo(dtype).max), data_format, variance)
 
 
 def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound: np.ndarray,
-                    tolerance: Tolerance, sides: int, largest: float, data_format: str) -> Comparison:
-    limit = tolerance.limit(bound, sides)
+                    tolerance: Tolerance, sides: int, largest: float, data_format: str,
+                    variance: np.ndarray | None) -> Comparison:
+    magnitude = np.abs(oracle)
+    limit = tolerance.limit(bound, sides, magnitude)
     got_finite, ref_finite = np.isfinite(got), np.isfinite(ref)
     if got_finite.all() and ref_finite.all():  # the common case: no NaN/Inf status to check
         nonfinite_wrong = np.zeros(ref.shape, dtype=bool)
     else:
-        nonfinite_wrong = _nonfinite_problems(got, ref, oracle, tolerance.limit(bound, 1), largest)
+        nonfinite_wrong = _nonfinite_problems(got, ref, oracle, tolerance.limit(bound, 1, magnitude), largest)
     comparable = ref_finite & got_finite & np.isfinite(bound)
     error = np.where(comparable, np.abs(got - ref), 0.0)
     ratio = np.where(error > 0, error / limit, 0.0)  # limit 0 (exact) and error > 0 gives inf
@@ -101,10 +105,15 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
         else:
             what = f"error {w['error_in_limits']:.3g}x the limit"
         return Comparison(False, f"{what} at {w['index']}: expected {w['expected']:.9g}, got {w['got']:.9g}, "
-                                 f"limit {w['limit']:.3g}; {int(over.sum())} of {ref.size} elements off",
-                          metrics, details("elements"))
+                                 f"limit {w['limit']:.3g}; {int(over.sum())} of {ref.size} elements off"
+                                 + _precision_hint(tolerance, w["error_in_limits"]), metrics, details("elements"))
     if tolerance.statistics:
-        verdict = _statistics(got - ref, tolerance.unit(bound), comparable & (bound > 0), tolerance, sides)
+        mask = comparable & (bound > 0)
+        verdict = _statistics(got - ref, tolerance.unit(bound), mask, tolerance, sides)
+        if verdict.passed and variance is not None and tolerance.uses_rms(int(mask.sum())):
+            # Against the exact oracle whatever the reference: a property of the backend's own rounding.
+            verdict = _rounding_rms(got - oracle, tolerance.sigma(bound, magnitude, variance),
+                                    mask & np.isfinite(oracle), tolerance, verdict.metrics)
         metrics.update(verdict.metrics)
         if not verdict.passed:
             return Comparison(False, verdict.reason, metrics, details("statistics"))
@@ -136,6 +145,32 @@ def _worst_elements(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, ratio: 
              "error": float(abs(got.flat[i] - ref.flat[i])), "limit": float(limit.flat[i]),
              "error_in_limits": float(ratio.flat[i])}
             for i in order if ratio.flat[i] > 0]
+
+
+# Errors within this many limits, in float16/bfloat16 over a wider accumulator, look like lost precision
+# rather than a wrong computation: the message then names the likely cause.
+PRECISION_HINT_RATIO = 64.0
+
+
+def _precision_hint(tolerance: Tolerance, ratio: float) -> str:
+    if not tolerance.wide_accumulator or not 1.0 < ratio <= PRECISION_HINT_RATIO:
+        return ""
+    return (f" (likely cause: accumulation or an intermediate in lower precision than a {tolerance.accumulator} "
+            "accumulator; a backend that accumulates in the dtype declares it: SUPPORTS accumulator)")
+
+
+def _rounding_rms(error: np.ndarray, sigma: np.ndarray, mask: np.ndarray, tolerance: Tolerance,
+                  metrics: dict[str, Any]) -> Comparison:
+    """The probabilistic energy check (conformance.tolerance): the root mean square of the errors against
+    the oracle in units of each element's expected rounding error under the declared accumulator."""
+    rms = float(np.sqrt(np.mean(np.square(error[mask] / sigma[mask]))))
+    ratio = rms / tolerance.rms_limit()
+    metrics = metrics | {"rms_in_sigmas": rms, "rms_in_limits": ratio}
+    if ratio > 1.0:
+        return Comparison(False, f"error energy: root mean square {rms:.3g} expected rounding errors, {ratio:.3g}x "
+                                 f"its limit, over {int(mask.sum())} elements: more than rounding explains"
+                                 + _precision_hint(tolerance, min(ratio, PRECISION_HINT_RATIO)), metrics)
+    return Comparison(True, "", metrics)
 
 
 def _statistics(difference: np.ndarray, unit: np.ndarray, mask: np.ndarray, tolerance: Tolerance,

@@ -33,8 +33,8 @@ FORMAT = "sepconv-conformance-vectors"
 FORMAT_VERSION = 1
 BFLOAT16_STORAGE = "bfloat16-as-uint16"
 MAX_FOLDER_NAME = 200
-FORMULA = ("|out - expected| <= sides * scale * accumulation * (unit_roundoff * bound + underflow)"
-           " + 2^-53 * bound + atol; sides = 2 against tensorflow.npy (reference.source 'tensorflow'),"
+FORMULA = ("|out - expected| <= sides * scale * (bound_coefficient * bound + magnitude_coefficient * |oracle|"
+           " + constant) + 2^-53 * bound + atol; sides = 2 against tensorflow.npy (reference.source 'tensorflow'),"
            " 1 against oracle.npy otherwise; exact: |out - expected| <= atol (bitwise when atol is 0);"
            " NaN and Inf positions and signs must match the expected tensor")
 
@@ -64,7 +64,10 @@ def _npy_bytes(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
 
 def _tolerance_entry(case: Case) -> dict[str, Any]:
     tol = Tolerance.for_case(case)
+    bound_coefficient, magnitude_coefficient, constant = tol.coefficients()
     return {"unit_roundoff": tol.unit_roundoff, "underflow": tol.underflow, "accumulation": tol.accumulation,
+            "accumulator": tol.accumulator, "bound_coefficient": bound_coefficient,
+            "magnitude_coefficient": magnitude_coefficient, "constant": constant,
             "scale": tol.scale, "atol": tol.atol, "exact": tol.exact, "statistics": tol.statistics,
             "oracle_roundoff": ORACLE_ROUNDOFF, "formula": FORMULA, "describe": tol.describe()}
 

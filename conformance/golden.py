@@ -204,7 +204,7 @@ def _verify(path: Path, case: Case, arrays: dict[str, np.ndarray], oracle: Oracl
         return
     # As build_reference judges TensorFlow: against the oracle, one side of rounding error.
     verdict = compare(output, oracle.output, oracle.output, oracle.bound, tolerance, sides=1,
-                      dtype=numpy_dtype(case.dtype))
+                      dtype=numpy_dtype(case.dtype), variance=oracle.variance)
     if not verdict.passed:
         raise GoldenError(f"golden entry {path} fails verification: TensorFlow's stored output vs the "
                           f"recomputed oracle: {verdict.reason}")

@@ -17,6 +17,8 @@ from conformance import contract
 from conformance.case import Case
 from conformance.data import Inputs
 
+LOW_PRECISION = ("float16", "bfloat16")  # dtypes stored more narrowly than they are accumulated by default
+
 
 @dataclass(frozen=True)
 class OracleOutputs:
@@ -24,6 +26,9 @@ class OracleOutputs:
 
     output: np.ndarray
     bound: np.ndarray
+    # float16/bfloat16 only: sum_k p_k^2 z_k^2 per output element (z_k the exact intermediates), the scale of
+    # the expected error from rounding the intermediates to the dtype (conformance.tolerance). None otherwise.
+    variance: np.ndarray | None = None
 
 
 def _precision(case: Case) -> type:
@@ -32,8 +37,9 @@ def _precision(case: Case) -> type:
     return np.float64
 
 
-def _separable(case: Case, x: np.ndarray, dw: np.ndarray, pw: np.ndarray) -> np.ndarray:
-    """The contract's formula on NHWC arrays, one dilated, strided window tap at a time."""
+def _separable(case: Case, x: np.ndarray, dw: np.ndarray, pw: np.ndarray, squared: bool = False) -> np.ndarray:
+    """The contract's formula on NHWC arrays, one dilated, strided window tap at a time; `squared`: the
+    pointwise stage on squares instead, sum_k pw_k^2 * z_k^2."""
     g = contract.geometry(case)
     (kh, kw), (sh, sw), (rh, rw) = case.kernel, case.spatial_strides, case.rates
     padded = np.pad(x, ((0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right), (0, 0)))
@@ -47,7 +53,7 @@ def _separable(case: Case, x: np.ndarray, dw: np.ndarray, pw: np.ndarray) -> np.
     # Intermediate channel q*M + r pairs with pointwise_filter[0, 0, q*M + r, :].
     flat = depthwise.reshape(n * g.out_h * g.out_w, c * m)
     with np.errstate(invalid="ignore", over="ignore"):
-        out = flat @ pw[0, 0]
+        out = np.square(flat) @ np.square(pw[0, 0]) if squared else flat @ pw[0, 0]
     return out.reshape(n, g.out_h, g.out_w, case.out_channels)
 
 
@@ -62,7 +68,10 @@ def compute_oracle(case: Case, inputs: Inputs) -> OracleOutputs:
     with np.errstate(invalid="ignore", over="ignore"):
         output = _separable(case, x, dw, pw)
         bound = _separable(case, np.abs(x), np.abs(dw), np.abs(pw))
+        variance = _separable(case, x, dw, pw, squared=True) if case.dtype in LOW_PRECISION else None
     if case.data_format == "NCHW":
         output, bound = output.transpose(0, 3, 1, 2), bound.transpose(0, 3, 1, 2)
+        variance = None if variance is None else variance.transpose(0, 3, 1, 2)
     return OracleOutputs(np.ascontiguousarray(output, dtype=np.float64),
-                         np.ascontiguousarray(bound, dtype=np.float64))
+                         np.ascontiguousarray(bound, dtype=np.float64),
+                         None if variance is None else np.ascontiguousarray(variance, dtype=np.float64))

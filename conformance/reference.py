@@ -128,7 +128,7 @@ def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> 
     except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
         return Reference("oracle", "refused", error_summary(error), oracle=oracle)
     verdict = compare(first, oracle.output, oracle.output, oracle.bound, Tolerance.for_case(case), sides=1,
-                      dtype=numpy_dtype(case.dtype))
+                      dtype=numpy_dtype(case.dtype), variance=oracle.variance)
     metrics = {"tf_" + k: v for k, v in verdict.metrics.items() if not k.startswith("worst")}
     if not _bitwise_equal(first, second):
         changed = int(np.sum(first.astype(np.float64) != second.astype(np.float64)))

@@ -211,10 +211,11 @@ def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | 
     assert reference.oracle is not None
     expected = reference.output if reference.output is not None else reference.oracle.output
     sides = 2 if reference.source == "tensorflow" else 1
-    verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound,
-                      Tolerance.for_case(case), sides, numpy_dtype(case.dtype), case.data_format)
+    tolerance = Tolerance.for_case(case, backend.support.accumulator if backend.support else None)
+    verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound, tolerance, sides,
+                      numpy_dtype(case.dtype), case.data_format, reference.oracle.variance)
     status = "pass" if verdict.passed else "fail"
     if not isinstance(output, np.ndarray):
         status = "error"
-    metrics = dict(reference.metrics) | verdict.metrics
+    metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe()}
     return Result(status=status, message=verdict.reason, metrics=metrics, details=verdict.details, **common)

@@ -34,6 +34,10 @@ SIZE_LIMITS = {
     "max_elements": ("input elements", lambda c: math.prod(c.input)),
 }
 CHOICES = {"dtypes": DTYPES, "data_formats": DATA_FORMATS, "paddings": PADDING_KINDS}
+# `accumulator`: dtype -> the precision the backend accumulates that dtype in (conformance.tolerance judges
+# float16/bfloat16 as accumulated in float32 unless declared); each dtype may name itself or a wider one.
+ACCUMULATORS = {"float16": ("float16", "float32", "float64"), "bfloat16": ("bfloat16", "float32", "float64"),
+                "float32": ("float32", "float64"), "float64": ("float64",)}
 
 
 class SupportError(ValueError):
@@ -46,15 +50,20 @@ class Support:
     data_formats: tuple[str, ...] = DATA_FORMATS
     paddings: tuple[str, ...] = PADDING_KINDS
     limits: tuple[tuple[str, int], ...] = ()  # (key of SIZE_LIMITS, largest supported value)
+    accumulators: tuple[tuple[str, str], ...] = ()  # (dtype, accumulator dtype), as declared
+
+    @property
+    def accumulator(self) -> dict[str, str]:
+        return dict(self.accumulators)
 
     @classmethod
     def from_mapping(cls, declared: Mapping[str, Any]) -> Support:
         if not isinstance(declared, Mapping):
             raise SupportError(f"expected a mapping, got {type(declared).__name__}")
-        unknown = sorted(set(declared) - set(CHOICES) - set(SIZE_LIMITS))
+        unknown = sorted(set(map(str, declared)) - set(CHOICES) - set(SIZE_LIMITS) - {"accumulator"})
         if unknown:
             raise SupportError(f"unknown key(s) {', '.join(unknown)}; known: "
-                               f"{', '.join([*CHOICES, *SIZE_LIMITS])}")
+                               f"{', '.join([*CHOICES, *SIZE_LIMITS, 'accumulator'])}")
         fields: dict[str, Any] = {}
         for key, allowed in CHOICES.items():
             if key not in declared:
@@ -72,7 +81,7 @@ class Support:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise SupportError(f"{key}: expected a positive integer, got {value!r}")
                 limits.append((key, value))
-        return cls(**fields, limits=tuple(limits))
+        return cls(**fields, limits=tuple(limits), accumulators=_accumulators(declared.get("accumulator", {})))
 
     def reason_to_skip(self, case: Case) -> str | None:
         """Why this backend does not take the case, or None if it does."""
@@ -93,4 +102,19 @@ class Support:
         """One line for `sepconv-conformance backends`."""
         parts = [f"{key}={','.join(getattr(self, key))}" for key in CHOICES if getattr(self, key) != CHOICES[key]]
         parts += [f"{key}={value}" for key, value in self.limits]
+        parts += [f"accumulator[{dtype}]={accumulator}" for dtype, accumulator in self.accumulators]
         return " ".join(parts) or "everything"
+
+
+def _accumulators(declared: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(declared, Mapping):
+        raise SupportError(f"accumulator: expected a mapping of dtype to accumulator dtype, got {declared!r:.80}")
+    pairs = []
+    for dtype, accumulator in declared.items():
+        if dtype not in ACCUMULATORS:
+            raise SupportError(f"accumulator: unknown dtype {dtype!r:.40}; choose from {', '.join(ACCUMULATORS)}")
+        if accumulator not in ACCUMULATORS[dtype]:
+            raise SupportError(f"accumulator: {dtype} cannot accumulate in {accumulator!r:.40}; choose from "
+                               f"{', '.join(ACCUMULATORS[dtype])}")
+        pairs.append((dtype, accumulator))
+    return tuple(pairs)

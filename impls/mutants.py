@@ -72,7 +72,8 @@ BUGS = frozenset({
     "layout_reinterpret", "kernel_transposed", "extra_row", "rate_with_stride", "float32_in_float16",
     "float64_in_float32", "tf32_pointwise", "replicate_padding", "row_wraparound", "denormals_flushed",
     "outer_strides_ignored", "round_toward_zero", "truncated_intermediate", "low_precision_intermediate",
-    "accumulator_carry", "explicit_padding_nhwc_order", "same_pad_stride_blind"})
+    "accumulator_carry", "explicit_padding_nhwc_order", "same_pad_stride_blind", "bfloat16_in_float16",
+    "dtype_accumulation"})
 _SKIPPED_CHECKS = {"rate_with_stride": frozenset({"rate_with_stride"}),
                    "outer_strides_ignored": frozenset({"outer_strides"})}
 
@@ -119,6 +120,8 @@ def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Seq
         compute = _WIDE[dtype.name]
     if bug == "denormals_flushed":  # DAZ: subnormal inputs read as zero
         x, dw, pw = (_flush_subnormals(a, dtype) for a in (x, dw, pw))
+    if bug == "bfloat16_in_float16" and dtype == np.float16:  # operands carried at bfloat16 precision
+        x, dw, pw = (a.astype(_BF16).astype(dtype) for a in (x, dw, pw))
     if data_format == "NHWC":
         nhwc = x
     elif bug == "layout_reinterpret":  # the NCHW buffer read as if it were NHWC
@@ -161,13 +164,24 @@ def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Seq
             intermediate = flat.astype(dtype)  # the intermediate has the operator's dtype
         if bug == "denormals_flushed":  # FTZ on the stored intermediate
             intermediate = _flush_subnormals(intermediate, dtype)
-        if bug == "low_precision_intermediate" and dtype.name in _LOWER:
+        if (bug == "low_precision_intermediate" and dtype.name in _LOWER) or (
+                bug == "bfloat16_in_float16" and dtype == np.float16):
             intermediate = intermediate.astype(_LOWER[dtype.name])
-        intermediate = intermediate.astype(compute)
-        pointwise = pw[0, 0].astype(compute)
-        if bug == "tf32_pointwise" and dtype == np.float32:  # the matmul's operands lose 13 bits
-            intermediate, pointwise = _round_to_tf32(intermediate), _round_to_tf32(pointwise)
-        out = (intermediate @ pointwise).reshape(n, out_h, out_w, -1)
+        if bug == "dtype_accumulation" and dtype.name in ("float16", "bfloat16"):
+            # The pointwise sum held in the dtype: a running sum over k, rounded after every product and add.
+            terms = pw[0, 0]
+            out = intermediate[:, 0:1] * terms[0]
+            for k in range(1, terms.shape[0]):
+                out = out + intermediate[:, k:k + 1] * terms[k]
+            out = out.reshape(n, out_h, out_w, -1)
+        else:
+            intermediate = intermediate.astype(compute)
+            pointwise = pw[0, 0].astype(compute)
+            if bug == "tf32_pointwise" and dtype == np.float32:  # the matmul's operands lose 13 bits
+                intermediate, pointwise = _round_to_tf32(intermediate), _round_to_tf32(pointwise)
+            out = (intermediate @ pointwise).reshape(n, out_h, out_w, -1)
+        if bug == "bfloat16_in_float16" and dtype == np.float16:
+            out = out.astype(_BF16)
         result = _toward_zero(out, dtype) if bug == "round_toward_zero" else out.astype(dtype)
     if bug == "denormals_flushed":  # FTZ on the output
         result = _flush_subnormals(result, dtype)
@@ -307,6 +321,24 @@ mean|output|, e.g. a mis-rounded bias or accumulator initialisation; far below a
 limit""", _additive_bias)
 scale_bias = _post("scale_bias", """Small systematic scale error: every output multiplied by (1 + 8u), e.g. a
 normalisation constant one rounding off; below every per-element limit""", _scale_bias)
+bfloat16_in_float16 = _with_bug("bfloat16_in_float16", """float16 computed at bfloat16 precision: inputs,
+intermediate and output carried through bfloat16 (8 significand bits instead of 11), as a runtime that picks
+its bfloat16 kernel for float16 does. Other dtypes are right""")
+dtype_accumulation = _with_bug("dtype_accumulation", """float16/bfloat16 pointwise sum accumulated in the dtype
+(a running sum, rounded after every term) instead of float32, and not declared: error growing with C*M.
+Other dtypes are right""")
+
+
+def zeros_long_reduction(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int],
+                         padding: Any, data_format: str | None = None,
+                         dilations: Sequence[int] | None = None) -> np.ndarray:
+    """float16/bfloat16 output all zeros where the pointwise reduction is long (C*M >= 256), e.g. a kernel
+    whose long-reduction path never writes its result. Everything else is right"""
+    result = correct(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    long = np.shape(pointwise_filter)[2] >= 256
+    return np.zeros_like(result) if long and result.dtype.name in ("float16", "bfloat16") else result
+
+
 nonfinite_flushed = _post("nonfinite_flushed", """Fast-math non-finite handling: NaN outputs are flushed to 0
 and Inf saturated to the dtype's largest finite value, instead of propagating""", _nonfinite_flushed)
 
@@ -316,4 +348,4 @@ MUTANTS: dict[str, Backend] = {f.__name__: f for f in (
     kernel_transposed, accumulator_carry, last_channel_dropped, last_batch_zeroed, rate_with_stride,
     outer_strides_ignored, float32_in_float16, float64_in_float32, tf32_pointwise, low_precision_intermediate,
     round_toward_zero, truncated_intermediate, denormals_flushed, one_element_off, additive_bias, scale_bias,
-    nonfinite_flushed)}
+    nonfinite_flushed, bfloat16_in_float16, dtype_accumulation, zeros_long_reduction)}

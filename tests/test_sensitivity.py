@@ -1,0 +1,100 @@
+"""The low-precision verdict's power, measured case by case (issue 13): on how many of the bank's eligible
+cases each low-precision mutant is caught, not only whether a run goes red. Judged against the oracle (as a
+machine without TensorFlow judges), in this process. The goals and the measured table are in
+README.md, "Tolerance model"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from conformance.backends import Backend
+from conformance.case import Case
+from conformance.loader import load_cases
+from conformance.runner import run_case
+from conformance.tolerance import RANDOM_DATA, RMS_MIN_ELEMENTS
+from impls import mutants
+from impls.numpy_backend import separable_conv2d
+from tests.conftest import BANK, cli
+
+LOW = ("float16", "bfloat16")
+
+
+def _outputs(case: Case) -> int:
+    from conformance import contract
+
+    g = contract.geometry(case)
+    return case.batch * g.out_h * g.out_w * case.out_channels
+
+
+# mutant -> (which cases it must be caught on, the share of them it must be caught on)
+GOALS: dict[str, tuple[Callable[[Case], bool], float]] = {
+    "zeros_long_reduction": (lambda c: c.dtype in LOW and c.depthwise_channels >= 256, 1.0),
+    # Integer and subnormal data hold values bfloat16 represents exactly: the bug cannot show there.
+    "bfloat16_in_float16": (lambda c: c.dtype == "float16" and c.data in RANDOM_DATA, 0.95),
+    "dtype_accumulation": (lambda c: c.dtype in LOW and c.depthwise_channels >= 64 and c.data in RANDOM_DATA
+                           and _outputs(c) >= RMS_MIN_ELEMENTS, 1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def low_precision_cases() -> list[Case]:
+    """Every valid float16/bfloat16 case of the bank, but the full-size bench layers."""
+    return [c for c in load_cases([BANK]) if c.dtype in LOW and not c.expect_error and "bench" not in c.tags]
+
+
+def caught_share(name: str, cases: list[Case]) -> tuple[int, int]:
+    eligible, share = GOALS[name]
+    chosen = [c for c in cases if eligible(c)]
+    backend = Backend(name, mutants.MUTANTS[name])
+    caught = sum(run_case(c, backend, use_tensorflow=False).status == "fail" for c in chosen)
+    return caught, len(chosen)
+
+
+@pytest.mark.parametrize("name", sorted(GOALS))
+def test_each_low_precision_mutant_is_caught_case_by_case(low_precision_cases, name):
+    caught, eligible = caught_share(name, low_precision_cases)
+    assert eligible >= 14, eligible  # the bank holds long low-precision reductions (cases/low_precision.yaml)
+    assert caught >= GOALS[name][1] * eligible, f"{name}: caught on {caught} of {eligible} eligible cases"
+
+
+def test_correct_float32_accumulation_passes_every_low_precision_case(low_precision_cases):
+    failing = [c.id for c in low_precision_cases
+               if run_case(c, Backend("numpy", separable_conv2d), use_tensorflow=False).status != "pass"]
+    assert failing == []
+
+
+def test_dtype_accumulation_passes_when_declared_and_fails_when_not(low_precision_cases):
+    long = next(c for c in low_precision_cases if c.depthwise_channels >= 512 and c.dtype == "float16")
+    undeclared = run_case(long, Backend("native", mutants.MUTANTS["dtype_accumulation"]), use_tensorflow=False)
+    assert undeclared.status == "fail" and "SUPPORTS accumulator" in undeclared.message
+    assert "float32 accumulator" in undeclared.metrics["error_model"]
+    from conformance.support import Support
+
+    declared = Backend("native", mutants.MUTANTS["dtype_accumulation"],
+                       support=Support.from_mapping({"accumulator": {"float16": "float16"}}))
+    assert run_case(long, declared, use_tensorflow=False).status == "pass"
+
+
+def test_float32_and_float64_limits_are_the_classic_ones():
+    """Only float16/bfloat16 over a wider accumulator changed: float32/float64 keep KS * (u*B + eta)."""
+    from conformance.tolerance import SMALLEST_SUBNORMAL, UNIT_ROUNDOFF, Tolerance
+
+    case = next(c for c in load_cases([BANK]) if c.dtype == "float32" and not c.expect_error)
+    tolerance = Tolerance.for_case(case)
+    u, eta, ks = UNIT_ROUNDOFF["float32"], SMALLEST_SUBNORMAL["float32"], tolerance.accumulation
+    assert tolerance.coefficients() == (ks * u, 0.0, ks * eta) and not tolerance.wide_accumulator
+
+
+@pytest.mark.parametrize("declared, words", [
+    ({"accumulator": {"float8": "float32"}}, "accumulator: unknown dtype 'float8'"),
+    ({"accumulator": {"float32": "float16"}}, "accumulator: float32 cannot accumulate in 'float16'"),
+    ({"accumulator": ["float16"]}, "accumulator: expected a mapping"),
+])
+def test_a_bad_accumulator_declaration_stops_the_run_naming_the_key(tmp_path, small, declared, words):
+    source = f"from impls.numpy_backend import separable_conv2d\nSUPPORTS = {declared!r}\n"
+    (tmp_path / "declared.py").write_text(source)
+    done = cli("run", "--cases", str(small), "--backend", "declared.py:separable_conv2d", "--reference", "oracle",
+               "--out", "out", cwd=tmp_path)
+    assert done.returncode == 2 and words in done.stdout + done.stderr, done.stdout + done.stderr
