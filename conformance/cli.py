@@ -24,7 +24,7 @@ from conformance.budget import parse_size
 from conformance.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error
 from conformance.export import export_pack
-from conformance.faults import describe_exit, seconds_argument
+from conformance.faults import describe_exit, ratio_limit, seconds_argument
 from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-case-memory", metavar="SIZE", type=_size_argument,
                      help="refuse, before allocating anything, a case whose estimated peak memory exceeds SIZE "
                           "(e.g. 8GiB, 512MiB; default: a quarter of this machine's memory)")
+    run.add_argument("--max-error-ratio", metavar="R", type=_ratio_argument,
+                     help="opt-in gate: fail a case whose error against the oracle is more than R times "
+                          "TensorFlow's (R >= 1)")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
     run.add_argument("-q", "--quiet", action="store_true", help="less output")
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
@@ -116,6 +119,15 @@ def _parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
+
+
+def _ratio_argument(text: str) -> float:
+    try:
+        value = ratio_limit(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    assert value is not None
+    return value
 
 
 def _size_argument(text: str) -> str:
@@ -167,7 +179,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                          case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
                          isolate=not args.no_isolate, resume=args.resume, expectations=args.expectations,
                          strict_expectations=not args.no_strict_expectations, repeat=args.repeat,
-                         max_case_memory=args.max_case_memory,
+                         max_case_memory=args.max_case_memory, max_error_ratio=args.max_error_ratio,
                          exitfirst=args.exitfirst,
                          quiet=args.quiet, extra=args.pytest_args)
     code = run_suite(options)

@@ -112,6 +112,19 @@ def seconds(text: str) -> float:
     return value
 
 
+def ratio_limit(text: object) -> float | None:
+    """--max-error-ratio: None (no gate), or a finite number >= 1 (below 1 would fail TensorFlow itself)."""
+    if text is None:
+        return None
+    try:
+        value = float(str(text))
+    except ValueError:
+        raise ValueError(f"--max-error-ratio: expected a number, got {str(text)[:40]!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"--max-error-ratio: expected a finite number >= 1, got {str(text)[:40]!r}")
+    return value
+
+
 def seconds_argument(text: str) -> float:
     """`seconds` as an argparse type (the error names the option)."""
     try:

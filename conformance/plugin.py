@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conformance import __version__, html_report, reports, runner
+from conformance import __version__, accuracy, html_report, reports, runner
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.budget import default_case_budget, over_budget, parse_size
 from conformance.case import Case
@@ -33,7 +33,7 @@ from conformance.exitcodes import (
 )
 from conformance.expectations import Expectations, apply_expectation, load_expectations
 from conformance.external import ExternalCommand
-from conformance.faults import DEFAULT_TIMEOUT_S, seconds
+from conformance.faults import DEFAULT_TIMEOUT_S, ratio_limit, seconds
 from conformance.files import json_safe
 from conformance.golden import GoldenStore, version_note
 from conformance.isolation import IsolatedBackend, probe_backend
@@ -54,6 +54,7 @@ WARNINGS = pytest.StashKey[list[str]]()
 HEADER = pytest.StashKey[dict[str, Any]]()
 REPRODUCE = pytest.StashKey[list[str]]()  # the run's options, for every reproducer line
 GOLDEN_VERSIONS = pytest.StashKey["dict[str, int] | None"]()
+MAX_ERROR_RATIO = pytest.StashKey["float | None"]()
 EXIT_CODE = pytest.StashKey[int]()  # our exit code (conformance.exitcodes), for `sepconv-conformance run`
 # Our exit codes as pytest's, for `pytest --backend ...` used directly.
 PYTEST_CODES = {EXIT_OK: 0, EXIT_NONCONFORMING: 1, EXIT_USAGE: 4, EXIT_INTERNAL: 3, EXIT_NOTHING_JUDGED: 5,
@@ -94,6 +95,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--repeat", type=int, default=1, metavar="K",
                     help="call the backend K times per case; outputs that differ bitwise between calls "
                          "are the status `nondeterministic`")
+    group.addoption("--max-error-ratio", default=None, metavar="R",
+                    help="fail a case whose error against the oracle is more than R times TensorFlow's (opt-in)")
     group.addoption("--max-case-memory", default=None, metavar="SIZE",
                     help="refuse (before allocating anything) a case whose estimated peak memory exceeds SIZE "
                          "(e.g. 8GiB; default: a quarter of this machine's memory)")
@@ -140,6 +143,7 @@ def _configure(config: pytest.Config, specs: list[str]) -> None:
         raise ValueError("--timeout needs isolated backends (drop --no-isolate)")
     if config.getoption("repeat") < 1:
         raise ValueError(f"--repeat {config.getoption('repeat')}: must be at least 1")
+    config.stash[MAX_ERROR_RATIO] = ratio_limit(config.getoption("max_error_ratio"))
     if reason := reference_unusable(config.getoption("reference"), config.getoption("golden")):
         raise ValueError(reason)
     report_dir = config.getoption("report_dir")
@@ -218,6 +222,7 @@ def _header(config: pytest.Config, backends: list[Backend], expectations: dict[s
             "backend_versions": {b.name: b.version for b in backends},
             "backend_fingerprints": {b.name: b.fingerprint for b in backends},
             "repeat": config.getoption("repeat"), "strict_expectations": config.getoption("strict_expectations"),
+            "max_error_ratio": config.stash[MAX_ERROR_RATIO],
             "expectations": {name: e.source for name, e in expectations.items() if e},
             "shard": config.getoption("shard"),
             "selection": {"keyword": config.option.keyword or None, "markers": config.option.markexpr or None,
@@ -241,6 +246,8 @@ def _reproducer_options(config: pytest.Config, timeout: str | None, report_dir: 
         options.append("--no-isolate")
     if config.getoption("max_case_memory") is not None:
         options += ["--max-case-memory", str(config.getoption("max_case_memory"))]
+    if config.stash[MAX_ERROR_RATIO] is not None:
+        options += ["--max-error-ratio", f"{config.stash[MAX_ERROR_RATIO]:g}"]
     return [*options, "--out", str(Path(report_dir or "reports") / "reproduce")]
 
 
@@ -332,7 +339,7 @@ class CaseItem(pytest.Item):
                                     options)
         else:
             result = runner.run_case(self.case, self.backend, reference == "tensorflow", golden,
-                                   self.config.getoption("repeat"), options)
+                                     self.config.getoption("repeat"), options, self.config.stash[MAX_ERROR_RATIO])
             result = apply_expectation(result, expected, self.config.getoption("strict_expectations"))
         self.user_properties.append((RESULT_PROPERTY, json.dumps(json_safe(result.to_dict()))))
         if is_failing(result.status):
@@ -468,6 +475,7 @@ class ResultSink:
         if results:
             lines += reports.terminal_summary(results, {"reference": self.config.getoption("reference"),
                                                         "duration_s": time.time() - self.started})
+            lines += accuracy.summary_lines(results)
         if self.report_dir is not None and results:
             lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
             lines.append(f"reports: {self.report_dir / 'results.json'}, {self.report_dir / 'junit.xml'}")

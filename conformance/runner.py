@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from conformance.accuracy import relative_accuracy
 from conformance.backends import Backend
 from conformance.case import Case
 from conformance.compare import compare
@@ -151,13 +152,14 @@ def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[obj
 
 
 def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None,
-             repeat: int = 1, options: Sequence[str] = ()) -> Result:
+             repeat: int = 1, options: Sequence[str] = (), max_error_ratio: float | None = None) -> Result:
     """Judge one case on one backend; never raises (a fault of the harness is a result with
     `fault: harness`). With repeat > 1 the backend is called that many times and any bitwise difference
-    between the calls is the status `nondeterministic`. `options`: the run's options for the reproducer."""
+    between the calls is the status `nondeterministic`. `options`: the run's options for the reproducer;
+    `max_error_ratio`: fail a passing case whose error is more than that many times TensorFlow's."""
     start = time.perf_counter()
     try:
-        result = _run_case(case, backend, use_tensorflow, golden, repeat, options)
+        result = _run_case(case, backend, use_tensorflow, golden, repeat, options, max_error_ratio)
     except Exception as error:  # noqa: BLE001 - a bug of ours: recorded, never a lost result nor a pass
         where = traceback.extract_tb(error.__traceback__)[-1]
         result = Result(case=case.id, backend=backend.name, status="error", fault="harness",
@@ -168,7 +170,7 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
 
 
 def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | None, repeat: int,
-              options: Sequence[str]) -> Result:
+              options: Sequence[str], max_error_ratio: float | None) -> Result:
     if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
         return skipped(case, backend.name, reason, options)
     repro = reproducer(case, backend.name, options)
@@ -215,7 +217,15 @@ def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | 
     verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound, tolerance, sides,
                       numpy_dtype(case.dtype), case.data_format, reference.oracle.variance)
     status = "pass" if verdict.passed else "fail"
+    message = verdict.reason
     if not isinstance(output, np.ndarray):
         status = "error"
     metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe()}
-    return Result(status=status, message=verdict.reason, metrics=metrics, details=verdict.details, **common)
+    if verdict.passed and reference.output is not None:
+        metrics |= relative_accuracy(output, reference.output, reference.oracle.output, reference.oracle.bound,
+                                     tolerance)
+        ratio = metrics["error_ratio_to_tensorflow"]
+        if max_error_ratio is not None and ratio > max_error_ratio:
+            status, message = "fail", (f"error {ratio:.3g}x TensorFlow's against the oracle (root mean square in "
+                                       f"units of u*B), over --max-error-ratio {max_error_ratio:g}")
+    return Result(status=status, message=message, metrics=metrics, details=verdict.details, **common)

@@ -35,6 +35,7 @@ class RunOptions:
     strict_expectations: bool = True
     repeat: int = 1
     max_case_memory: str | None = None
+    max_error_ratio: float | None = None
     exitfirst: bool = False
     quiet: bool = False
     extra: Sequence[str] = field(default_factory=tuple)  # further pytest arguments
@@ -54,7 +55,8 @@ class RunOptions:
         optional = {"-k": self.keyword, "--shard": self.shard, "--golden": self.golden,
                     "--case-timeout": None if self.timeout is None else repr(self.timeout),
                     "--repeat": str(self.repeat) if self.repeat != 1 else None,
-                    "--max-case-memory": self.max_case_memory}
+                    "--max-case-memory": self.max_case_memory,
+                    "--max-error-ratio": None if self.max_error_ratio is None else repr(self.max_error_ratio)}
         for flag, value in optional.items():
             if value is not None:
                 arguments += [flag, value]
