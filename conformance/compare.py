@@ -153,7 +153,7 @@ PRECISION_HINT_RATIO = 64.0
 
 
 def _precision_hint(tolerance: Tolerance, ratio: float) -> str:
-    if not tolerance.wide_accumulator or not 1.0 < ratio <= PRECISION_HINT_RATIO:
+    if not (tolerance.wide_accumulator and tolerance.random_data) or not 1.0 < ratio <= PRECISION_HINT_RATIO:
         return ""
     return (f" (likely cause: accumulation or an intermediate in lower precision than a {tolerance.accumulator} "
             "accumulator; a backend that accumulates in the dtype declares it: SUPPORTS accumulator)")

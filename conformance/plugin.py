@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conformance import __version__, accuracy, html_report, reports, runner
+from conformance import __version__, accuracy, html_report, reports, runner, subnormals
 from conformance.backends import Backend, BackendError, resolve_backend
 from conformance.budget import default_case_budget, over_budget, parse_size
 from conformance.case import Case
@@ -475,7 +475,7 @@ class ResultSink:
         if results:
             lines += reports.terminal_summary(results, {"reference": self.config.getoption("reference"),
                                                         "duration_s": time.time() - self.started})
-            lines += accuracy.summary_lines(results)
+            lines += accuracy.summary_lines(results) + subnormals.summary_lines(results)
         if self.report_dir is not None and results:
             lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
             lines.append(f"reports: {self.report_dir / 'results.json'}, {self.report_dir / 'junit.xml'}")

@@ -22,7 +22,7 @@ import numpy as np
 from conformance.accuracy import relative_accuracy
 from conformance.backends import Backend
 from conformance.case import Case
-from conformance.compare import compare
+from conformance.compare import Comparison, compare
 from conformance.data import Inputs, materialize, numpy_dtype
 from conformance.faults import ABORTS, NOT_A_REJECTION, BackendAborted, BackendCrash, BackendTimeout, HarnessFault
 from conformance.golden import GoldenError, GoldenStore
@@ -30,6 +30,7 @@ from conformance.isolation import IsolatedBackend
 from conformance.outputs import as_judged
 from conformance.reference import Reference, build_reference
 from conformance.result import Result
+from conformance.subnormals import flushed_oracle, flushed_tolerance
 from conformance.tolerance import Tolerance
 
 REFERENCE_ROLE = "TensorFlow's reference process"
@@ -151,6 +152,21 @@ def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[obj
             f"{index}: {a.flat[positions[0]]!r} vs {b.flat[positions[0]]!r}")
 
 
+def _subnormal_verdict(preserved: Comparison, case: Case, inputs: Inputs, output: np.ndarray,
+                       tolerance: Tolerance, declared: str | None) -> Comparison:
+    """On a subnormal case: judged as preserving (`preserved`, the ordinary verdict) or as flushing
+    (conformance.subnormals), as the backend declares, else either; metrics.subnormals says which it did."""
+    dtype = numpy_dtype(case.dtype)
+    oracle = flushed_oracle(case, inputs)
+    flushed = compare(output, oracle.output, oracle.output, oracle.bound, flushed_tolerance(tolerance, dtype), 1,
+                      dtype, case.data_format)
+    did = "preserved" if preserved.passed else "flushed" if flushed.passed else "neither"
+    chosen = flushed if declared == "flush" or (declared is None and did == "flushed") else preserved
+    note = f"; declared subnormals: {declared}" if declared and not chosen.passed else ""
+    return dataclasses.replace(chosen, reason=chosen.reason + note,
+                               metrics=chosen.metrics | {"subnormals": did, "subnormal_policy": declared or "either"})
+
+
 def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None,
              repeat: int = 1, options: Sequence[str] = (), max_error_ratio: float | None = None) -> Result:
     """Judge one case on one backend; never raises (a fault of the harness is a result with
@@ -216,6 +232,9 @@ def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | 
     tolerance = Tolerance.for_case(case, backend.support.accumulator if backend.support else None)
     verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound, tolerance, sides,
                       numpy_dtype(case.dtype), case.data_format, reference.oracle.variance)
+    if case.data == "subnormal" and isinstance(output, np.ndarray):
+        verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance,
+                                     backend.support.subnormals if backend.support else None)
     status = "pass" if verdict.passed else "fail"
     message = verdict.reason
     if not isinstance(output, np.ndarray):

@@ -51,6 +51,7 @@ class Support:
     paddings: tuple[str, ...] = PADDING_KINDS
     limits: tuple[tuple[str, int], ...] = ()  # (key of SIZE_LIMITS, largest supported value)
     accumulators: tuple[tuple[str, str], ...] = ()  # (dtype, accumulator dtype), as declared
+    subnormals: str | None = None  # "preserve" or "flush" as declared; None: either (conformance.subnormals)
 
     @property
     def accumulator(self) -> dict[str, str]:
@@ -60,10 +61,14 @@ class Support:
     def from_mapping(cls, declared: Mapping[str, Any]) -> Support:
         if not isinstance(declared, Mapping):
             raise SupportError(f"expected a mapping, got {type(declared).__name__}")
-        unknown = sorted(set(map(str, declared)) - set(CHOICES) - set(SIZE_LIMITS) - {"accumulator"})
+        numerics = ("accumulator", "subnormals")
+        unknown = sorted(set(map(str, declared)) - set(CHOICES) - set(SIZE_LIMITS) - set(numerics))
         if unknown:
             raise SupportError(f"unknown key(s) {', '.join(unknown)}; known: "
-                               f"{', '.join([*CHOICES, *SIZE_LIMITS, 'accumulator'])}")
+                               f"{', '.join([*CHOICES, *SIZE_LIMITS, *numerics])}")
+        subnormals = declared.get("subnormals")
+        if subnormals is not None and subnormals not in ("preserve", "flush"):
+            raise SupportError(f"subnormals: expected preserve or flush, got {subnormals!r:.40}")
         fields: dict[str, Any] = {}
         for key, allowed in CHOICES.items():
             if key not in declared:
@@ -81,7 +86,8 @@ class Support:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise SupportError(f"{key}: expected a positive integer, got {value!r}")
                 limits.append((key, value))
-        return cls(**fields, limits=tuple(limits), accumulators=_accumulators(declared.get("accumulator", {})))
+        return cls(**fields, limits=tuple(limits), accumulators=_accumulators(declared.get("accumulator", {})),
+                   subnormals=subnormals)
 
     def reason_to_skip(self, case: Case) -> str | None:
         """Why this backend does not take the case, or None if it does."""
@@ -103,6 +109,7 @@ class Support:
         parts = [f"{key}={','.join(getattr(self, key))}" for key in CHOICES if getattr(self, key) != CHOICES[key]]
         parts += [f"{key}={value}" for key, value in self.limits]
         parts += [f"accumulator[{dtype}]={accumulator}" for dtype, accumulator in self.accumulators]
+        parts += [f"subnormals={self.subnormals}"] if self.subnormals else []
         return " ".join(parts) or "everything"
 
 

@@ -312,8 +312,11 @@ instead of rounding to nearest, for the intermediate and the output: computed in
 each result is off by up to one ulp, always toward zero (a systematic bias on same-signed outputs)""")
 truncated_intermediate = _with_bug("truncated_intermediate", """The intermediate is converted to the dtype
 by truncation (round toward zero) from a wider accumulator; the output is rounded to nearest""")
-denormals_flushed = _with_bug("denormals_flushed", """Denormals flushed (FTZ/DAZ): subnormal inputs are read
-as zero and subnormal intermediate and output values of the dtype are stored as zero""")
+denormals_flushed = _with_bug("denormals_flushed", """Denormals flushed (FTZ/DAZ) by a backend that declares it
+preserves them: subnormal inputs are read as zero and subnormal intermediate and output values of the dtype
+are stored as zero""")
+# Flushing is allowed by default (TensorFlow's CPU kernels flush): the bug is promising to preserve them.
+denormals_flushed.supports = {"subnormals": "preserve"}  # type: ignore[attr-defined]
 one_element_off = _post("one_element_off", """One output element (flat index size // 2) off by a relative
 1e-3, e.g. a race or a bad tile edge""", _one_element_off)
 additive_bias = _post("additive_bias", """Small systematic bias: every output gets + 4 * eps(dtype) *
