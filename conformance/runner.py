@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -226,19 +227,25 @@ def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | 
     if raised is not None:  # a backend that raises on valid input is a finding
         return Result(status="error", message=f"raised on valid input: {_describe(raised)}",
                       metrics=dict(reference.metrics), **common)
+    return _judge_output(case, backend, inputs, reference, output, max_error_ratio, common)
+
+
+def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Reference, output: object,
+                  max_error_ratio: float | None, common: dict[str, Any]) -> Result:
+    """The verdict on a valid case's output: the tolerance model under the backend's declared numerics,
+    then (where TensorFlow is the reference) its accuracy relative to TensorFlow's."""
     assert reference.oracle is not None
+    support = backend.support
     expected = reference.output if reference.output is not None else reference.oracle.output
     sides = 2 if reference.source == "tensorflow" else 1
-    tolerance = Tolerance.for_case(case, backend.support.accumulator if backend.support else None)
+    tolerance = Tolerance.for_case(case, support.accumulator if support else None)
     verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound, tolerance, sides,
                       numpy_dtype(case.dtype), case.data_format, reference.oracle.variance)
-    if case.data == "subnormal" and isinstance(output, np.ndarray):
-        verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance,
-                                     backend.support.subnormals if backend.support else None)
-    status = "pass" if verdict.passed else "fail"
-    message = verdict.reason
     if not isinstance(output, np.ndarray):
-        status = "error"
+        return Result(status="error", message=verdict.reason, metrics=dict(reference.metrics), **common)
+    if case.data == "subnormal":
+        verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance, support.subnormals if support else None)
+    status, message = ("pass" if verdict.passed else "fail"), verdict.reason
     metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe()}
     if verdict.passed and reference.output is not None:
         metrics |= relative_accuracy(output, reference.output, reference.oracle.output, reference.oracle.bound,
