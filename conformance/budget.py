@@ -110,7 +110,9 @@ def default_case_budget() -> int:
 
 
 def gib(size: int) -> str:
-    """Bytes in GiB for a message, whatever their number."""
+    """Bytes for a message, in GiB (MiB or bytes below, so that a small budget does not read "0.0 GiB")."""
+    if size < GIB:
+        return f"{size / 2**20:,.1f} MiB" if size >= 2**20 else f"{size:,} bytes"
     try:
         value = size / GIB
     except OverflowError:
