@@ -29,6 +29,7 @@ from conformance.golden import build_goldens
 from conformance.loader import CaseFileError, load_cases
 from conformance.merge import MergeError, merge_runs
 from conformance.reference import reference_unusable
+from conformance.runner import isolated_reference
 from conformance.selection import default_bank
 from conformance.session import RunOptions, run_suite
 
@@ -223,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "golden":
             if reason := reference_unusable("tensorflow"):
                 return usage_error(args.command, reason)
-            summary = build_goldens(_selected_cases(args), Path(args.out))
+            with isolated_reference():
+                summary = build_goldens(_selected_cases(args), Path(args.out))
             print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
                   + ", ".join(f"{n} {s}" for s, n in sorted(summary["reference_statuses"].items())))
             return EXIT_OK
@@ -231,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if reason := reference_unusable(args.reference):
                 return usage_error(args.command, reason)
             cases = _selected_cases(args)
-            written = export_pack(cases, Path(args.out), use_tensorflow=args.reference == "tensorflow")
+            with isolated_reference():
+                written = export_pack(cases, Path(args.out), use_tensorflow=args.reference == "tensorflow")
             print(f"exported {written['cases']} cases, {written['files']} files, {written['bytes']} bytes: "
                   f"{written['manifest']}")
             return EXIT_OK

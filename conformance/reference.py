@@ -26,7 +26,9 @@ from conformance.data import Inputs, numpy_dtype
 from conformance.oracle import OracleOutputs, compute_oracle
 from conformance.tolerance import Tolerance
 
-REFERENCE_STATUSES = ("ok", "refused", "mismatch", "nondeterministic", "not_run")
+# crash: TensorFlow's process died or hung on the case (conformance.runner.prepare records it; the backend is
+# judged against the oracle or the contract).
+REFERENCE_STATUSES = ("ok", "refused", "mismatch", "nondeterministic", "not_run", "crash")
 
 
 @dataclass(frozen=True)

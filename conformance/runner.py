@@ -8,13 +8,14 @@ expects; a fault of the harness is `error` with `fault: harness`, never a verdic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import re
 import shlex
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +26,15 @@ from conformance.backends import Backend
 from conformance.case import Case
 from conformance.compare import Comparison, compare
 from conformance.data import Inputs, materialize, numpy_dtype
-from conformance.faults import ABORTS, NOT_A_REJECTION, BackendAborted, BackendCrash, BackendTimeout, HarnessFault
+from conformance.faults import (
+    ABORTS,
+    DEFAULT_TIMEOUT_S,
+    NOT_A_REJECTION,
+    BackendAborted,
+    BackendCrash,
+    BackendTimeout,
+    HarnessFault,
+)
 from conformance.golden import GoldenError, GoldenStore
 from conformance.isolation import IsolatedBackend
 from conformance.outputs import as_judged
@@ -58,6 +67,17 @@ def isolate_reference(spec: str | None = REFERENCE_SPEC, timeout: float | None =
         _reference_process.close()
     _reference_process = IsolatedBackend(spec, timeout, REFERENCE_ROLE, environment) if spec else None
     prepare.cache_clear()
+
+
+@contextlib.contextmanager
+def isolated_reference() -> Iterator[None]:
+    """TensorFlow in a child process for the time of a block (golden build, export): its aborting on a case
+    is that case's reference crash, never the end of the command."""
+    isolate_reference(REFERENCE_SPEC, DEFAULT_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        isolate_reference(None)
 
 
 @lru_cache(maxsize=4)

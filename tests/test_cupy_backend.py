@@ -44,9 +44,10 @@ DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.f
 def bank_verdicts() -> list[tuple[object, Result]]:
     pytest.importorskip("tensorflow")
     from conformance.loader import load_cases
-    from conformance.runner import run_case
+    from conformance.runner import isolated_reference, run_case
 
-    return [(case, run_case(case, STANDIN)) for case in load_cases([BANK])]
+    with isolated_reference():  # TensorFlow aborts on some of the bank's cases (a stride beyond int32)
+        return [(case, run_case(case, STANDIN)) for case in load_cases([BANK])]
 
 
 def test_standin_pipeline_conforms_on_the_whole_bank(bank_verdicts):
