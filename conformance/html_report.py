@@ -26,11 +26,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from conformance import accuracy, subnormals
 from conformance.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, PADDING_NAMES
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.files import atomic_write
 from conformance.result import FAILING_STATUSES, STATUSES, is_failing
-from conformance.results_file import ResultsFileError, load_results
+from conformance.results_file import ResultsFileError, load_results, results_of
 from conformance.verdict import run_verdict
 
 HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"
@@ -274,6 +275,19 @@ def _when(started: Any) -> str:
         return ""
 
 
+def numerics_lines(document: dict[str, Any]) -> list[str]:
+    """Per backend: its accuracy next to TensorFlow's and what it did with subnormals (as the terminal)."""
+    results = results_of(document)
+    lines = accuracy.summary_lines(results) + subnormals.summary_lines(results)
+    for backend in dict.fromkeys(r.backend for r in results):
+        judged = sorted({(str(r.parameters.get("dtype")), str(r.metrics["accumulator"])) for r in results
+                         if r.backend == backend and "accumulator" in r.metrics})
+        if judged:
+            lines.append(f"judged as accumulating [{backend}]: "
+                         + ", ".join(f"{dtype} in {accumulator}" for dtype, accumulator in judged))
+    return lines
+
+
 def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The whole page for a parsed results.json (and a baseline's), as one string."""
     import jinja2
@@ -301,6 +315,7 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
         run=run, started=_when(run.get("started")),
         reference_health=(document.get("summary") or {}).get("reference_health") or {},
         coverage=coverage(records, backends), patterns=failure_patterns(records, backends), diff=diff,
+        numerics=numerics_lines(document),
         # Our own files, inlined as they are (they hold no data); the data goes through script_json.
         style=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
         script=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),

@@ -266,7 +266,8 @@ def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Refer
     if case.data == "subnormal":
         verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance, support.subnormals if support else None)
     status, message = ("pass" if verdict.passed else "fail"), verdict.reason
-    metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe()}
+    metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe(),
+                                                           "accumulator": tolerance.accumulator}
     if verdict.passed and reference.output is not None:
         metrics |= relative_accuracy(output, reference.output, reference.oracle.output, reference.oracle.bound,
                                      tolerance)

@@ -51,3 +51,12 @@ def test_the_run_says_where_a_backend_stands_and_the_gate_is_opt_in(tmp_path, sm
     gated = cli(*args, "--out", "gated", "--max-error-ratio", "1.1", cwd=tmp_path)
     assert gated.returncode == 1 and "over --max-error-ratio 1.1" in gated.stdout, gated.stdout
     assert cli(*args, "--max-error-ratio", "0.5", cwd=tmp_path).returncode == 2  # below 1 fails TensorFlow itself
+
+
+def test_the_report_page_shows_the_numerics_of_each_backend(tmp_path, small):
+    done = cli("run", "--cases", str(small), "--out", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = (tmp_path / "out" / "report.html").read_text()
+    numerics = page[page.index('id="numerics"'):page.index("</ul>", page.index('id="numerics"'))]
+    assert "accuracy vs TensorFlow [numpy]: median" in numerics
+    assert "judged as accumulating [numpy]: float32 in float32" in numerics
