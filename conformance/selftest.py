@@ -17,6 +17,7 @@ alarm.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -117,23 +118,22 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
 
     backends = [(m, _backend(m, timeout)) for m in members]
     use_tensorflow = reference == "tensorflow"
-    if use_tensorflow:  # TensorFlow aborting on a case must be that case's crash, not the end of the selftest
-        runner.isolate_reference(runner.REFERENCE_SPEC)
     outcomes = []
     step = max(1, len(cases) // 10)
+    # TensorFlow aborting on a case must be that case's reference crash, not the end of the selftest.
+    isolation = runner.isolated_reference() if use_tensorflow else contextlib.nullcontext()
     try:
-        for number, case in enumerate(cases, 1):
-            for member, backend in backends:
-                result = runner.run_case(case, backend, use_tensorflow, golden)
-                failing = is_failing(result.status)
-                outcomes.append(Outcome(case.id, member.name,
-                                        result.status if failing or result.status == "skip" else "pass",
-                                        result.message if failing else "", _judged(result), result.fault))
-            if progress and (number % step == 0 or number == len(cases)):
-                print(f"selftest: {number}/{len(cases)} cases", file=sys.stderr, flush=True)
+        with isolation:
+            for number, case in enumerate(cases, 1):
+                for member, backend in backends:
+                    result = runner.run_case(case, backend, use_tensorflow, golden)
+                    failing = is_failing(result.status)
+                    outcomes.append(Outcome(case.id, member.name,
+                                            result.status if failing or result.status == "skip" else "pass",
+                                            result.message if failing else "", _judged(result), result.fault))
+                if progress and (number % step == 0 or number == len(cases)):
+                    print(f"selftest: {number}/{len(cases)} cases", file=sys.stderr, flush=True)
     finally:
-        if use_tensorflow:
-            runner.isolate_reference(None)
         for _, backend in backends:
             if isinstance(backend.fn, IsolatedBackend):
                 backend.fn.close()

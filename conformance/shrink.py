@@ -14,6 +14,7 @@ shrinker) and TensorFlow in another, as in `run`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
@@ -305,19 +306,16 @@ def execute(args: argparse.Namespace) -> int:
         return usage_error("shrink", str(error))
     except CaseFileError as error:
         return usage_error("shrink", f"invalid case file(s):\n{error}")
-    if use_tensorflow:
-        runner.isolate_reference(runner.REFERENCE_SPEC)
     start = time.perf_counter()
     try:
-        print(f"shrink: {original.id} on {spec}", flush=True)
-        log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-        outcome = shrink(_renamed(original, judge), judge, args.max_candidates, log)
+        with runner.isolated_reference() if use_tensorflow else contextlib.nullcontext():
+            print(f"shrink: {original.id} on {spec}", flush=True)
+            log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+            outcome = shrink(_renamed(original, judge), judge, args.max_candidates, log)
     except ShrinkError as error:
         return usage_error("shrink", str(error))
     finally:
         close_backend()
-        if use_tensorflow:
-            runner.isolate_reference(None)
     elapsed = time.perf_counter() - start
     try:
         written = _write(outcome, original, spec, Path(args.out), elapsed)
