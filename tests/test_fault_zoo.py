@@ -572,3 +572,14 @@ def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads((tmp_path / "out" / "results.json").read_text())
     assert document["run"]["completion"] == "complete" and document["summary"]["statuses"] == {"crash": 1, "pass": 1}
+
+
+def test_the_report_page_counts_an_unknown_status_as_failing(tmp_path, shards):
+    edit(shards[0], lambda d: d["results"][0].update(status="FAIL"))  # 6: e.g. a hand-edited file
+    assert cli("report", str(shards[0]), cwd=tmp_path).returncode == 0
+    page = (shards[0] / "report.html").read_text()
+    assert "DOES NOT CONFORM: unknown status(es) FAIL" in page
+    from conformance.html_report import page_data
+
+    data = page_data([{"case": "c", "backend": "b", "status": "FAIL", "metrics": {}}], False)
+    assert "FAIL" in data["failing"] and "FAIL" in data["statuses"]
