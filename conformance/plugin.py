@@ -423,6 +423,11 @@ class ResultSink:
     def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
         self.interruption = "INTERNALERROR"
 
+    @property
+    def expected(self) -> int | None:
+        """How many results the run set out to have: the resumed ones and the items collected to run."""
+        return None if self.collected is None else len(self.resumed) + self.collected
+
     def _completion(self, session: pytest.Session) -> str:
         if self.interruption is None:
             if session.shouldfail:
@@ -435,12 +440,11 @@ class ResultSink:
         return STOPPED if "stopping after" in self.interruption else INTERNAL_ERROR
 
     def run_info(self, completion: str, verdict: Verdict) -> dict[str, Any]:
-        expected = None if self.collected is None else len(self.resumed) + self.collected
         return {**self.config.stash[HEADER],
                 "cases": [str(p) for p in self.config.args], "expectation_warnings": self.config.stash[WARNINGS],
                 "golden_tensorflow_versions": self.config.stash[GOLDEN_VERSIONS],
                 "started": self.started, "duration_s": time.time() - self.started,
-                "completion": completion, "expected_results": expected, "resumed_results": len(self.resumed),
+                "completion": completion, "expected_results": self.expected, "resumed_results": len(self.resumed),
                 "verdict": {"exit_code": verdict.exit_code, "sentence": verdict.sentence}}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -448,8 +452,7 @@ class ResultSink:
             self.journal.close()
         results = list(self.results.values())
         completion = self._completion(session)
-        expected = None if self.collected is None else len(self.resumed) + self.collected
-        verdict = judge(results, expected, completion)
+        verdict = judge(results, self.expected, completion)
         if self.config.option.collectonly:
             verdict = Verdict(EXIT_NOTHING_JUDGED, "NOTHING JUDGED: --collect-only runs no case")
         self.verdict = verdict
