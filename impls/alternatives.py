@@ -242,6 +242,32 @@ def fp32_accumulate_low_precision(input: Any, depthwise_filter: Any, pointwise_f
     return call.finish(out)
 
 
+def pairwise_compute_precision(input: Any, depthwise_filter: Any, pointwise_filter: Any,
+                               strides: Sequence[int], padding: Any, data_format: str | None = None,
+                               dilations: Sequence[int] | None = None) -> np.ndarray:
+    """TensorFlow's two-op graph with a tree-summed pointwise stage in the compute precision.
+
+    Rounding: the depthwise taps accumulate in the compute precision (float32 for float16/bfloat16/float32,
+    float64 for float64) in order (i, j), and the intermediate is rounded to the case's dtype, as between
+    TensorFlow's two ops. The pointwise products z_k * pw_k are formed in the compute precision and added
+    by pairwise (tree) summation over k = 0 .. C*M-1, blocked over output pixels to bound memory; the
+    result is rounded once to the dtype. The tree's error bound grows with log2(C*M), not C*M.
+    """
+    call = _prepare(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    compute = call.compute
+    with np.errstate(invalid="ignore", over="ignore"):
+        intermediate = _depthwise(call, compute).astype(call.dtype).astype(compute)
+        pw = call.pw[0, 0].astype(compute)
+        rows, k = intermediate.shape
+        o = pw.shape[1]
+        out = np.empty((rows, o), dtype=compute)
+        block = max(1, _BLOCK_ELEMENTS // max(1, k * o))
+        for start in range(0, rows, block):
+            z = intermediate[start:start + block]
+            out[start:start + block] = _pairwise_sum(z[:, :, None] * pw[None, :, :], axis=1)
+    return call.finish(out)
+
+
 def native_low_precision(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int],
                          padding: Any, data_format: str | None = None,
                          dilations: Sequence[int] | None = None) -> np.ndarray:
@@ -275,5 +301,6 @@ ALTERNATIVES: dict[str, Callable[..., np.ndarray]] = {
     "fused_full_conv": fused_full_conv,
     "reversed_order": reversed_order,
     "fp32_accumulate_low_precision": fp32_accumulate_low_precision,
+    "pairwise_compute_precision": pairwise_compute_precision,
     "native_low_precision": native_low_precision,
 }
