@@ -27,7 +27,8 @@ from typing import Any
 from conformance.support import Support, SupportError
 
 BackendFn = Callable[..., Any]
-BUNDLED = {"numpy": "impls.numpy_backend:separable_conv2d", "cupy": "impls.cupy_backend:separable_conv2d"}
+BUNDLED = {"numpy": "impls.numpy_backend:separable_conv2d", "cupy": "impls.cupy_backend:separable_conv2d",
+           "tensorflow": "impls.tensorflow_backend:separable_conv2d"}
 ENTRY_POINT_GROUP = "sepconv_conformance.backends"
 
 
