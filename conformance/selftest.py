@@ -63,6 +63,16 @@ class Outcome:
     message: str
     judged: bool  # False: the case's reference was unavailable, so the result says nothing about the member
     fault: str = ""  # Result.fault: the harness or an input failed on this case (never a verdict)
+    dtype: str = ""
+    margin: float = 0.0  # the largest error/limit ratio of a passing result (per element, bias, energy, RMS)
+
+
+# The metrics that are ratios to a limit: a passing result keeps each of them at or below 1.
+MARGIN_METRICS = ("max_error_in_limits", "bias_in_limits", "energy_in_limits", "rms_in_limits")
+
+
+def _margin(result: Result) -> float:
+    return max([float(result.metrics.get(name) or 0.0) for name in MARGIN_METRICS])
 
 
 @dataclass
@@ -71,6 +81,7 @@ class Tally:
     seen: int = 0  # cases the member ran on
     judged: int = 0  # of those, the ones that say something about it (not skipped, a reference to compare)
     failures: list[Outcome] = field(default_factory=list)
+    margins: dict[str, tuple[float, str]] = field(default_factory=dict)  # dtype -> (worst margin, its case)
 
     @property
     def ok(self) -> bool:
@@ -130,7 +141,8 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
                     failing = is_failing(result.status)
                     outcomes.append(Outcome(case.id, member.name,
                                             result.status if failing or result.status == "skip" else "pass",
-                                            result.message if failing else "", _judged(result), result.fault))
+                                            result.message if failing else "", _judged(result), result.fault,
+                                            case.dtype, 0.0 if failing else _margin(result)))
                 if progress and (number % step == 0 or number == len(cases)):
                     print(f"selftest: {number}/{len(cases)} cases", file=sys.stderr, flush=True)
     finally:
@@ -165,7 +177,22 @@ def tally(members: Sequence[Member], outcomes: Sequence[Outcome]) -> list[Tally]
             entry.judged += 1
             if outcome.status != "pass":
                 entry.failures.append(outcome)
+            elif outcome.margin > entry.margins.get(outcome.dtype, (-1.0, ""))[0]:
+                entry.margins[outcome.dtype] = (outcome.margin, outcome.case)
     return list(tallies.values())
+
+
+def worst_margins(tallies: Sequence[Tally]) -> dict[str, dict[str, Any]]:
+    """Per dtype, the correct implementations' largest error/limit ratio on a passing case: how close the
+    tolerance model came to a false alarm (1 would be one)."""
+    worst: dict[str, dict[str, Any]] = {}
+    for t in tallies:
+        if t.member.role != CORRECT:
+            continue
+        for dtype, (margin, case) in t.margins.items():
+            if margin > worst.get(dtype, {"margin": -1.0})["margin"]:
+                worst[dtype] = {"margin": margin, "member": t.member.name, "case": case}
+    return dict(sorted(worst.items()))
 
 
 def _short(text: str) -> str:
@@ -213,7 +240,7 @@ def summary(tallies: Sequence[Tally]) -> dict[str, Any]:
 def report_json(tallies: Sequence[Tally], cases: Sequence[Case], unjudged: Sequence[str], reference: str,
                 duration: float) -> dict[str, Any]:
     return {"format_version": 1, "reference": reference, "cases": len(cases), "unjudged_cases": list(unjudged),
-            "duration_s": duration, "summary": summary(tallies),
+            "duration_s": duration, "summary": summary(tallies), "worst_margins": worst_margins(tallies),
             "members": [{"name": t.member.name, "spec": t.member.spec, "role": t.member.role,
                          "ok": t.ok, "cases": t.seen, "judged": t.judged, "failing": len(t.failures),
                          "failing_cases": [f.case for f in t.failures],
@@ -311,6 +338,9 @@ def execute(args: argparse.Namespace) -> int:
         f" = {100 * verdict['score']:.0f}%" if verdict["score"] is not None else "")
     print(f"mutation score: {score}; correct implementations passing: "
           f"{verdict['correct_passed']}/{verdict['correct']}")
+    for dtype, worst in worst_margins(tallies).items():
+        print(f"  worst margin of a correct implementation, {dtype}: {worst['margin']:.2f} of the limit "
+              f"({worst['member']} on {worst['case']})")
     faults = sorted({o.fault for o in outcomes if o.fault})
     for fault in faults:  # the suite cannot vouch for itself while the harness fails under it
         print(f"  {sum(o.fault == fault for o in outcomes)} results with a fault ({fault}), no verdict: "
