@@ -260,3 +260,13 @@ def test_injected_markup_shows_as_text_and_runs_nothing(fresh: Any) -> None:
     assert fresh.execute_script("return typeof window.__xss") == "undefined"
     assert fresh.execute_script("return document.querySelectorAll('img').length") == 0
     _screenshot(fresh, "report-escaped-strings.png")
+
+
+def test_the_table_shows_each_cases_numerics(fresh: Any) -> None:
+    """The accumulator each case was judged with, per row (float32 for float16/bfloat16 by default)."""
+    dtypes, accumulators = _column(fresh, "dtype"), _column(fresh, "model")
+    backends = _column(fresh, "backend")
+    judged = {(d, a) for d, a, b in zip(dtypes, accumulators, backends) if b == "numpy" and a}
+    assert ("float16", "float32") in judged and ("float32", "float32") in judged
+    headers = fresh.execute_script("return [...document.querySelectorAll('#results-head th')].map(th => th.dataset.column)")
+    assert {"rms", "ratio", "identical", "model"} <= set(headers)

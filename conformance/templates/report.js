@@ -103,6 +103,18 @@
     { key: "rel", label: "rel error", title: "max relative error", numeric: true, value: (r) => metric(r, "max_rel_error") },
     { key: "tf", label: "TF error/limit", numeric: true, value: (r) => metric(r, "tf_max_error_in_limits"),
       title: "TensorFlow's own error against the float64 oracle, in units of its limit" },
+    // The numerics of each case: which error model judged it, the low-precision RMS check, and the
+    // accuracy relative to TensorFlow's (conformance/tolerance.py, conformance/accuracy.py).
+    { key: "rms", label: "RMS/σ", numeric: true, value: (r) => metric(r, "rms_in_sigmas"),
+      title: "float16/bfloat16 over a wider accumulator: root mean square error against the oracle in units of " +
+        "each element's expected rounding error (limit 2)" },
+    { key: "ratio", label: "× TF error", numeric: true, value: (r) => metric(r, "error_ratio_to_tensorflow"),
+      title: "the backend's RMS error against the oracle divided by TensorFlow's (1: as accurate as TensorFlow)" },
+    { key: "identical", label: "= TF", value: (r) => ((r.metrics || {}).identical_to_tensorflow ? "bitwise" : ""),
+      title: "bitwise identical to TensorFlow's output" },
+    { key: "model", label: "accumulator", value: (r) => (r.metrics || {}).accumulator || "",
+      title: "the accumulator the error model assumed for this case (SUPPORTS accumulator; float32 by default " +
+        "for float16/bfloat16)" },
     { key: "time", label: "time s", title: "seconds this result took", numeric: true, value: (r) => num(r.duration_s) },
   ];
   if (data.baseline) COLUMNS.push({ key: "change", label: "change", value: (r) => r.change || "" });
