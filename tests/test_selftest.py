@@ -56,12 +56,13 @@ def test_quick_subset_catches_every_mutant_and_passes_every_correct_implementati
 
 
 def test_bank_catches_every_mutant_and_passes_every_correct_implementation(tmp_path):
-    """The whole bank but the full-size benchmark layers (tag bench), against TensorFlow."""
+    """The whole bank but the full-size layers (tags bench and network: `selftest` on all of them takes
+    about 6 minutes on 2 cores; docs/tolerance.md has that run), against TensorFlow."""
     pytest.importorskip("tensorflow")
-    code, report = _selftest(tmp_path, "--skip-tag", "bench")
+    code, report = _selftest(tmp_path, "--skip-tag", "bench", "--skip-tag", "network")
     assert code == EXIT_OK
     _assert_proves_itself(report)
-    assert report["cases"] == len([c for c in load_cases([BANK]) if "bench" not in c.tags])
+    assert report["cases"] == len([c for c in load_cases([BANK]) if not {"bench", "network"} & set(c.tags)])
     assert report["unjudged_cases"] == []
 
 

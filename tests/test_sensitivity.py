@@ -1,7 +1,7 @@
 """The low-precision verdict's power, measured case by case (issue 13): on how many of the bank's eligible
 cases each low-precision mutant is caught, not only whether a run goes red. Judged against the oracle (as a
 machine without TensorFlow judges), in this process. The goals and the measured table are in
-README.md, "Tolerance model"."""
+docs/tolerance.md, "Sensitivity, case by case"."""
 
 from __future__ import annotations
 
