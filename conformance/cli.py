@@ -19,28 +19,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from conformance import __version__
-from conformance.backends import BackendError, list_backends
-from conformance.budget import parse_size
-from conformance.case import Case
+from conformance.execution.backends import BackendError, list_backends
+from conformance.cases.budget import parse_size
+from conformance.cases.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error
-from conformance.export import export_pack
-from conformance.faults import describe_exit, ratio_limit, seconds_argument
-from conformance.golden import build_goldens
-from conformance.loader import CaseFileError, load_cases
-from conformance.merge import MergeError, merge_runs
-from conformance.reference import reference_unusable
-from conformance.runner import isolated_reference
-from conformance.selection import default_bank
-from conformance.session import RunOptions, run_suite
+from conformance.tools.export import export_pack
+from conformance.execution.faults import describe_exit, ratio_limit, seconds_argument
+from conformance.judging.golden import build_goldens
+from conformance.cases.loader import CaseFileError, load_cases
+from conformance.reporting.merge import MergeError, merge_runs
+from conformance.judging.reference import reference_unusable
+from conformance.execution.runner import isolated_reference
+from conformance.cases.selection import default_bank
+from conformance.execution.session import RunOptions, run_suite
 
 # Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
 # and execute(args) -> exit code. They must be cheap to import (no TensorFlow, no CuPy at import time).
 MODULE_COMMANDS: dict[str, str] = {
-    "bench": "conformance.bench",
-    "report": "conformance.html_report",
-    "selftest": "conformance.selftest",
-    "fuzz": "conformance.fuzz",
-    "shrink": "conformance.shrink",
+    "bench": "conformance.tools.bench",
+    "report": "conformance.reporting.html_report",
+    "selftest": "conformance.tools.selftest",
+    "fuzz": "conformance.tools.fuzz",
+    "shrink": "conformance.tools.shrink",
 }
 
 
@@ -204,7 +204,7 @@ def _list_backends(as_json: bool) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    print("\nAlso: --backend module:function, path/to/file.py:function or cmd:PROGRAM (see README).")
+    print("\nAlso: --backend module:function, path/to/file.py:function or cmd:PROGRAM (see docs/backends.md).")
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""Correct implementations of tf.nn.separable_conv2d that round differently from impls.numpy_backend.
+"""Correct implementations of tf.nn.separable_conv2d that round differently from conformance.impls.numpy_backend.
 
 The zoo's "no false failures" half: each function here computes the contract's formula exactly as well
 as IEEE arithmetic allows, but with another accumulation order, accumulator precision, intermediate
@@ -6,7 +6,7 @@ rounding or algorithm (a fused full convolution), the way a real hardware backen
 model must accept every one of them on every case of the bank. Their docstrings say how they round.
 
 All of them share one front end, `_prepare`, which validates the arguments and resolves the geometry
-with impls.zoo_core (so every contract violation raises a ValueError), independently of the backend
+with conformance.impls.zoo_core (so every contract violation raises a ValueError), independently of the backend
 under test.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from impls import zoo_core
+from conformance.impls import zoo_core
 
 __version__ = "1.0"
 _BLOCK_ELEMENTS = 1 << 24  # cap on the (rows, C*M, O) product tensors of the pairwise summation

@@ -18,7 +18,7 @@ Numerics, per dtype (the same as the NumPy backend's, and TensorFlow's two-op gr
 - NaN and Inf propagate by IEEE rules; padding is zeros, multiplied like any input (0 * Inf = NaN).
 
 Everything but the kernel body is written against an array module `xp` (ArrayBackend): CuPy on the
-device, NumPy in CI, where impls.cupy_kernels.depthwise_standin does the kernel's exact arithmetic, so
+device, NumPy in CI, where conformance.impls.cupy_kernels.depthwise_standin does the kernel's exact arithmetic, so
 `separable_conv2d_standin` runs this backend's whole pipeline without a GPU.
 
 Importing this module never imports CuPy: `unavailable_reason()` says whether it can run here.
@@ -36,10 +36,10 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from impls.cupy_kernels import DepthwiseGeometry, depthwise_cuda, depthwise_standin, layout_steps
+from conformance.impls.cupy_kernels import DepthwiseGeometry, depthwise_cuda, depthwise_standin, layout_steps
 
 # The contract's argument checks and output geometry are the NumPy backend's: one definition for both.
-from impls.numpy_backend import _check, _padding_and_output
+from conformance.impls.numpy_backend import _check, _padding_and_output
 
 INSTALL_HINT = "pip install 'sepconv-conformance[gpu]'"
 _STORAGE = {"float16": np.float16, "bfloat16": np.float32, "float32": np.float32, "float64": np.float64}
@@ -228,7 +228,7 @@ def separable_conv2d_standin(input: Any, depthwise_filter: Any, pointwise_filter
                         data_format, dilations)
 
 
-# --- a side-by-side benchmark: python -m impls.cupy_backend [--standin] [--cases PATH] [--repeat N] ---------
+# --- a side-by-side benchmark: python -m conformance.impls.cupy_backend [--standin] [--cases PATH] [--repeat N] ---------
 
 def _bench(argv: Sequence[str] | None = None) -> int:
     """Time this backend against the NumPy backend on the same cases, in one run (end to end per call:
@@ -238,11 +238,11 @@ def _bench(argv: Sequence[str] | None = None) -> int:
     import time
     from pathlib import Path
 
-    from conformance.data import materialize
-    from conformance.loader import load_cases
-    from impls.numpy_backend import separable_conv2d as numpy_separable_conv2d
+    from conformance.cases.data import materialize
+    from conformance.cases.loader import load_cases
+    from conformance.impls.numpy_backend import separable_conv2d as numpy_separable_conv2d
 
-    parser = argparse.ArgumentParser(prog="python -m impls.cupy_backend", description=_bench.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m conformance.impls.cupy_backend", description=_bench.__doc__)
     parser.add_argument("--cases", default=str(Path(__file__).resolve().parent.parent / "cases" / "networks.yaml"))
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per case (the median is shown)")
     parser.add_argument("--standin", action="store_true", help="time the NumPy stand-in instead of the device")

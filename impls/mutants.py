@@ -5,7 +5,7 @@ least one case (`sepconv-conformance selftest` measures it). Each is the plain t
 (`_conv` with no bug: compute precision float32 for the 16-bit types and the dtype otherwise, taps in
 order, intermediate rounded to the dtype as in TensorFlow's two-op graph, one matmul) with exactly one
 bug, said in its docstring. Most switch a named bug inside `_conv`; the rest post-process its correct
-result. Validation and geometry come from impls.zoo_core, not from the backend under test.
+result. Validation and geometry come from conformance.impls.zoo_core, not from the backend under test.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from impls import zoo_core
+from conformance.impls import zoo_core
 
 __version__ = "2.0"
 _BF16 = np.dtype(ml_dtypes.bfloat16)

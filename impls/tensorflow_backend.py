@@ -11,7 +11,7 @@ or AMX) float16/bfloat16 accumulate in float32 in both stages; on TensorFlow's E
 (TF_ENABLE_ONEDNN_OPTS=0, or CPUs without those features) the depthwise taps accumulate in the dtype and
 NCHW float16/bfloat16 is refused (docs/research/tf-low-precision-2026-12). The call runs on /CPU:0 with
 TF32 off; TensorFlow's exceptions propagate, so what it refuses is recorded as a rejection. SUPPORTS
-declares the depthwise accumulator measured on this machine (conformance.reference's probe).
+declares the depthwise accumulator measured on this machine (conformance.judging.reference's probe).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402 - the log level must be set first
 
-from conformance.reference import tensorflow_depthwise_accumulator  # noqa: E402
+from conformance.judging.reference import tensorflow_depthwise_accumulator  # noqa: E402
 
 tf.config.experimental.enable_tensor_float_32_execution(False)
 __version__ = tf.__version__

@@ -22,7 +22,7 @@ cases:
 """
 
 WRONG_BACKEND = '''
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 def off_by_a_bit(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
     out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)

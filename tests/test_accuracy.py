@@ -7,18 +7,18 @@ import json
 
 import numpy as np
 
-from conformance.accuracy import relative_accuracy
-from conformance.case import Case
-from conformance.data import materialize
-from conformance.oracle import compute_oracle
-from conformance.tolerance import Tolerance
+from conformance.judging.accuracy import relative_accuracy
+from conformance.cases.case import Case
+from conformance.cases.data import materialize
+from conformance.judging.oracle import compute_oracle
+from conformance.judging.tolerance import Tolerance
 from tests.conftest import cli
 
 CASE = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1), rates=(1, 1),
             padding="SAME", data_format="NHWC", dtype="float32")
 NOISY = '''
 import numpy as np
-from impls.numpy_backend import separable_conv2d as correct
+from conformance.impls.numpy_backend import separable_conv2d as correct
 
 def one_ulp_off(*args, **kwargs):  # every element one ulp off, either way: within every limit, less accurate
     out = correct(*args, **kwargs)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.bench import flop_count
+from conformance.tools.bench import flop_count
 from conformance.cli import main
-from conformance.loader import load_cases
+from conformance.cases.loader import load_cases
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ cases:
 """
 
 WRONG_BACKEND = """
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 def off(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
     out = separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
@@ -67,7 +67,7 @@ def off(input, depthwise_filter, pointwise_filter, strides, padding, data_format
 
 COUNTING_BACKEND = """
 from pathlib import Path
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 def conv(*args, **kwargs):
     with Path("calls.txt").open("a") as log:
@@ -182,7 +182,7 @@ def test_tiles_and_threads_match_tensorflow_and_each_other(monkeypatch, shape, k
                                                           data_format, dtype):
     import ml_dtypes
 
-    from impls import numpy_backend
+    from conformance.impls import numpy_backend
 
     dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
     rng = np.random.default_rng(3)
@@ -207,7 +207,7 @@ def test_tiles_and_threads_match_tensorflow_and_each_other(monkeypatch, shape, k
 
 
 def test_invalid_thread_setting_makes_the_backend_unavailable(monkeypatch):
-    from conformance.backends import BackendError, resolve_backend
+    from conformance.execution.backends import BackendError, resolve_backend
 
     monkeypatch.setenv("SEPCONV_NUMPY_THREADS", "two")
     with pytest.raises(BackendError, match="SEPCONV_NUMPY_THREADS must be a positive integer"):
@@ -236,7 +236,7 @@ def test_depthwise_sums_taps_in_the_documented_order(monkeypatch, dtype):
     blocking and threads."""
     import ml_dtypes
 
-    from impls import numpy_backend
+    from conformance.impls import numpy_backend
 
     dt = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32
     rng = np.random.default_rng(5)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from conformance import html_report
+from conformance.reporting import html_report
 from tests.test_html_report import XSS, write_run
 
 pytestmark = pytest.mark.browser
@@ -157,7 +157,7 @@ def test_filters_by_status_backend_dtype_and_text(fresh: Any) -> None:
 
     Select(fresh.find_element(By.ID, "filter-status")).select_by_value("@failing")
     _expect(fresh, statuses, {"fail", "error", "crash", "timeout"})
-    Select(fresh.find_element(By.ID, "filter-backend")).select_by_value("impls.mutants:last_channel_dropped")
+    Select(fresh.find_element(By.ID, "filter-backend")).select_by_value("conformance.impls.mutants:last_channel_dropped")
     _expect(fresh, lambda: len(_rows(fresh)), 3)  # every valid case; the error case passes
     Select(fresh.find_element(By.ID, "filter-dtype")).select_by_value("float16")
     _expect(fresh, lambda: ["NCHW_float16" in row["text"] for row in _rows(fresh)], [True])

@@ -1,6 +1,6 @@
 """Hostile case files are refused fast, with file, line, field and reason: alias bombs, deep nesting,
 huge integers and grids, oversized files; and cases too large for memory are refused before anything
-is allocated (conformance.budget)."""
+is allocated (conformance.cases.budget)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance import budget, loader
-from conformance.budget import GIB, case_bytes, default_case_budget, elements, over_budget
-from conformance.case import Case, Origin
-from conformance.loader import CaseFileError, load_cases
+from conformance.cases import budget, loader
+from conformance.cases.budget import GIB, case_bytes, default_case_budget, elements, over_budget
+from conformance.cases.case import Case, Origin
+from conformance.cases.loader import CaseFileError, load_cases
 
 BASE = "{input: [1, 5, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}"
 

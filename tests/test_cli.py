@@ -107,8 +107,8 @@ def test_plugin_is_inert_without_backend(small, tmp_path):
 
 
 def test_shards_partition_the_bank_deterministically(tmp_path):
-    from conformance.loader import load_cases
-    from conformance.plugin import in_shard
+    from conformance.cases.loader import load_cases
+    from conformance.execution.plugin import in_shard
     from tests.conftest import BANK
 
     ids = [c.id for c in load_cases([BANK])]
@@ -132,7 +132,7 @@ def test_shard_option_runs_one_shard_and_rejects_bad_values(small, tmp_path):
 KILLED_MIDWAY = '''
 import os, signal, time
 from pathlib import Path
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 CALLS = Path(__file__).with_name("calls")
 
@@ -148,7 +148,7 @@ def dies_once(*args, **kwargs):
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_a_case(tmp_path):
-    from conformance.loader import load_cases
+    from conformance.cases.loader import load_cases
     from tests.conftest import BANK
 
     (tmp_path / "backend.py").write_text(KILLED_MIDWAY)

@@ -6,8 +6,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from conformance.compare import _largest, compare
-from conformance.tolerance import UNIT_ROUNDOFF, Tolerance
+from conformance.judging.compare import _largest, compare
+from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
 
 F32 = np.dtype(np.float32)
 

@@ -21,17 +21,17 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from conformance.backends import Backend
+from conformance.execution.backends import Backend
 from conformance.result import FAILING_STATUSES, Result
-from impls import cupy_backend, cupy_kernels
-from impls.cupy_backend import (
+from conformance.impls import cupy_backend, cupy_kernels
+from conformance.impls.cupy_backend import (
     bfloat16_bits_to_float32,
     float32_to_bfloat16_bits,
     geometry,
     separable_conv2d_standin,
     unavailable_reason,
 )
-from impls.cupy_kernels import DepthwiseGeometry, check_launch, depthwise_standin, layout_steps
+from conformance.impls.cupy_kernels import DepthwiseGeometry, check_launch, depthwise_standin, layout_steps
 from tests.conftest import BANK, REPO
 
 STANDIN = Backend("cupy-standin", separable_conv2d_standin)
@@ -43,8 +43,8 @@ DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.f
 @pytest.fixture(scope="module")
 def bank_verdicts() -> list[tuple[object, Result]]:
     pytest.importorskip("tensorflow")
-    from conformance.loader import load_cases
-    from conformance.runner import isolated_reference, run_case
+    from conformance.cases.loader import load_cases
+    from conformance.execution.runner import isolated_reference, run_case
 
     with isolated_reference():  # TensorFlow aborts on some of the bank's cases (a stride beyond int32)
         return [(case, run_case(case, STANDIN)) for case in load_cases([BANK])]
@@ -57,7 +57,7 @@ def test_standin_pipeline_conforms_on_the_whole_bank(bank_verdicts):
 
 def test_the_bank_exercises_every_feature_of_the_pipeline(bank_verdicts):
     """The previous test means something only while the bank covers every code path."""
-    from conformance.contract import geometry as case_geometry
+    from conformance.cases.contract import geometry as case_geometry
 
     valid = [case for case, _ in bank_verdicts if not case.expect_error]
     seen = Counter()
@@ -555,7 +555,7 @@ def test_cupy_tf32_does_not_change_float32_results(cupy, tmp_path):
     """CUPY_TF32=1 would round GEMM operands to 10 bits; the backend turns that off."""
     script = (
         "import numpy as np\n"
-        "from impls.cupy_backend import separable_conv2d, separable_conv2d_standin\n"
+        "from conformance.impls.cupy_backend import separable_conv2d, separable_conv2d_standin\n"
         "rng = np.random.default_rng(0)\n"
         "x, dw = rng.standard_normal((1, 8, 8, 512)).astype(np.float32), np.ones((1, 1, 512, 1), np.float32)\n"
         "pw = rng.standard_normal((1, 1, 512, 64)).astype(np.float32)\n"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conformance.expectations import Expectation, apply_expectation, load_expectations
-from conformance.loader import CaseFileError
+from conformance.execution.expectations import Expectation, apply_expectation, load_expectations
+from conformance.cases.loader import CaseFileError
 from conformance.result import Result
 from tests.conftest import WRONG_BACKEND, cli
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.case import Case
-from conformance.compare import compare
-from conformance.data import materialize, numpy_dtype
-from conformance.export import BFLOAT16_STORAGE, export_pack
-from conformance.reference import tensorflow_missing
-from conformance.tolerance import Tolerance
-from impls.numpy_backend import separable_conv2d
+from conformance.cases.case import Case
+from conformance.judging.compare import compare
+from conformance.cases.data import materialize, numpy_dtype
+from conformance.tools.export import BFLOAT16_STORAGE, export_pack
+from conformance.judging.reference import tensorflow_missing
+from conformance.judging.tolerance import Tolerance
+from conformance.impls.numpy_backend import separable_conv2d
 
 FLOAT32_SAME = Case(input=(2, 5, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
                     rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")

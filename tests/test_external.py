@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.backends import BackendError, resolve_backend
-from conformance.case import Case
-from conformance.external import CommandCrashed, ExternalCommand
-from conformance.runner import run_case
+from conformance.execution.backends import BackendError, resolve_backend
+from conformance.cases.case import Case
+from conformance.execution.external import CommandCrashed, ExternalCommand
+from conformance.execution.runner import run_case
 from tests.conftest import REPO, SMALL_CASE
 
 VALID = Case(input=(2, 5, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, {str(REPO)!r})
 import ml_dtypes
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 directory = Path(sys.argv[-1])
 case = json.loads((directory / "case.json").read_text())

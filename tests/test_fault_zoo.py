@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import runner
-from conformance.backends import Backend, resolve_backend
-from conformance.case import Case
-from conformance.external import ExternalCommand
-from conformance.isolation import IsolatedBackend, probe_backend
-from conformance.journal import FolderLock
+from conformance.execution import runner
+from conformance.execution.backends import Backend, resolve_backend
+from conformance.cases.case import Case
+from conformance.execution.external import ExternalCommand
+from conformance.execution.isolation import IsolatedBackend, probe_backend
+from conformance.execution.journal import FolderLock
 from tests.conftest import SMALL_CASE, cli
 
 VALID = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(2, 1),
@@ -35,7 +35,7 @@ FORBIDDEN = Case(input=(1, 5, 5, 2), kernel=(3, 3), channel_multiplier=1, out_ch
 ZOO = '''
 import ctypes, os, signal, sys, time
 import numpy as np
-from impls.numpy_backend import separable_conv2d as correct
+from conformance.impls.numpy_backend import separable_conv2d as correct
 
 def masked_zeros(*args, **kwargs):  # the mask hides that every value is wrong
     out = correct(*args, **kwargs)
@@ -299,7 +299,7 @@ def test_an_empty_selection_judges_nothing_and_leaves_the_reports_alone(tmp_path
 
 @pytest.mark.parametrize("declaration", ['SUPPORTS = {"dtypes": ["float16"]}', None])
 def test_a_run_where_everything_is_skipped_is_not_a_pass(tmp_path, small, declaration):
-    source = "from impls.numpy_backend import separable_conv2d\n" + (declaration or "")
+    source = "from conformance.impls.numpy_backend import separable_conv2d\n" + (declaration or "")
     (tmp_path / "narrow.py").write_text(source)
     options = ["--backend", "narrow.py:separable_conv2d"]
     if declaration is None:  # 8: an expectations file that skips everything
@@ -425,7 +425,7 @@ def test_reproducers_carry_the_run_options_and_their_own_folder(tmp_path, small)
 
 
 def test_an_interrupted_run_says_so_and_is_never_green(tmp_path, small):
-    (tmp_path / "slow.py").write_text("import time\nfrom impls.numpy_backend import separable_conv2d as c\n"
+    (tmp_path / "slow.py").write_text("import time\nfrom conformance.impls.numpy_backend import separable_conv2d as c\n"
                                       "def fn(*a, **k):\n    time.sleep(0.5)\n    return c(*a, **k)\n")
     (tmp_path / "many.yaml").write_text(SMALL_CASE + "sweeps:\n  - base: {input: [1, 6, 5, 3], kernel: [3, 3], "
                                         "channel_multiplier: 2, out_channels: 4, padding: SAME}\n"
@@ -565,7 +565,7 @@ def test_export_of_a_case_with_a_very_long_name(tmp_path):
 
 
 def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path, small):
-    (tmp_path / "segv.py").write_text("import ctypes\nfrom impls.numpy_backend import separable_conv2d as c\n"
+    (tmp_path / "segv.py").write_text("import ctypes\nfrom conformance.impls.numpy_backend import separable_conv2d as c\n"
                                       "def fn(x, *a, **k):\n    if x.shape[-1] == 2:\n        ctypes.string_at(0)\n"
                                       "    return c(x, *a, **k)\n")
     done = run_oracle(tmp_path, small, "--backend", "segv.py:fn", "--no-isolate", "-n", "2")  # 17
@@ -579,7 +579,7 @@ def test_the_report_page_counts_an_unknown_status_as_failing(tmp_path, shards):
     assert cli("report", str(shards[0]), cwd=tmp_path).returncode == 0
     page = (shards[0] / "report.html").read_text()
     assert "DOES NOT CONFORM: unknown status(es) FAIL" in page
-    from conformance.html_report import page_data
+    from conformance.reporting.html_report import page_data
 
     data = page_data([{"case": "c", "backend": "b", "status": "FAIL", "metrics": {}}], False)
     assert "FAIL" in data["failing"] and "FAIL" in data["statuses"]

@@ -9,16 +9,16 @@ from collections import Counter
 
 import pytest
 
-from conformance import contract
-from conformance.backends import resolve_backend
-from conformance.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES
-from conformance.case_yaml import write_case_file
+from conformance.cases import contract
+from conformance.execution.backends import resolve_backend
+from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES
+from conformance.cases.case_yaml import write_case_file
 from conformance.cli import main
-from conformance.data import integer_range
+from conformance.cases.data import integer_range
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
-from conformance.fuzz import CASES_FILE, FAILURES_FILE, VIOLATIONS, draw_cases
-from conformance.loader import load_cases, load_file
-from conformance.runner import run_case
+from conformance.tools.fuzz import CASES_FILE, FAILURES_FILE, VIOLATIONS, draw_cases
+from conformance.cases.loader import load_cases, load_file
+from conformance.execution.runner import run_case
 
 
 def test_same_seed_same_cases_other_seed_other_cases():
@@ -62,7 +62,7 @@ def test_fuzzing_a_correct_backend_conforms_and_saves_no_failure(tmp_path, capsy
 def test_failures_are_saved_as_a_case_file_that_fails_again(tmp_path, capsys):
     pytest.importorskip("tensorflow")
     out = tmp_path / "fuzz"
-    spec = "impls.mutants:same_split_before"
+    spec = "conformance.impls.mutants:same_split_before"
     code = main(["fuzz", "--backend", spec, "--backend", "numpy", "--count", "40", "--seed", "2",
                  "--out", str(out), "-q"])
     assert code == EXIT_NONCONFORMING

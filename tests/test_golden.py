@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance.case import Case
-from conformance.data import materialize, numpy_dtype
-from conformance.golden import GoldenError, GoldenStore, golden_key, version_note
-from conformance.loader import load_cases
-from conformance.oracle import compute_oracle
-from conformance.reference import Reference
+from conformance.cases.case import Case
+from conformance.cases.data import materialize, numpy_dtype
+from conformance.judging.golden import GoldenError, GoldenStore, golden_key, version_note
+from conformance.cases.loader import load_cases
+from conformance.judging.oracle import compute_oracle
+from conformance.judging.reference import Reference
 from tests.conftest import BANK, cli
 
 NO_TENSORFLOW = """

@@ -1,6 +1,6 @@
 """The HTML report: error maps from compare, the page's data and escaping, coverage, baseline diffs, size,
-and the `report` command. Results come from real runs (conformance.session.run_suite) of real backends:
-the NumPy backend, mutants from impls.mutants, and small backend files that misbehave on purpose."""
+and the `report` command. Results come from real runs (conformance.execution.session.run_suite) of real backends:
+the NumPy backend, mutants from conformance.impls.mutants, and small backend files that misbehave on purpose."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance import cli, diagnostics, html_report
-from conformance.compare import compare
-from conformance.reference import tensorflow_missing
+from conformance import cli
+
+from conformance.judging import diagnostics
+
+from conformance.reporting import html_report
+from conformance.judging.compare import compare
+from conformance.judging.reference import tensorflow_missing
 from conformance.result import FAILING_STATUSES, STATUSES
-from conformance.session import RunOptions, run_suite
-from conformance.tolerance import UNIT_ROUNDOFF, Tolerance
+from conformance.execution.session import RunOptions, run_suite
+from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
 
 XSS = '<img src=x onerror="window.__xss = 1"> & </script><!-- <b>bold</b>'
 
@@ -65,7 +69,7 @@ FLAKY = '''
 import os
 import time
 
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 
 def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
@@ -76,7 +80,7 @@ def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_forma
     return separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
 '''
 
-MUTANTS = ["impls.mutants:last_channel_dropped", "impls.mutants:same_split_before"]
+MUTANTS = ["conformance.impls.mutants:last_channel_dropped", "conformance.impls.mutants:same_split_before"]
 
 
 def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
@@ -163,7 +167,7 @@ def test_a_wrong_border_is_named_as_such(tmp_path, case_file):
         cases:
           - {input: [1, 14, 13, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}
     """)
-    run_suite(RunOptions(cases=[str(cases)], backends=["impls.mutants:replicate_padding"], out=str(tmp_path / "out"),
+    run_suite(RunOptions(cases=[str(cases)], backends=["conformance.impls.mutants:replicate_padding"], out=str(tmp_path / "out"),
                          reference="oracle", isolate=False, quiet=True))
     document = html_report.load_results(tmp_path / "out" / "results.json")
     [record] = document["results"]
@@ -214,7 +218,7 @@ def test_the_page_holds_every_result_status_summary_and_environment(run):
     statuses = {r["status"] for r in document["results"]}
     assert {"pass", "fail", "error", "crash", "timeout"} <= statuses
     assert data["rows"][0]["status"] in FAILING_STATUSES  # the worst first
-    for text in ("DOES NOT CONFORM", "impls.mutants:last_channel_dropped", document["environment"]["numpy"],
+    for text in ("DOES NOT CONFORM", "conformance.impls.mutants:last_channel_dropped", document["environment"]["numpy"],
                  "reference</dt><dd>oracle", "channels last only"):
         assert text in page, text
     assert all("reproducer" in r for r in data["rows"] if r["status"] != "pass")
@@ -242,7 +246,7 @@ def test_coverage_shows_pass_rates_per_backend_and_the_gaps(run):
     assert numpy_cell == {"total": 3, "pass": 3}  # 2 valid float32 cases + the error case
     padding = {row["value"]: row for row in table["padding"]}
     assert padding["EXPLICIT"]["gap"]
-    split = padding["SAME"]["cells"][backends.index("impls.mutants:same_split_before")]
+    split = padding["SAME"]["cells"][backends.index("conformance.impls.mutants:same_split_before")]
     assert split["failing"] == 1  # only the 2x2 SAME case splits an odd padding
     assert "not exercised" in html_report.render_report(document)
 
@@ -258,7 +262,7 @@ def test_tensorflow_reference_metrics_reach_the_page(tmp_path, case_file):
             out_channels: 4
             padding: SAME
     """)
-    code = run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "impls.mutants:last_channel_dropped"],
+    code = run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "conformance.impls.mutants:last_channel_dropped"],
                                 out=str(tmp_path / "out"), reference="tensorflow", quiet=True))
     assert code == 1
     data = embedded(html_report.write_report(tmp_path / "out").read_text(encoding="utf-8"))
@@ -270,8 +274,8 @@ def test_tensorflow_reference_metrics_reach_the_page(tmp_path, case_file):
 BASELINE_BACKEND = '''
 import numpy as np
 
-from impls.alternatives import fp64_then_cast
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.alternatives import fp64_then_cast
+from conformance.impls.numpy_backend import separable_conv2d
 
 MODE = {mode!r}
 
@@ -329,7 +333,7 @@ def test_a_report_of_3000_results_stays_a_few_megabytes(run, tmp_path, case_file
         cases:
           - {input: [1, 64, 64, 32], kernel: [3, 3], channel_multiplier: 1, out_channels: 256, padding: SAME}
     """)
-    run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "impls.mutants:last_channel_dropped"],
+    run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "conformance.impls.mutants:last_channel_dropped"],
                          out=str(tmp_path / "out"), reference="oracle", isolate=False, quiet=True))
     document = html_report.load_results(tmp_path / "out" / "results.json")
     passing, failing = sorted(document["results"], key=lambda r: r["status"] != "pass")

@@ -18,7 +18,7 @@ from tests.conftest import cli
 MISBEHAVING = '''
 import ctypes, os, time, zlib
 import numpy as np
-from impls.numpy_backend import separable_conv2d as correct
+from conformance.impls.numpy_backend import separable_conv2d as correct
 
 def _crashes_here(input):  # about 10% of the cases, decided by the data alone
     return zlib.crc32(np.ascontiguousarray(input).tobytes()) % 10 == 0
@@ -112,7 +112,7 @@ def test_child_processes_leave_no_files_behind(workdir, small, workers):
 KILLED_HARNESS = """
 import os, signal, sys
 import numpy as np
-from conformance.isolation import IsolatedBackend
+from conformance.execution.isolation import IsolatedBackend
 
 if __name__ == "__main__":  # spawn re-imports this file in the child
     backend = IsolatedBackend(sys.argv[1])
@@ -166,7 +166,7 @@ def test_external_commands_that_crash_or_hang_never_pass_error_cases(workdir, sm
 
 CRASHING_REFERENCE = '''
 import os
-from conformance.reference import build_reference
+from conformance.judging.reference import build_reference
 
 def aborts_on_nchw(case, inputs, use_tensorflow):
     if case.data_format == "NCHW":
@@ -176,9 +176,9 @@ def aborts_on_nchw(case, inputs, use_tensorflow):
 
 
 def test_tensorflow_aborting_on_a_case_is_recorded_and_the_backend_judged_against_the_oracle(tmp_path):
-    from conformance import runner
-    from conformance.backends import resolve_backend
-    from conformance.case import Case
+    from conformance.execution import runner
+    from conformance.execution.backends import resolve_backend
+    from conformance.cases.case import Case
 
     (tmp_path / "crashing_reference.py").write_text(CRASHING_REFERENCE)
     base = dict(input=(1, 5, 5, 2), kernel=(3, 3), channel_multiplier=1, out_channels=2, strides=(1, 1),

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.journal import read_journal
+from conformance.execution.journal import read_journal
 
-SLOW = ("import time\nfrom impls.numpy_backend import separable_conv2d as correct\n"
+SLOW = ("import time\nfrom conformance.impls.numpy_backend import separable_conv2d as correct\n"
         "def fn(*args, **kwargs):\n    time.sleep(0.05)\n    return correct(*args, **kwargs)\n")
 CASES = ("sweeps:\n  - base: {input: [1, 5, 4, 2], kernel: [2, 2], channel_multiplier: 1, out_channels: 2, "
          "padding: SAME}\n    grid: {seed: [%s]}\n" % ", ".join(str(s) for s in range(1, 31)))

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import contract
-from conformance.case import DISTRIBUTIONS, Case
-from conformance.case_yaml import case_from_parameters, render_case_file
-from conformance.data import PRECISION_BITS, integer_range, materialize
-from conformance.loader import FIELDS, CaseFileError, load_cases
+from conformance.cases import contract
+from conformance.cases.case import DISTRIBUTIONS, Case
+from conformance.cases.case_yaml import case_from_parameters, render_case_file
+from conformance.cases.data import PRECISION_BITS, integer_range, materialize
+from conformance.cases.loader import FIELDS, CaseFileError, load_cases
 
 BASE = "input: [1, 5, 5, 2]\n    kernel: [3, 3]\n    channel_multiplier: 1\n    out_channels: 2\n    padding: SAME"
 

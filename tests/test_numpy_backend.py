@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 rng = np.random.default_rng(7)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.backends import BackendError, resolve_backend
-from conformance.case import Case, Origin
-from conformance.runner import run_case
-from conformance.support import Support, SupportError
+from conformance.execution.backends import BackendError, resolve_backend
+from conformance.cases.case import Case, Origin
+from conformance.execution.runner import run_case
+from conformance.execution.support import Support, SupportError
 from tests.conftest import REPO
 from tests.conftest import cli
 
@@ -88,7 +88,7 @@ def test_support_declaration_is_validated():
 
 def test_invalid_support_declaration_stops_the_run(tmp_path, small):
     (tmp_path / "declares.py").write_text(
-        "from impls.numpy_backend import separable_conv2d as conv\n"
+        "from conformance.impls.numpy_backend import separable_conv2d as conv\n"
         "def separable_conv2d(*args, **kwargs):\n    return conv(*args, **kwargs)\n"
         "separable_conv2d.supports = {'paddings': ['SAME', 'REFLECT']}\n")
     with pytest.raises(BackendError, match="paddings: unknown REFLECT"):
@@ -105,7 +105,7 @@ def test_invalid_support_declaration_stops_the_run(tmp_path, small):
     ({"max_rate": 1}, "dilation rate 2 exceeds"),
 ])
 def test_case_outside_the_declaration_is_skipped_with_the_reason(declared, reason):
-    from conformance.backends import Backend
+    from conformance.execution.backends import Backend
 
     calls = []
     backend = Backend("limited", lambda *args, **kwargs: calls.append(args), None, Support.from_mapping(declared))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance import reference as reference_module
-from conformance.backends import resolve_backend
-from conformance.case import Case
-from conformance.data import materialize
-from conformance.reference import build_reference
-from conformance.runner import prepare, run_case
+from conformance.judging import reference as reference_module
+from conformance.execution.backends import resolve_backend
+from conformance.cases.case import Case
+from conformance.cases.data import materialize
+from conformance.judging.reference import build_reference
+from conformance.execution.runner import prepare, run_case
 
 CASE = Case(input=(1, 6, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
             rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")

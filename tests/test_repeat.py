@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-from conformance.backends import Backend
-from conformance.case import Case, Origin
-from conformance.runner import run_case
-from impls.numpy_backend import separable_conv2d
+from conformance.execution.backends import Backend
+from conformance.cases.case import Case, Origin
+from conformance.execution.runner import run_case
+from conformance.impls.numpy_backend import separable_conv2d
 from tests.conftest import cli
 
 # Like a kernel whose atomics land in a different order on each launch: the last bit of one element moves.
 RACY_BACKEND = '''
 import numpy as np
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 calls = 0
 

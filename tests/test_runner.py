@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from conformance.backends import Backend
-from conformance.case import Case
-from conformance.runner import run_case
-from impls.numpy_backend import separable_conv2d
+from conformance.execution.backends import Backend
+from conformance.cases.case import Case
+from conformance.execution.runner import run_case
+from conformance.impls.numpy_backend import separable_conv2d
 
 CASE = Case(input=(2, 5, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
             rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")

@@ -13,10 +13,10 @@ import pytest
 
 from conformance.cli import main
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
-from conformance.loader import load_cases
-from impls import mutants
-from impls.alternatives import ALTERNATIVES
-from impls.mutants import MUTANTS
+from conformance.cases.loader import load_cases
+from conformance.impls import mutants
+from conformance.impls.alternatives import ALTERNATIVES
+from conformance.impls.mutants import MUTANTS
 from tests.conftest import BANK, SMALL_CASE
 
 
@@ -69,9 +69,9 @@ def test_bank_catches_every_mutant_and_passes_every_correct_implementation(tmp_p
 # --- the gate can fail ---------------------------------------------------------------------------------
 def test_a_mutant_that_is_actually_correct_goes_uncaught_and_fails_the_gate(small, tmp_path, capsys):
     code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "oracle", "--no-zoo",
-                             "--mutant", "impls.mutants:correct", "--alternative", "numpy")
+                             "--mutant", "conformance.impls.mutants:correct", "--alternative", "numpy")
     assert code == EXIT_NONCONFORMING
-    row = _members(report, "mutant")["impls.mutants:correct"]
+    row = _members(report, "mutant")["conformance.impls.mutants:correct"]
     assert row["ok"] is False and row["failing"] == 0 and row["judged"] == 2
     assert report["summary"]["score"] == 0.0 and report["summary"]["passed"] is False
     out = capsys.readouterr().out
@@ -80,17 +80,17 @@ def test_a_mutant_that_is_actually_correct_goes_uncaught_and_fails_the_gate(smal
 
 def test_a_wrong_alternative_fails_the_gate_and_the_table_says_where(small, tmp_path, capsys):
     code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "oracle", "--no-zoo",
-                             "--alternative", "impls.mutants:same_split_before",
-                             "--mutant", "impls.mutants:rate_with_stride")
+                             "--alternative", "conformance.impls.mutants:same_split_before",
+                             "--mutant", "conformance.impls.mutants:rate_with_stride")
     assert code == EXIT_NONCONFORMING
-    wrong = _members(report, "correct")["impls.mutants:same_split_before"]
+    wrong = _members(report, "correct")["conformance.impls.mutants:same_split_before"]
     case_id = load_cases([small])[0].id
     assert wrong["ok"] is False and wrong["failing_cases"] == [case_id]
     assert "the limit" in wrong["first_failures"][0]["message"]
-    caught = _members(report, "mutant")["impls.mutants:rate_with_stride"]
+    caught = _members(report, "mutant")["conformance.impls.mutants:rate_with_stride"]
     assert caught["ok"] is True and "accepted input the contract forbids" in caught["first_failures"][0]["message"]
     out = capsys.readouterr().out
-    assert "impls.mutants:same_split_before" in out and case_id in out and "SELFTEST FAILED" in out
+    assert "conformance.impls.mutants:same_split_before" in out and case_id in out and "SELFTEST FAILED" in out
 
 
 def test_cases_without_a_reference_judge_no_one(small, tmp_path):
@@ -99,15 +99,15 @@ def test_cases_without_a_reference_judge_no_one(small, tmp_path):
     golden = tmp_path / "goldens"
     golden.mkdir()
     code, report = _selftest(tmp_path, "--cases", str(small), "--reference", "golden", "--golden", str(golden),
-                             "--no-zoo", "--mutant", "impls.mutants:same_split_before", "--alternative", "numpy")
+                             "--no-zoo", "--mutant", "conformance.impls.mutants:same_split_before", "--alternative", "numpy")
     assert code == EXIT_USAGE
     assert len(report["unjudged_cases"]) == 2
     assert all(m["judged"] == 0 and m["ok"] is False for m in report["members"])
 
 
 def test_workers_give_the_same_tallies(small, tmp_path):
-    arguments = ["--cases", str(small), "--reference", "oracle", "--no-zoo", "--mutant", "impls.mutants:extra_row",
-                 "--mutant", "impls.mutants:rate_with_stride", "--alternative", "numpy"]
+    arguments = ["--cases", str(small), "--reference", "oracle", "--no-zoo", "--mutant", "conformance.impls.mutants:extra_row",
+                 "--mutant", "conformance.impls.mutants:rate_with_stride", "--alternative", "numpy"]
     serial = _selftest(tmp_path / "serial", *arguments)
     parallel = _selftest(tmp_path / "parallel", *arguments, "-n", "2")
     assert serial[0] == parallel[0] == EXIT_OK
@@ -118,7 +118,7 @@ MISBEHAVING = """
 import ctypes
 import time
 
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 
 def segfaults(*args, **kwargs):
@@ -155,7 +155,7 @@ def test_a_member_that_crashes_or_hangs_is_judged_and_the_selftest_goes_on(small
 
 
 NARROW = """
-from impls.numpy_backend import separable_conv2d
+from conformance.impls.numpy_backend import separable_conv2d
 
 SUPPORTS = {"dtypes": ["float64"]}
 
@@ -187,7 +187,7 @@ def test_the_table_says_on_how_many_cases_a_narrow_member_was_judged(small, tmp_
 
 @pytest.mark.parametrize("arguments, reason", [
     (["--mutant", "no.such.module:fn"], "cannot be imported"),
-    (["--mutant", "impls.mutants:extra_row"], "already in the zoo"),
+    (["--mutant", "conformance.impls.mutants:extra_row"], "already in the zoo"),
     (["--no-zoo", "--mutant", "numpy", "--alternative", "numpy"], "given twice"),
     (["--no-zoo"], "nothing to run"),
     (["--quick", "--no-zoo", "--alternative", "numpy"], "no case is tagged"),

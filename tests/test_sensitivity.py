@@ -9,20 +9,20 @@ from collections.abc import Callable
 
 import pytest
 
-from conformance.backends import Backend
-from conformance.case import Case
-from conformance.loader import load_cases
-from conformance.runner import run_case
-from conformance.tolerance import RANDOM_DATA, RMS_MIN_ELEMENTS
-from impls import mutants
-from impls.numpy_backend import separable_conv2d
+from conformance.execution.backends import Backend
+from conformance.cases.case import Case
+from conformance.cases.loader import load_cases
+from conformance.execution.runner import run_case
+from conformance.judging.tolerance import RANDOM_DATA, RMS_MIN_ELEMENTS
+from conformance.impls import mutants
+from conformance.impls.numpy_backend import separable_conv2d
 from tests.conftest import BANK, cli
 
 LOW = ("float16", "bfloat16")
 
 
 def _outputs(case: Case) -> int:
-    from conformance import contract
+    from conformance.cases import contract
 
     g = contract.geometry(case)
     return case.batch * g.out_h * g.out_w * case.out_channels
@@ -70,7 +70,7 @@ def test_dtype_accumulation_passes_when_declared_and_fails_when_not(low_precisio
     undeclared = run_case(long, Backend("native", mutants.MUTANTS["dtype_accumulation"]), use_tensorflow=False)
     assert undeclared.status == "fail" and "SUPPORTS accumulator" in undeclared.message
     assert "float32 accumulator" in undeclared.metrics["error_model"]
-    from conformance.support import Support
+    from conformance.execution.support import Support
 
     declared = Backend("native", mutants.MUTANTS["dtype_accumulation"],
                        support=Support.from_mapping({"accumulator": {"float16": "float16"}}))
@@ -79,7 +79,7 @@ def test_dtype_accumulation_passes_when_declared_and_fails_when_not(low_precisio
 
 def test_float32_and_float64_limits_are_the_classic_ones():
     """Only float16/bfloat16 over a wider accumulator changed: float32/float64 keep KS * (u*B + eta)."""
-    from conformance.tolerance import SMALLEST_SUBNORMAL, UNIT_ROUNDOFF, Tolerance
+    from conformance.judging.tolerance import SMALLEST_SUBNORMAL, UNIT_ROUNDOFF, Tolerance
 
     case = next(c for c in load_cases([BANK]) if c.dtype == "float32" and not c.expect_error)
     tolerance = Tolerance.for_case(case)
@@ -93,7 +93,7 @@ def test_float32_and_float64_limits_are_the_classic_ones():
     ({"accumulator": ["float16"]}, "accumulator: expected a mapping"),
 ])
 def test_a_bad_accumulator_declaration_stops_the_run_naming_the_key(tmp_path, small, declared, words):
-    source = f"from impls.numpy_backend import separable_conv2d\nSUPPORTS = {declared!r}\n"
+    source = f"from conformance.impls.numpy_backend import separable_conv2d\nSUPPORTS = {declared!r}\n"
     (tmp_path / "declared.py").write_text(source)
     done = cli("run", "--cases", str(small), "--backend", "declared.py:separable_conv2d", "--reference", "oracle",
                "--out", "out", cwd=tmp_path)

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from conformance.backends import Backend, resolve_backend
-from conformance.case import Case
+from conformance.execution.backends import Backend, resolve_backend
+from conformance.cases.case import Case
 from conformance.cli import main
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
-from conformance.loader import load_file
-from conformance.runner import run_case
-from conformance.shrink import signature
-from impls import mutants
+from conformance.cases.loader import load_file
+from conformance.execution.runner import run_case
+from conformance.tools.shrink import signature
+from conformance.impls import mutants
 
 BASE = {"input": (2, 6, 5, 3), "kernel": (3, 3), "channel_multiplier": 2, "out_channels": 4, "strides": (2, 1),
         "rates": (1, 1), "padding": "SAME", "data_format": "NHWC", "dtype": "float32"}
@@ -66,7 +66,7 @@ def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channel
              padding: SAME, strides: [2, 2]}
         """)
     original = load_file(source)[0]
-    spec, out = "impls.mutants:same_split_before", tmp_path / "shrunk.yaml"
+    spec, out = "conformance.impls.mutants:same_split_before", tmp_path / "shrunk.yaml"
     assert _shrink(source, original.id, spec, out) == EXIT_OK
     [shrunk] = load_file(out)  # a valid case file holding one case
     n, h, w, c = shrunk.input
@@ -83,7 +83,7 @@ def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channel
 
 def test_a_case_from_a_results_file_shrinks_with_its_failing_backend(tmp_path, small, capsys):
     pytest.importorskip("tensorflow")
-    spec, reports = "impls.mutants:kernel_transposed", tmp_path / "reports"
+    spec, reports = "conformance.impls.mutants:kernel_transposed", tmp_path / "reports"
     assert main(["run", "--cases", str(small), "--backend", spec, "--backend", "numpy", "--out", str(reports),
                  "-q"]) != EXIT_OK
     case_id = load_file(small)[0].id
@@ -101,7 +101,7 @@ def test_a_forbidden_case_keeps_breaking_the_same_rule(tmp_path):
              strides: [2, 3], rates: [2, 3], expect: error}
         """)
     out = tmp_path / "shrunk.yaml"
-    assert _shrink(source, load_file(source)[0].id, "impls.mutants:rate_with_stride", out,
+    assert _shrink(source, load_file(source)[0].id, "conformance.impls.mutants:rate_with_stride", out,
                    "--reference", "oracle") == EXIT_OK
     [shrunk] = load_file(out)  # the loader accepts it only if it still breaks the contract
     assert shrunk.expect_error and max(shrunk.rates) > 1 and max(shrunk.strides) > 1
@@ -112,7 +112,7 @@ def test_a_crash_shrinks_through_the_isolated_child(tmp_path):
     backend = _write(tmp_path / "crashy.py", """
         import os
         import numpy as np
-        from impls.mutants import correct
+        from conformance.impls.mutants import correct
 
         def conv(input, *args, **kwargs):
             if np.asarray(input).shape[3] >= 3:  # NHWC channels: a kernel that faults on wide tiles

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from conformance.backends import Backend
-from conformance.loader import load_cases
-from conformance.runner import run_case
-from conformance.support import Support, SupportError
-from impls import mutants
+from conformance.execution.backends import Backend
+from conformance.cases.loader import load_cases
+from conformance.execution.runner import run_case
+from conformance.execution.support import Support, SupportError
+from conformance.impls import mutants
 from tests.conftest import BANK
 
 
@@ -43,7 +43,7 @@ def test_a_backend_that_declares_preserve_and_flushes_fails(subnormal_cases):
 
 
 def test_preserving_backends_are_recorded_as_preserving(subnormal_cases):
-    from impls.numpy_backend import separable_conv2d
+    from conformance.impls.numpy_backend import separable_conv2d
 
     results = [run_case(c, Backend("numpy", separable_conv2d), use_tensorflow=False) for c in subnormal_cases]
     assert all(r.status == "pass" and r.metrics["subnormals"] == "preserved" for r in results)

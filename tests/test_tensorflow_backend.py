@@ -33,7 +33,7 @@ def _environment(onednn: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("onednn", ["1", "0"], ids=["onednn", "eigen"])
 def test_the_probe_finds_the_depthwise_accumulator_of_each_path(onednn: str) -> None:
-    code = ("from conformance.reference import tensorflow_depthwise_accumulator as probe; "
+    code = ("from conformance.judging.reference import tensorflow_depthwise_accumulator as probe; "
             "print(probe('float16'), probe('bfloat16'), probe('float32'))")
     out = subprocess.run([sys.executable, "-c", code], env=_environment(onednn), cwd=REPO, capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import emul  # noqa: E402
-from impls import alternatives, numpy_backend  # noqa: E402
+from conformance.impls import alternatives, numpy_backend  # noqa: E402
 
 K, O, H, W = 64, 4, 6, 6
 x = np.ones((1, H, W + 2, K), np.float16)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import emul  # noqa: E402
-from impls import alternatives, numpy_backend  # noqa: E402
+from conformance.impls import alternatives, numpy_backend  # noqa: E402
 
 DT = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 U = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
@@ -116,7 +116,7 @@ def main():
                 x, dw, pw = inputs(shape, dtype, seed, data)
                 y, z, b, s2 = emul.exact(x, dw, pw, "SAME")
                 tf_out = run_tf(x, dw, pw).astype(np.float64)
-                for name, fn in impls.items():
+                for name, fn in conformance.impls.items():
                     m = metrics(fn(x, dw, pw), y, b, s2, dtype, tf_out)
                     results.append({"dtype": dtype, "shape": shape, "CM": shape[3] * shape[4], "seed": seed,
                                     "impl": name, **m})

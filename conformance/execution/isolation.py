@@ -1,0 +1,225 @@
+"""Run a backend in a child process, so that a crash, a hang or an exit is one case's result, not the end of
+the run.
+
+The child is started with spawn (no state inherited from the harness, TensorFlow never imported there), in
+a process group of its own (so that a timeout kills whatever helpers it forked too). It imports the
+backend itself, answers with what the backend declares (a handshake), then serves calls over a pipe. The
+harness never imports a Python backend when it isolates: a backend that segfaults, exits or sets
+environment variables while being imported does so in its child (`probe_backend`: exit code 2 with the
+reason). Replies say whose an exception was: the backend's own code raising (a rejection), or the
+backend giving up (MemoryError, SystemExit, KeyboardInterrupt). If the child dies, the call raises
+BackendCrash naming the process and how it ended, with the tail of its stderr; if it does not answer in
+time, its process group is killed and the call raises BackendTimeout. Either way the next call starts a
+fresh child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from conformance.execution.backends import Backend, BackendError
+from conformance.execution.faults import (
+    DEFAULT_TIMEOUT_S,
+    BackendAborted,
+    BackendCrash,
+    BackendTimeout,
+    HarnessFault,
+    RemoteError,
+    describe_exit,
+    kill_group,
+    stderr_tail,
+)
+
+BACKEND_ROLE = "the backend's process"
+POLL_S = 0.5  # how often a waiting harness checks that the child is still alive
+
+
+def _reply_for(error: BaseException) -> tuple[Any, ...]:
+    if isinstance(error, (BackendCrash, BackendTimeout)):  # e.g. an external command that crashed in there
+        return ("crash" if isinstance(error, BackendCrash) else "timeout", str(error))
+    if isinstance(error, Exception) and not isinstance(error, MemoryError):
+        return ("raised", type(error).__name__, str(error))  # the backend's own code rejected the input
+    return ("aborted", type(error).__name__, str(error))  # MemoryError, SystemExit, KeyboardInterrupt, ...
+
+
+def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool) -> None:
+    """The child's loop: a handshake, then one call per message, until the parent closes the pipe."""
+    os.setsid()  # a group of its own: a timeout kills what the backend forked too
+    descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(descriptor, 2)
+    from conformance.execution.backends import resolve_backend
+    from conformance.judging.outputs import as_judged
+
+    try:
+        backend = resolve_backend(spec)
+    except BaseException as error:  # noqa: BLE001 - an import that fails or exits is reported, not fatal
+        reason = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
+        connection.send(("unusable", reason))
+        return
+    connection.send(("ready", {"version": backend.version, "support": backend.support,
+                               "expectations": backend.expectations, "fingerprint": backend.fingerprint}))
+    if probe_only:
+        return
+    while True:
+        try:
+            args, kwargs = connection.recv()
+        except EOFError:  # the harness is gone (a killed run): nobody will read or remove the file
+            Path(stderr_path).unlink(missing_ok=True)
+            return
+        try:
+            reply: tuple[Any, ...] = ("ok", as_judged(backend.fn(*args, **kwargs)))
+        except BaseException as error:  # noqa: BLE001 - everything the backend raises goes back to the harness
+            reply = _reply_for(error)
+        try:
+            connection.send(reply)
+        except (BrokenPipeError, ConnectionResetError):  # the harness is gone, as above
+            Path(stderr_path).unlink(missing_ok=True)
+            return
+        except Exception:  # noqa: BLE001 - an unpicklable return value
+            connection.send(("ok", f"<unpicklable {type(reply[1]).__name__}>"))
+
+
+@contextlib.contextmanager
+def _environment(variables: Mapping[str, str] | None) -> Iterator[None]:
+    """Start a child with `variables` as its whole environment (spawn copies os.environ at start)."""
+    if variables is None:
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class IsolatedBackend:
+    """A callable with the backend signature that runs `spec` in a child process.
+
+    timeout: seconds per call (None: none; the harness's commands pass DEFAULT_TIMEOUT_S at least);
+    role: how messages name the process ("the backend's process", "TensorFlow's reference process");
+    environment: the child's whole environment (None: the harness's at the time of the start).
+    """
+
+    def __init__(self, spec: str, timeout: float | None = DEFAULT_TIMEOUT_S, role: str = BACKEND_ROLE,
+                 environment: Mapping[str, str] | None = None):
+        self.spec = spec
+        self.timeout = timeout
+        self.role = role
+        self.environment = dict(environment) if environment is not None else None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: Connection | None = None
+        self._stderr = Path(tempfile.gettempdir()) / f"sepconv-backend-{os.getpid()}-{id(self)}.stderr"
+        # close() removes the child's stderr file; this removes it for an object never closed, at exit.
+        weakref.finalize(self, self._stderr.unlink, missing_ok=True)
+
+    def start(self, probe_only: bool = False) -> dict[str, Any]:
+        """Start the child and wait for its handshake; returns what the backend declares. Raises
+        BackendError when the backend cannot be loaded there, BackendCrash/BackendTimeout when the child
+        dies or hangs while loading it."""
+        self.close()
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, self.spec, str(self._stderr), probe_only),
+                                        daemon=True)
+        with _environment(self.environment):
+            self._process.start()
+        child.close()
+        self._connection = parent
+        reply = self._receive("while loading the backend")
+        if reply[0] == "unusable":
+            self.close()
+            raise BackendError(reply[1])
+        return dict(reply[1])
+
+    def close(self) -> None:
+        """Stop the child (and its group) and remove its stderr file; a later call starts a fresh child."""
+        if self._process is not None:
+            if self._process.pid is not None:
+                kill_group(self._process.pid)
+            self._process.join(5)
+        if self._connection is not None:
+            self._connection.close()
+        self._process = self._connection = None
+        self._stderr.unlink(missing_ok=True)
+
+    def _died(self, when: str) -> BackendCrash:
+        process = self._process
+        assert process is not None
+        process.join(5)
+        tail = stderr_tail(self._stderr)
+        self.close()
+        return BackendCrash(f"{self.role} {describe_exit(process.exitcode)} {when}"
+                            + (f"; stderr ends with: {tail}" if tail else ""))
+
+    def _receive(self, when: str) -> tuple[Any, ...]:
+        """The child's next message, waiting at most `timeout`, noticing a death even where a helper the
+        backend forked keeps the pipe open."""
+        assert self._connection is not None and self._process is not None
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while not self._connection.poll(POLL_S if deadline is None
+                                        else max(0.0, min(POLL_S, deadline - time.monotonic()))):
+            if not self._process.is_alive() and not self._connection.poll(0):
+                raise self._died(when)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.close()
+                raise BackendTimeout(f"{self.role} gave no answer within {self.timeout:g} s {when}; "
+                                     "it was killed with its process group")
+        try:
+            return self._connection.recv()  # type: ignore[no-any-return]
+        except (EOFError, ConnectionResetError, OSError):
+            raise self._died(when) from None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._process is None or not self._process.is_alive():
+            self.start()
+        assert self._connection is not None
+        try:
+            self._connection.send((args, kwargs))
+        except (BrokenPipeError, ConnectionResetError, EOFError) as error:
+            assert self._process is not None
+            self._process.join(1)
+            if not self._process.is_alive():
+                raise self._died("while receiving the case") from None
+            self.close()
+            raise HarnessFault("pipe", f"cannot send the case to {self.role}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - e.g. pickling failed: ours, not the backend's
+            self.close()
+            raise HarnessFault("pipe", f"cannot send the case to {self.role}: {type(error).__name__}: {error}") \
+                from None
+        reply = self._receive("during the call")
+        if reply[0] == "raised":
+            raise RemoteError(reply[1], reply[2])
+        if reply[0] == "aborted":
+            raise BackendAborted(reply[1], reply[2])
+        if reply[0] == "crash":
+            raise BackendCrash(reply[1])
+        if reply[0] == "timeout":
+            raise BackendTimeout(reply[1])
+        return reply[1]
+
+
+def probe_backend(spec: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> Backend:
+    """Load a Python backend in a child process and return it as a Backend whose calls run in a child
+    process of their own. Raises BackendError (exit code 2) when it cannot be loaded, or when importing it
+    crashes, exits or hangs: the harness itself never imports it."""
+    probe = IsolatedBackend(spec, timeout)
+    try:
+        declared = probe.start(probe_only=True)
+    except (BackendCrash, BackendTimeout) as error:
+        raise BackendError(f"backend {spec!r} cannot be loaded: {error}") from None
+    finally:
+        probe.close()
+    return Backend(spec, IsolatedBackend(spec, timeout), declared["version"], declared["support"],
+                   declared["expectations"], declared["fingerprint"])

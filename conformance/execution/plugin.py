@@ -1,0 +1,497 @@
+"""pytest plugin: case files become test items, one per case x backend.
+
+Active only when `--backend` is given, so ordinary test runs are untouched. Then `pytest --backend numpy`
+(no paths) runs the default bank, and -k, -x, --lf, -n (pytest-xdist) and --junitxml work as usual.
+Each item's `Result` travels to the controller as a user property (xdist ships those), where the
+`ResultSink` journals it, and at the end judges the whole result set (conformance.judging.verdict) and writes
+results.json, junit.xml and report.html.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import __version__
+
+from conformance.execution import runner
+
+from conformance.judging import accuracy, subnormals
+
+from conformance.reporting import html_report, reports
+from conformance.execution.backends import Backend, BackendError, resolve_backend
+from conformance.cases.budget import default_case_budget, over_budget, parse_size
+from conformance.cases.case import Case
+from conformance.exitcodes import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NONCONFORMING,
+    EXIT_NOTHING_JUDGED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+from conformance.execution.expectations import Expectations, apply_expectation, load_expectations
+from conformance.execution.external import ExternalCommand
+from conformance.execution.faults import DEFAULT_TIMEOUT_S, ratio_limit, seconds
+from conformance.files import json_safe
+from conformance.judging.golden import GoldenStore, version_note
+from conformance.execution.isolation import IsolatedBackend, probe_backend
+from conformance.execution.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
+from conformance.cases.loader import CaseFileError, load_cases, load_file
+from conformance.judging.reference import reference_unusable, tensorflow_version
+from conformance.result import Result, is_failing
+from conformance.cases.selection import ShardError, bank_digest, default_bank, in_shard, parse_shard
+from conformance.judging.verdict import COMPLETE, INTERNAL_ERROR, INTERRUPTED, STOPPED, Verdict, judge
+
+RESULT_PROPERTY = reports.RESULT_PROPERTY
+CASE_SUFFIXES = (".yaml", ".yml")
+BACKENDS = pytest.StashKey[list["Backend"]]()
+SHARD = pytest.StashKey["tuple[int, int] | None"]()
+DONE = pytest.StashKey["set[tuple[str, str]]"]()
+EXPECTATIONS = pytest.StashKey["dict[str, Expectations | None]"]()
+WARNINGS = pytest.StashKey[list[str]]()
+HEADER = pytest.StashKey[dict[str, Any]]()
+REPRODUCE = pytest.StashKey[list[str]]()  # the run's options, for every reproducer line
+GOLDEN_VERSIONS = pytest.StashKey["dict[str, int] | None"]()
+MAX_ERROR_RATIO = pytest.StashKey["float | None"]()
+EXIT_CODE = pytest.StashKey[int]()  # our exit code (conformance.exitcodes), for `sepconv-conformance run`
+# Our exit codes as pytest's, for `pytest --backend ...` used directly.
+PYTEST_CODES = {EXIT_OK: 0, EXIT_NONCONFORMING: 1, EXIT_USAGE: 4, EXIT_INTERNAL: 3, EXIT_NOTHING_JUDGED: 5,
+                EXIT_INTERRUPTED: 2}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sepconv-conformance", "separable_conv2d conformance")
+    group.addoption("--backend", action="append", default=[], metavar="SPEC",
+                    help="backend to test: numpy, cupy, module:function or path/to/file.py:function "
+                         "(repeatable); enables collection of case files")
+    group.addoption("--cases", action="append", default=[], metavar="PATH",
+                    help="case file or folder (repeatable; default: the bundled bank)")
+    group.addoption("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
+                    help="run only the case with this exact id (repeatable)")
+    group.addoption("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
+                    help="tensorflow (default): TensorFlow checked against the float64 oracle; golden: "
+                         "stored TensorFlow results (--golden DIR), no TensorFlow needed; oracle: the "
+                         "float64 oracle alone")
+    group.addoption("--golden", default=None, metavar="DIR",
+                    help="golden references made by `sepconv-conformance golden build`")
+    group.addoption("--shard", default=None, metavar="K/N",
+                    help="run only shard K of N (1-based): a deterministic split by case id, the same on "
+                         "every machine")
+    group.addoption("--case-timeout", default=None, metavar="SECONDS",
+                    help=f"per-case limit on a backend call (default {DEFAULT_TIMEOUT_S:g}): a hang is "
+                         "recorded as `timeout`")
+    group.addoption("--no-isolate", action="store_false", dest="isolate",
+                    help="call backends in the test process (faster to debug; a crash ends the run)")
+    group.addoption("--resume", action="store_true",
+                    help="keep the results already in DIR/results.jsonl and run only the missing ones")
+    group.addoption("--expectations", action="append", default=[], metavar="FILE",
+                    help="a backend's expectations (YAML: cases -> xfail or skip, with reasons); the file's "
+                         "`backend:` says which backend, else it applies to all (repeatable). Bundled "
+                         "backends use theirs unless one is given")
+    group.addoption("--no-strict-expectations", action="store_false", dest="strict_expectations",
+                    help="a listed xfail case that passes is a pass with a note, not an `xpass` failure")
+    group.addoption("--repeat", type=int, default=1, metavar="K",
+                    help="call the backend K times per case; outputs that differ bitwise between calls "
+                         "are the status `nondeterministic`")
+    group.addoption("--max-error-ratio", default=None, metavar="R",
+                    help="fail a case whose error against the oracle is more than R times TensorFlow's (opt-in)")
+    group.addoption("--max-case-memory", default=None, metavar="SIZE",
+                    help="refuse (before allocating anything) a case whose estimated peak memory exceeds SIZE "
+                         "(e.g. 8GiB; default: a quarter of this machine's memory)")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="write results.jsonl, results.json, junit.xml and report.html here")
+
+
+def _load_backends(specs: list[str], isolate: bool, timeout: float) -> list[Backend]:
+    """Resolve each spec once. Python backends are first loaded in a child process (a crash or an exit
+    while importing one is a BackendError, never the harness's death); isolated, they are never imported
+    here at all."""
+    backends = []
+    for spec in dict.fromkeys(specs):
+        if spec.startswith("cmd:"):
+            backend = resolve_backend(spec)
+            assert isinstance(backend.fn, ExternalCommand)
+            backend = dataclasses.replace(backend, fn=ExternalCommand(backend.fn.argv, timeout, spec))
+        else:
+            backend = probe_backend(spec, timeout)
+            if not isolate:
+                backend = resolve_backend(spec)
+        backends.append(backend)
+    return backends
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml's configure reads --junitxml
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): keep a case's items on one xdist worker")
+    specs: list[str] = config.getoption("backend")
+    if not specs:
+        return
+    try:
+        _configure(config, specs)
+    except (BackendError, CaseFileError, JournalError, ShardError, ValueError) as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _configure(config: pytest.Config, specs: list[str]) -> None:
+    environment = dict(os.environ)  # before any backend import: what TensorFlow's process starts with
+    isolate = config.getoption("isolate")
+    timeout_text = config.getoption("case_timeout")
+    timeout = DEFAULT_TIMEOUT_S if timeout_text is None else seconds(str(timeout_text))
+    if not isolate and timeout_text is not None and not all(s.startswith("cmd:") for s in specs):
+        raise ValueError("--timeout needs isolated backends (drop --no-isolate)")
+    if config.getoption("repeat") < 1:
+        raise ValueError(f"--repeat {config.getoption('repeat')}: must be at least 1")
+    config.stash[MAX_ERROR_RATIO] = ratio_limit(config.getoption("max_error_ratio"))
+    if reason := reference_unusable(config.getoption("reference"), config.getoption("golden")):
+        raise ValueError(reason)
+    report_dir = config.getoption("report_dir")
+    if report_dir and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise ValueError(f"--out {report_dir}: exists and is not a folder")
+    if config.getoption("resume") and not report_dir:
+        raise ValueError("--resume needs --report-dir (the folder holding results.jsonl)")
+    if config.getoption("cases"):
+        config.args = config.getoption("cases")
+    elif config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [str(default_bank())]
+    config.stash[SHARD] = parse_shard(config.getoption("shard"))
+    bank = load_cases(_case_paths(config.args))  # every case file validated up front: never a half-run
+    wanted = set(config.getoption("case_ids"))
+    taken = [c for c in bank if (not wanted or c.id in wanted) and in_shard(c.id, config.stash[SHARD])]
+    _check_budget(config, taken)
+    config.stash[GOLDEN_VERSIONS] = _golden_versions(config, taken)
+    given = [load_expectations(file) for file in config.getoption("expectations")]
+    backends = _load_backends(specs, isolate, timeout)
+    # TensorFlow too runs in a child process of its own, so that its aborting is recorded on one case.
+    runner.isolate_reference(runner.REFERENCE_SPEC if isolate else None, DEFAULT_TIMEOUT_S, environment)
+    expectations = {b.name: _expectations_for(b, given) for b in backends}
+    config.stash[BACKENDS] = backends
+    config.stash[EXPECTATIONS] = expectations
+    config.stash[WARNINGS] = _expectation_warnings(given, backends, expectations, bank)
+    config.stash[REPRODUCE] = _reproducer_options(config, timeout_text, report_dir)
+    header = _header(config, backends, expectations, bank)
+    config.stash[HEADER] = header
+    controller = not hasattr(config, "workerinput")  # the xdist controller, or a plain run
+    lock = FolderLock(Path(report_dir)) if report_dir and controller else None
+    if lock is not None:  # before the journal is read: no other run may be writing it
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        resumed = _resumed(report_dir, header) if config.getoption("resume") else []
+    except JournalError:
+        if lock is not None:
+            lock.release()
+        raise
+    config.stash[DONE] = {(r.case, r.backend) for r in resumed}
+    if controller:
+        config.pluginmanager.register(ResultSink(config, report_dir, header, resumed, lock), "sepconv-result-sink")
+
+
+def _resumed(report_dir: str, header: dict[str, Any]) -> list[Result]:
+    """The results of the journal in report_dir, when it was written by a run like this one."""
+    saved, resumed = read_journal(Path(report_dir) / JOURNAL)
+    if problem := header_mismatch(saved, header):
+        raise JournalError(f"--resume {Path(report_dir) / JOURNAL}: {problem}; run without --resume "
+                           "(or into another --out) to start afresh")
+    return resumed
+
+
+def _check_budget(config: pytest.Config, taken: list[Case]) -> None:
+    """Refuse the run when a case it may take needs more memory than the budget (each named)."""
+    size = config.getoption("max_case_memory")
+    budget = default_case_budget() if size is None else parse_size(str(size))
+    if problems := over_budget(taken, budget):
+        raise CaseFileError(problems)
+
+
+def _golden_versions(config: pytest.Config, taken: list[Case]) -> dict[str, int] | None:
+    """With --reference golden: the TensorFlow versions that made the entries (version -> entries)."""
+    if config.getoption("reference") != "golden":
+        return None
+    return GoldenStore(config.getoption("golden")).tensorflow_versions(taken)
+
+
+def _header(config: pytest.Config, backends: list[Backend], expectations: dict[str, Expectations | None],
+            bank: list[Case]) -> dict[str, Any]:
+    """What produced a run's results: a resumed journal must match it, shards merged must agree on it."""
+    golden = config.getoption("golden")
+    return {"version": __version__, "bank_digest": bank_digest(bank), "reference": config.getoption("reference"),
+            "golden": str(Path(golden).resolve()) if golden and config.getoption("reference") == "golden" else None,
+            "backends": [b.name for b in backends],
+            "backend_versions": {b.name: b.version for b in backends},
+            "backend_fingerprints": {b.name: b.fingerprint for b in backends},
+            "repeat": config.getoption("repeat"), "strict_expectations": config.getoption("strict_expectations"),
+            "max_error_ratio": config.stash[MAX_ERROR_RATIO],
+            "expectations": {name: e.source for name, e in expectations.items() if e},
+            "shard": config.getoption("shard"),
+            "selection": {"keyword": config.option.keyword or None, "markers": config.option.markexpr or None,
+                          "ids": sorted(config.getoption("case_ids"))}}
+
+
+def _reproducer_options(config: pytest.Config, timeout: str | None, report_dir: str | None) -> list[str]:
+    """The options a case's reproducer needs to be judged as in this run, writing to its own folder."""
+    options = ["--reference", config.getoption("reference")]
+    if config.getoption("reference") == "golden":
+        options += ["--golden", str(config.getoption("golden"))]
+    for file in config.getoption("expectations"):
+        options += ["--expectations", file]
+    if timeout is not None:
+        options += ["--timeout", str(timeout)]
+    if config.getoption("repeat") > 1:
+        options += ["--repeat", str(config.getoption("repeat"))]
+    if not config.getoption("strict_expectations"):
+        options.append("--no-strict-expectations")
+    if not config.getoption("isolate"):
+        options.append("--no-isolate")
+    if config.getoption("max_case_memory") is not None:
+        options += ["--max-case-memory", str(config.getoption("max_case_memory"))]
+    if config.stash[MAX_ERROR_RATIO] is not None:
+        options += ["--max-error-ratio", f"{config.stash[MAX_ERROR_RATIO]:g}"]
+    return [*options, "--out", str(Path(report_dir or "reports") / "reproduce")]
+
+
+def _expectations_for(backend: Backend, files: list[Expectations]) -> Expectations | None:
+    """This backend's expectations: the entries of every file given that names it (or names no backend),
+    in command-line order (the first matching entry wins); with none given, the file the backend ships
+    (bundled ones in impls/expectations/, others as EXPECTATIONS)."""
+    applying = [f for f in files if f.backend in (None, backend.name)]
+    if not applying:
+        return load_expectations(backend.expectations) if backend.expectations else None
+    return Expectations(tuple(e for f in applying for e in f.entries), backend.name,
+                        ", ".join(f.source for f in applying))
+
+
+def _expectation_warnings(given: list[Expectations], backends: list[Backend],
+                          expectations: dict[str, Expectations | None], bank: list[Case]) -> list[str]:
+    names = [b.name for b in backends]
+    warnings = [f"{f.source}: names backend {f.backend!r}, which is not in this run ({', '.join(names)}): "
+                "not applied (a typo?)" for f in given if f.backend is not None and f.backend not in names]
+    every_entry = Expectations(tuple(dict.fromkeys(e for x in expectations.values() if x for e in x.entries)))
+    warnings += [f"{entry.origin}: matches no case of the bank ({entry.status}: {entry.reason})"
+                 for entry in every_entry.unmatched(bank)]
+    return warnings
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the child processes this session started, so that a run inside another process (fuzz,
+    selftest, tests calling run_suite) leaves nothing behind: the next run in-process starts clean."""
+    if BACKENDS not in config.stash:
+        return
+    runner.isolate_reference(None)
+    for backend in config.stash[BACKENDS]:
+        if isinstance(backend.fn, IsolatedBackend):
+            backend.fn.close()
+
+
+def _case_paths(args: list[str]) -> list[str]:
+    """The case files and folders among pytest's arguments (node ids lose their '::' part)."""
+    paths = [arg.split("::")[0] for arg in args]
+    return [p for p in paths if Path(p).is_dir() or Path(p).suffix in CASE_SUFFIXES]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if BACKENDS in parent.config.stash and file_path.suffix in CASE_SUFFIXES:
+        return CaseFile.from_parent(parent, path=file_path)
+    return None
+
+
+class CaseFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        wanted = set(self.config.getoption("case_ids"))
+        for case in load_file(self.path):
+            if (wanted and case.id not in wanted) or not in_shard(case.id, self.config.stash[SHARD]):
+                continue
+            for backend in self.config.stash[BACKENDS]:
+                if (case.id, backend.name) in self.config.stash[DONE]:
+                    continue  # resumed: its result is already in the journal
+                name = f"{case.id}[{backend.name}]"
+                # The node id given whole, so that pytest 9 parses it as --lf's cache does: the backend
+                # as the parameter (else `-- --lf` finds no previous failure and reruns everything).
+                yield CaseItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", case=case,
+                                           backend=backend)
+
+
+class CaseFailure(Exception):
+    """Raised by an item whose result does not conform; carries the result for the report."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.message)
+        self.result = result
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, backend: Backend, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.case = case
+        self.backend = backend
+        self.add_marker(pytest.mark.xdist_group(case.id))
+        self.extra_keyword_matches.update(case.tags)  # lets -k select by tag
+
+    def runtest(self) -> None:
+        reference = self.config.getoption("reference")
+        golden = self.config.getoption("golden") if reference == "golden" else None
+        options = self.config.stash[REPRODUCE]
+        expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
+        expected = expectations.lookup(self.case) if expectations else None
+        if expected is not None and expected.status == "skip":
+            result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}",
+                                    options)
+        else:
+            result = runner.run_case(self.case, self.backend, reference == "tensorflow", golden,
+                                     self.config.getoption("repeat"), options, self.config.stash[MAX_ERROR_RATIO])
+            result = apply_expectation(result, expected, self.config.getoption("strict_expectations"))
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(json_safe(result.to_dict()))))
+        if is_failing(result.status):
+            raise CaseFailure(result)
+        if result.status == "skip":
+            pytest.skip(result.message)
+        if result.status == "xfail":
+            pytest.xfail(result.message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CaseFailure):
+            return reports.describe_failure(excinfo.value.result)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.case.origin.line - 1, f"{self.case.id} [{self.backend.name}]"
+
+
+def _lost_result(report: pytest.TestReport) -> Result:
+    """The record of an item that ended without a result: its test process died under it (pytest-xdist
+    reports a crashed worker this way; with --no-isolate the backend runs in that process)."""
+    node = report.nodeid.rsplit("::", 1)[-1]
+    case, _, backend = node.partition("[")
+    text = str(report.longrepr or "")[-500:]
+    return Result(case=case, backend=backend[:-1], status="crash", reference_status="not_run",
+                  message=f"the test process died during this case: {text}")
+
+
+class ResultSink:
+    """Collects results on the controller: journals each (DIR/results.jsonl, flushed per result, so a
+    killed run keeps what it computed), judges the set at the end, writes the reports and the summary."""
+
+    def __init__(self, config: pytest.Config, report_dir: str | None, header: dict[str, Any],
+                 resumed: list[Result], lock: FolderLock | None):
+        self.config = config
+        self.report_dir = Path(report_dir) if report_dir else None
+        self.resumed = resumed
+        self.results: dict[tuple[str, str], Result] = {(r.case, r.backend): r for r in resumed}
+        self.collected: int | None = None
+        self.started = time.time()
+        self.journal = Journal(self.report_dir / JOURNAL, header) if self.report_dir else None
+        self.lock = lock
+        self.interruption: str | None = None
+        self.verdict: Verdict | None = None
+        self.report_problem = ""
+
+    def record(self, result: Result) -> None:
+        key = (result.case, result.backend)
+        if key in self.results:
+            return  # an item reported twice (a rerun plugin): the first result stands
+        self.results[key] = result
+        if self.journal is not None:
+            if not self.journal.started:  # the first result: only now may the previous run's files go
+                self.journal.start(self.resumed)
+            self.journal.append(result)
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml copies the properties into junit.xml
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = [(i, value) for i, (name, value) in enumerate(report.user_properties) if name == RESULT_PROPERTY]
+        if not properties and report.failed and report.nodeid.split("::")[0].endswith(CASE_SUFFIXES):
+            self.record(_lost_result(report))
+        for index, value in properties:
+            data = json.loads(value)
+            if report.when == "call":  # every phase's report carries the item's properties
+                self.record(Result.from_dict(data))
+            if data.get("details"):
+                # The error maps (up to ~5 kB a failure) belong in results.json and report.html; in
+                # junit.xml they would only make a CI server's parser slow.
+                report.user_properties[index] = (RESULT_PROPERTY, json.dumps({**data, "details": {}}))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.collected = max(self.collected or 0, len(ids))
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self.interruption = f"{excinfo.typename}: {excinfo.value}"
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        self.interruption = "INTERNALERROR"
+
+    @property
+    def expected(self) -> int | None:
+        """How many results the run set out to have: the resumed ones and the items collected to run."""
+        return None if self.collected is None else len(self.resumed) + self.collected
+
+    def _completion(self, session: pytest.Session) -> str:
+        if self.interruption is None:
+            if session.shouldfail:
+                return STOPPED
+            # Without a collection count the set cannot be proven complete: never judged as complete.
+            unproven = self.collected is None and not self.config.option.collectonly
+            return INTERNAL_ERROR if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR or unproven else COMPLETE
+        if self.interruption.startswith("KeyboardInterrupt"):
+            return INTERRUPTED
+        return STOPPED if "stopping after" in self.interruption else INTERNAL_ERROR
+
+    def run_info(self, completion: str, verdict: Verdict) -> dict[str, Any]:
+        return {**self.config.stash[HEADER],
+                "cases": [str(p) for p in self.config.args], "expectation_warnings": self.config.stash[WARNINGS],
+                "golden_tensorflow_versions": self.config.stash[GOLDEN_VERSIONS],
+                "started": self.started, "duration_s": time.time() - self.started,
+                "completion": completion, "expected_results": self.expected, "resumed_results": len(self.resumed),
+                "verdict": {"exit_code": verdict.exit_code, "sentence": verdict.sentence}}
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.journal is not None:
+            self.journal.close()
+        results = list(self.results.values())
+        completion = self._completion(session)
+        verdict = judge(results, self.expected, completion)
+        if self.config.option.collectonly:
+            verdict = Verdict(EXIT_NOTHING_JUDGED, "NOTHING JUDGED: --collect-only runs no case")
+        self.verdict = verdict
+        self.config.stash[EXIT_CODE] = verdict.exit_code
+        session.exitstatus = PYTEST_CODES[verdict.exit_code]
+        if self.report_dir is not None and results:
+            run = self.run_info(completion, verdict)
+            reports.write_results_json(self.report_dir / "results.json", results, run)
+            reports.write_junit(self.report_dir / "junit.xml", results)
+            try:  # a rendering problem must never change the gate's verdict, nor lose results.json
+                html_report.write_report(self.report_dir)
+            except (html_report.ReportError, OSError) as error:
+                self.report_problem = f"warning: report.html not written: {error}"
+        if self.lock is not None:
+            self.lock.release()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = [f"warning: expectations entry {w}" for w in self.config.stash[WARNINGS]]
+        if (versions := self.config.stash[GOLDEN_VERSIONS]) is not None:
+            note = version_note(versions, tensorflow_version())
+            lines.append(f"warning: {note}" if note else f"goldens made with TensorFlow {', '.join(sorted(versions))}")
+        results = list(self.results.values())
+        if results:
+            lines += reports.terminal_summary(results, {"reference": self.config.getoption("reference"),
+                                                        "duration_s": time.time() - self.started})
+            lines += accuracy.summary_lines(results) + subnormals.summary_lines(results)
+        if self.report_dir is not None and results:
+            lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
+            lines.append(f"reports: {self.report_dir / 'results.json'}, {self.report_dir / 'junit.xml'}")
+        elif self.report_dir is not None:
+            lines.append(f"no result: the reports in {self.report_dir} were left as they were")
+        if self.verdict is not None:
+            lines.append(self.verdict.sentence)
+        terminalreporter.section("sepconv-conformance")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,278 @@
+"""Run one case against one backend and judge it: `run_case` returns a `Result`, it never raises.
+
+Whose fault each outcome is decides its status (conformance.execution.faults): only an exception raised by the
+backend's own code is a rejection (a pass on a case that expects an error); a crash, a timeout, a
+MemoryError/SystemExit/KeyboardInterrupt and any other non-zero `cmd:` exit are failures whatever the case
+expects; a fault of the harness is `error` with `fault: harness`, never a verdict on the backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import re
+import shlex
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from conformance.judging.accuracy import relative_accuracy
+from conformance.execution.backends import Backend
+from conformance.cases.case import Case
+from conformance.judging.compare import Comparison, compare
+from conformance.cases.data import Inputs, materialize, numpy_dtype
+from conformance.execution.faults import (
+    ABORTS,
+    DEFAULT_TIMEOUT_S,
+    NOT_A_REJECTION,
+    BackendAborted,
+    BackendCrash,
+    BackendTimeout,
+    HarnessFault,
+)
+from conformance.judging.golden import GoldenError, GoldenStore
+from conformance.execution.isolation import IsolatedBackend
+from conformance.judging.outputs import as_judged
+from conformance.judging.reference import Reference, build_reference
+from conformance.result import Result
+from conformance.judging.subnormals import flushed_oracle, flushed_tolerance
+from conformance.judging.tolerance import Tolerance
+
+REFERENCE_ROLE = "TensorFlow's reference process"
+
+
+def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
+    """The command that runs this case alone with the run's options, into a folder of its own (so that it
+    never overwrites the full run's reports)."""
+    return shlex.join(["sepconv-conformance", "run", "--cases", case.origin.file, "--backend", backend,
+                       "--id", case.id, *options])
+
+
+REFERENCE_SPEC = "conformance.judging.reference:build_reference"
+_reference_process: IsolatedBackend | None = None
+
+
+def isolate_reference(spec: str | None = REFERENCE_SPEC, timeout: float | None = None,
+                      environment: dict[str, str] | None = None) -> None:
+    """Compute TensorFlow references in a child process (None: in this one), so that TensorFlow aborting
+    on one case is recorded on that case, not the end of the run. `environment`: the child's whole
+    environment (the harness's as it was before any backend was imported)."""
+    global _reference_process
+    if _reference_process is not None:
+        _reference_process.close()
+    _reference_process = IsolatedBackend(spec, timeout, REFERENCE_ROLE, environment) if spec else None
+    prepare.cache_clear()
+
+
+@contextlib.contextmanager
+def isolated_reference() -> Iterator[None]:
+    """TensorFlow in a child process for the time of a block (golden build, export): its aborting on a case
+    is that case's reference crash, never the end of the command."""
+    isolate_reference(REFERENCE_SPEC, DEFAULT_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        isolate_reference(None)
+
+
+@lru_cache(maxsize=4)
+def prepare(case: Case, use_tensorflow: bool = True, golden: str | None = None) -> tuple[Inputs, Reference]:
+    """Inputs and reference for a case, kept for the next backends of the same case. With `golden` (a
+    folder of golden entries) the reference is read from there and TensorFlow is never imported (raises
+    GoldenError when the entry is missing or bad). When TensorFlow's process dies or hangs on the case, the
+    backend is judged against the oracle (or the contract) and the reference is recorded as `crash`."""
+    inputs = materialize(case)
+    if golden is not None:
+        return inputs, GoldenStore(golden).read(case, inputs)
+    if use_tensorflow and _reference_process is not None:
+        try:
+            return inputs, _reference_process(case, inputs, use_tensorflow)
+        except (BackendCrash, BackendTimeout) as error:
+            fallback = build_reference(case, inputs, use_tensorflow=False)
+            return inputs, Reference(fallback.source, "crash", str(error), oracle=fallback.oracle)
+    return inputs, build_reference(case, inputs, use_tensorflow)
+
+
+def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
+    # Copies: a backend that writes into its inputs must not corrupt the reference or the next backend.
+    extra = {"case_id": case.id} if getattr(backend.fn, "accepts_case_id", False) else {}
+    return backend.fn(inputs.input.copy(), inputs.depthwise_filter.copy(), inputs.pointwise_filter.copy(),
+                      case.operator_strides, case.operator_padding, data_format=case.data_format,
+                      dilations=list(case.rates), **extra)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{getattr(error, 'type_name', type(error).__name__)}: {error}"
+
+
+def _judge_error_case(case: Case, output: object, raised: BaseException | None) -> tuple[str, str]:
+    if raised is not None:  # rejecting is what this case expects
+        message = _describe(raised)
+        if case.error_pattern and not re.search(case.error_pattern, message):
+            return "fail", f"raised, but the message does not match /{case.error_pattern}/: {message}"
+        return "pass", f"rejected: {message}"
+    shape = list(np.shape(output)) if isinstance(output, np.ndarray) else type(output).__name__
+    return "fail", f"accepted input the contract forbids (returned {shape})"
+
+
+def _expect(case: Case) -> str:
+    return "error" if case.expect_error else "result"
+
+
+def skipped(case: Case, backend: str, reason: str, options: Sequence[str] = ()) -> Result:
+    """The record of a case not run on a backend, and why."""
+    return Result(case=case.id, backend=backend, status="skip", message=reason, expect=_expect(case),
+                  reference_status="not_run", parameters=case.parameters(),
+                  reproducer=reproducer(case, backend, options))
+
+
+def _outcome(backend: Backend, case: Case, inputs: Inputs) -> tuple[object, BaseException | None]:
+    """What one call gave: (output, None), or (None, the rejection it raised). Everything that is not a
+    rejection propagates: crashes, hangs, harness faults, and a backend giving up (ABORTS) as
+    BackendAborted. Outputs are normalized (conformance.judging.outputs), so repeats compare their values."""
+    try:
+        output = _call(backend, case, inputs)
+    except NOT_A_REJECTION:
+        raise
+    except ABORTS as error:
+        raise BackendAborted(type(error).__name__, str(error)) from None
+    except Exception as error:  # noqa: BLE001 - the backend's own code raised: a rejection
+        return None, error
+    return as_judged(output), None
+
+
+def _fingerprint(output: object, raised: BaseException | None) -> bytes:
+    """Bitwise identity of an outcome: the output's dtype, shape and bytes, or the kind of exception."""
+    if raised is not None:
+        return f"raised {getattr(raised, 'type_name', type(raised).__name__)}".encode()
+    if isinstance(output, np.ndarray) and output.dtype != object:
+        content = hashlib.sha256(np.ascontiguousarray(output).view(np.uint8).reshape(-1)).digest()
+        return f"{output.dtype}{output.shape}".encode() + content
+    return f"returned {type(output).__name__}".encode()
+
+
+def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[object, BaseException | None],
+                    repeat: int) -> str:
+    """Say how repeat `repeat` differs from the first call."""
+    (output, raised), (other, other_raised) = first, later
+    if raised is not None or other_raised is not None or not isinstance(output, np.ndarray) \
+            or not isinstance(other, np.ndarray) or output.shape != other.shape or output.dtype != other.dtype:
+        describe = [_describe(r) if r is not None else f"{type(o).__name__} {np.shape(o)}"
+                    for o, r in (first, later)]
+        return f"call {repeat} gave {describe[1]}, call 1 gave {describe[0]}"
+    a, b = np.ascontiguousarray(output), np.ascontiguousarray(other)
+    differs = a.view(np.uint8).reshape(a.size, -1) != b.view(np.uint8).reshape(b.size, -1)
+    positions = np.flatnonzero(differs.any(axis=1))
+    index = [int(i) for i in np.unravel_index(int(positions[0]), a.shape)]
+    return (f"call {repeat} differs bitwise from call 1 at {positions.size} of {a.size} elements; first at "
+            f"{index}: {a.flat[positions[0]]!r} vs {b.flat[positions[0]]!r}")
+
+
+def _subnormal_verdict(preserved: Comparison, case: Case, inputs: Inputs, output: np.ndarray,
+                       tolerance: Tolerance, declared: str | None) -> Comparison:
+    """On a subnormal case: judged as preserving (`preserved`, the ordinary verdict) or as flushing
+    (conformance.judging.subnormals), as the backend declares, else either; metrics.subnormals says which it did."""
+    dtype = numpy_dtype(case.dtype)
+    oracle = flushed_oracle(case, inputs)
+    flushed = compare(output, oracle.output, oracle.output, oracle.bound, flushed_tolerance(tolerance, dtype), 1,
+                      dtype, case.data_format)
+    did = "preserved" if preserved.passed else "flushed" if flushed.passed else "neither"
+    chosen = flushed if declared == "flush" or (declared is None and did == "flushed") else preserved
+    note = f"; declared subnormals: {declared}" if declared and not chosen.passed else ""
+    return dataclasses.replace(chosen, reason=chosen.reason + note,
+                               metrics=chosen.metrics | {"subnormals": did, "subnormal_policy": declared or "either"})
+
+
+def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None,
+             repeat: int = 1, options: Sequence[str] = (), max_error_ratio: float | None = None) -> Result:
+    """Judge one case on one backend; never raises (a fault of the harness is a result with
+    `fault: harness`). With repeat > 1 the backend is called that many times and any bitwise difference
+    between the calls is the status `nondeterministic`. `options`: the run's options for the reproducer;
+    `max_error_ratio`: fail a passing case whose error is more than that many times TensorFlow's."""
+    start = time.perf_counter()
+    try:
+        result = _run_case(case, backend, use_tensorflow, golden, repeat, options, max_error_ratio)
+    except Exception as error:  # noqa: BLE001 - a bug of ours: recorded, never a lost result nor a pass
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        result = Result(case=case.id, backend=backend.name, status="error", fault="harness",
+                        message=f"harness fault (internal): {_describe(error)} at {where.filename}:{where.lineno}",
+                        expect=_expect(case), parameters=case.parameters(),
+                        reproducer=reproducer(case, backend.name, options))
+    return dataclasses.replace(result, duration_s=time.perf_counter() - start)
+
+
+def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | None, repeat: int,
+              options: Sequence[str], max_error_ratio: float | None) -> Result:
+    if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
+        return skipped(case, backend.name, reason, options)
+    repro = reproducer(case, backend.name, options)
+    try:
+        inputs, reference = prepare(case, use_tensorflow, golden)
+    except GoldenError as error:  # no reference: this case cannot be judged, never a pass
+        return Result(case=case.id, backend=backend.name, status="error", fault="input",
+                      message=f"reference: {error}", expect=_expect(case), reference="golden",
+                      parameters=case.parameters(), reproducer=repro)
+    except HarnessFault as error:
+        return Result(case=case.id, backend=backend.name, status="error", fault="harness",
+                      message=f"reference: {error}", expect=_expect(case), parameters=case.parameters(),
+                      reproducer=repro)
+    common = dict(case=case.id, backend=backend.name, expect=_expect(case),
+                  reference=reference.source, reference_status=reference.status,
+                  reference_detail=reference.detail, parameters=case.parameters(), reproducer=repro)
+    try:  # a crash, a hang or a backend giving up is never a pass, not even for an error case
+        first = _outcome(backend, case, inputs)
+        first_fingerprint = _fingerprint(*first) if repeat > 1 else b""
+        for call in range(2, repeat + 1):
+            later = _outcome(backend, case, inputs)
+            if _fingerprint(*later) != first_fingerprint:
+                return Result(status="nondeterministic", message=_nondeterminism(first, later, call), **common)
+    except BackendCrash as error:
+        return Result(status="crash", message=str(error), **common)
+    except BackendTimeout as error:
+        return Result(status="timeout", message=str(error), **common)
+    except BackendAborted as error:
+        return Result(status="error", message=f"the backend gave up instead of judging the input "
+                                              f"(not a rejection): {error}", **common)
+    except HarnessFault as error:
+        return Result(status="error", fault="harness", message=str(error), **common)
+    output, raised = first
+    if case.expect_error:
+        status, message = _judge_error_case(case, output, raised)
+        return Result(status=status, message=message, **common)
+    if raised is not None:  # a backend that raises on valid input is a finding
+        return Result(status="error", message=f"raised on valid input: {_describe(raised)}",
+                      metrics=dict(reference.metrics), **common)
+    return _judge_output(case, backend, inputs, reference, output, max_error_ratio, common)
+
+
+def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Reference, output: object,
+                  max_error_ratio: float | None, common: dict[str, Any]) -> Result:
+    """The verdict on a valid case's output: the tolerance model under the backend's declared numerics,
+    then (where TensorFlow is the reference) its accuracy relative to TensorFlow's."""
+    assert reference.oracle is not None
+    support = backend.support
+    expected = reference.output if reference.output is not None else reference.oracle.output
+    sides = 2 if reference.source == "tensorflow" else 1
+    tolerance = Tolerance.for_case(case, support.accumulator if support else None)
+    verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound, tolerance, sides,
+                      numpy_dtype(case.dtype), case.data_format, reference.oracle.variance)
+    if not isinstance(output, np.ndarray):
+        return Result(status="error", message=verdict.reason, metrics=dict(reference.metrics), **common)
+    if case.data == "subnormal":
+        verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance, support.subnormals if support else None)
+    status, message = ("pass" if verdict.passed else "fail"), verdict.reason
+    metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe(),
+                                                           "accumulator": tolerance.accumulator}
+    if verdict.passed and reference.output is not None:
+        metrics |= relative_accuracy(output, reference.output, reference.oracle.output, reference.oracle.bound,
+                                     tolerance)
+        ratio = metrics["error_ratio_to_tensorflow"]
+        if max_error_ratio is not None and ratio > max_error_ratio:
+            status, message = "fail", (f"error {ratio:.3g}x TensorFlow's against the oracle (root mean square in "
+                                       f"units of u*B), over --max-error-ratio {max_error_ratio:g}")
+    return Result(status=status, message=message, metrics=metrics, details=verdict.details, **common)

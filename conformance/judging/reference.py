@@ -1,0 +1,187 @@
+"""The reference of record: TensorFlow's tf.nn.separable_conv2d on the CPU, checked before it is trusted.
+
+TensorFlow is not always right (docs/tolerance.md, "Reference health"): it refuses some valid cases, accepts a
+forbidden one, aborts the process on malformed ranks, and has returned wrong, run-to-run varying values
+for some small strided shapes. So its output is computed twice (bitwise equal or `nondeterministic`) and
+judged against the float64 oracle with the same tolerance model (else `mismatch`). Where TensorFlow
+refuses or fails, the backend is judged against the oracle instead, and the record says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance.cases import contract
+from conformance.cases.case import Case
+from conformance.judging.compare import compare
+from conformance.cases.data import Inputs, numpy_dtype
+from conformance.judging.oracle import OracleOutputs, compute_oracle
+from conformance.judging.tolerance import Tolerance
+
+# crash: TensorFlow's process died or hung on the case (conformance.execution.runner.prepare records it; the backend is
+# judged against the oracle or the contract).
+REFERENCE_STATUSES = ("ok", "refused", "mismatch", "nondeterministic", "not_run", "crash")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a backend's output for one case is judged against, and how healthy TensorFlow was."""
+
+    source: str  # "tensorflow" or "oracle": what the backend is compared with
+    status: str  # one of REFERENCE_STATUSES
+    detail: str = ""
+    output: np.ndarray | None = None  # TensorFlow's output when source is tensorflow
+    oracle: OracleOutputs | None = None  # None for cases that expect an error
+    metrics: dict[str, Any] = field(default_factory=dict)  # TensorFlow vs the oracle
+
+
+def tensorflow_missing() -> str | None:
+    """Why TensorFlow cannot be used here, or None when it can. Looks it up without importing it: the
+    references are computed in a child process, so this process need not pay for the import."""
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError) as error:
+        found, reason = False, str(error)
+    else:
+        reason = "no module named 'tensorflow'"
+    if not found:
+        return f"TensorFlow is not installed ({reason}); install the `tf` extra or use --reference oracle"
+    return None
+
+
+def reference_unusable(reference: str, golden: str | None = None) -> str | None:
+    """Why the chosen reference (tensorflow, oracle or golden with its folder) cannot be used here, or
+    None when it can: every command checks this before it computes anything."""
+    if reference == "tensorflow":
+        return tensorflow_missing()
+    if reference == "golden" and not (golden and Path(golden).is_dir()):
+        return f"--reference golden needs --golden DIR, a folder of golden entries (got {golden!r})"
+    return None
+
+
+def tensorflow_module() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    if not getattr(tensorflow_module, "configured", False):
+        # TF32 would silently lower float32 matmuls to 10-bit mantissas on Ampere+ GPUs.
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        tensorflow_module.configured = True  # type: ignore[attr-defined]
+    return tf
+
+
+def tensorflow_version() -> str | None:
+    """The installed TensorFlow's version, read from its package metadata (no import), or None."""
+    if tensorflow_missing():
+        return None
+    if "tensorflow" in sys.modules:
+        return str(sys.modules["tensorflow"].__version__)
+    for distribution in ("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def run_tensorflow(case: Case, inputs: Inputs) -> np.ndarray:
+    """tf.nn.separable_conv2d on the CPU; raises whatever TensorFlow raises."""
+    tf = tensorflow_module()
+    with tf.device("/CPU:0"):
+        result = tf.nn.separable_conv2d(
+            tf.constant(inputs.input), tf.constant(inputs.depthwise_filter),
+            tf.constant(inputs.pointwise_filter), strides=case.operator_strides,
+            padding=case.operator_padding, data_format=case.data_format, dilations=list(case.rates))
+    return np.asarray(result.numpy())
+
+
+# A probe of how TensorFlow accumulates the depthwise taps of float16/bfloat16 on this machine: one output
+# of a 3x3 VALID window over ones, taps BIG, 1, 1, ..., 1 (eight ones) and an identity pointwise filter.
+# Accumulated in float32 the result is BIG + 8; in the dtype each +1 is half an ulp of BIG and is lost (ties
+# to even), so the result is BIG. BIG = 2048 (float16) and 256 (bfloat16) have an ulp of 2.
+_PROBE_BIG = {"float16": 2048.0, "bfloat16": 256.0}
+
+
+@functools.cache
+def tensorflow_depthwise_accumulator(dtype: str) -> str:
+    """The precision TensorFlow's depthwise stage accumulates `dtype` in on this machine: float32 on its
+    oneDNN path, the dtype itself on its Eigen path (TF_ENABLE_ONEDNN_OPTS=0, or CPUs without
+    AVX512_VNNI/BF16/AMX; docs/research/tf-low-precision-2026-12). float32/float64: the dtype. TensorFlow's
+    own health is judged with the accumulator it was measured to use, so a machine whose TensorFlow takes
+    the Eigen path does not turn TensorFlow's correct rounding into `mismatch`."""
+    if dtype not in _PROBE_BIG:
+        return dtype
+    tf, np_dtype = tensorflow_module(), numpy_dtype(dtype)
+    taps = np.ones((3, 3, 1, 1))
+    taps[0, 0] = _PROBE_BIG[dtype]
+    with tf.device("/CPU:0"):
+        out = tf.nn.separable_conv2d(tf.constant(np.ones((1, 3, 3, 1), np_dtype)), tf.constant(taps.astype(np_dtype)),
+                                     tf.constant(np.ones((1, 1, 1, 1), np_dtype)), strides=[1, 1, 1, 1],
+                                     padding="VALID")
+    return dtype if float(np.asarray(out.numpy(), np.float64).ravel()[0]) == _PROBE_BIG[dtype] else "float32"
+
+
+def error_summary(error: BaseException) -> str:
+    """One line for an exception, TensorFlow's decorations stripped: `Type: reason`."""
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    # TensorFlow prefixes messages with '{{function_node ...}}'; the reason follows it.
+    if message.startswith("{{") and "}}" in message:
+        message = message.split("}}", 1)[1].strip()
+    return f"{type(error).__name__}: {message.split(' [Op:')[0]}"
+
+
+def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> Reference:
+    """The reference for one case; never raises for anything TensorFlow does."""
+    if case.expect_error:
+        return _error_reference(case, inputs, use_tensorflow)
+    oracle = compute_oracle(case, inputs)
+    if not use_tensorflow:
+        return Reference("oracle", "not_run", "TensorFlow not used (--reference oracle)", oracle=oracle)
+    try:
+        first = run_tensorflow(case, inputs)
+        second = run_tensorflow(case, inputs)
+    except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
+        return Reference("oracle", "refused", error_summary(error), oracle=oracle)
+    accumulator = tensorflow_depthwise_accumulator(case.dtype)
+    verdict = compare(first, oracle.output, oracle.output, oracle.bound,
+                      Tolerance.for_case(case, {case.dtype: accumulator}), sides=1, dtype=numpy_dtype(case.dtype),
+                      variance=oracle.variance)
+    metrics = {"tf_" + k: v for k, v in verdict.metrics.items() if not k.startswith("worst")}
+    if case.dtype in _PROBE_BIG:
+        metrics["tf_depthwise_accumulator"] = accumulator
+    if not _bitwise_equal(first, second):
+        changed = int(np.sum(first.astype(np.float64) != second.astype(np.float64)))
+        return Reference("oracle", "nondeterministic",
+                         f"two TensorFlow runs differ in {changed} elements", oracle=oracle, metrics=metrics)
+    if not verdict.passed:
+        return Reference("oracle", "mismatch", f"TensorFlow vs oracle: {verdict.reason}", oracle=oracle,
+                         metrics=metrics)
+    return Reference("tensorflow", "ok", output=first, oracle=oracle, metrics=metrics)
+
+
+def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
+    """For a case the contract forbids: does TensorFlow reject it too?"""
+    if not use_tensorflow:
+        return Reference("contract", "not_run", "TensorFlow not used (--reference oracle)")
+    if not contract.structurally_safe(case):
+        return Reference("contract", "not_run", "not sent to TensorFlow: malformed ranks can abort its process")
+    try:
+        result = run_tensorflow(case, inputs)
+    except Exception as error:  # noqa: BLE001
+        return Reference("contract", "ok", f"TensorFlow rejects it: {error_summary(error)}")
+    return Reference("contract", "mismatch",
+                     f"TensorFlow accepts input the contract forbids (returned shape {list(result.shape)})")

@@ -1,0 +1,1 @@
+"""Stage 4, reporting: results.json, junit.xml, the terminal summary, report.html, and merging shards."""

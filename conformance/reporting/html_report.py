@@ -1,0 +1,358 @@
+"""The HTML report: DIR/report.html rendered from DIR/results.json (the source of truth), optionally
+against a baseline run; and the `report` command that (re)renders it.
+
+One self-contained file: the template, styles and script (conformance/templates/) are inlined, the data
+is embedded once as JSON in a <script type="application/json"> block, nothing is fetched from a network.
+Jinja2 autoescapes every string the template prints; the embedded JSON has `<`, `>` and `&` escaped as
+\\u003c, \\u003e, \\u0026, so no string from a case file, a backend or an error message can close the
+block; the script renders strings with textContent only.
+
+Size: the per-failure maps are bounded in conformance.judging.diagnostics (about 12 kB of JSON at most, far less
+for small outputs); on top of that the page embeds maps for at most MAX_DETAILED failing results and
+DETAILS_BUDGET characters of them, each backend's most severe failures first (round robin over the
+backends, so one broken backend cannot crowd out the others); the rest keep their metrics and
+OMITTED_WORST worst elements. Everything else is under 1 kB per result: 3000 results make at most about
+5.5 MB (tests/test_html_report.py checks the worst case: half of them failing with the largest maps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from conformance.judging import accuracy, subnormals
+from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, PADDING_NAMES
+from conformance.exitcodes import EXIT_OK, EXIT_USAGE
+from conformance.files import atomic_write
+from conformance.result import FAILING_STATUSES, STATUSES, is_failing
+from conformance.reporting.results_file import ResultsFileError, load_results, results_of
+from conformance.judging.verdict import run_verdict
+
+HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_DETAILED = 1000
+DETAILS_BUDGET = 2_500_000  # characters of embedded error maps
+OMITTED_WORST = 3  # worst elements kept for a failure whose maps are left out
+CLOSER_FACTOR = 1.25  # a passing case "moved closer" when its margin grew by 25% ...
+CLOSER_FLOOR = 0.001  # ... and by at least 0.1% of its limit (below that: noise of any rounding change)
+MAX_LISTED = 200  # rows per baseline table (the full lists are in the data and the table's filter)
+
+# Coverage axes: name -> (value of a case's parameters, the values the contract knows, if a closed set).
+AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "data format": (lambda p: p.get("data_format"), DATA_FORMATS),
+    "padding": (lambda p: p["padding"] if isinstance(p.get("padding"), str) else "EXPLICIT",
+                (*PADDING_NAMES, "EXPLICIT")),
+    "strides": (lambda p: "x".join(map(str, p.get("strides") or [])), ()),
+    "rates": (lambda p: "x".join(map(str, p.get("rates") or [])), ()),
+    "multiplier": (lambda p: str(p.get("channel_multiplier")), ()),
+    "kernel": (lambda p: "x".join(map(str, p.get("kernel") or [])), ()),
+    "dtype": (lambda p: p.get("dtype"), DTYPES),
+    "data": (lambda p: p.get("data"), DISTRIBUTIONS),
+    "expectation": (lambda p: "error" if p.get("expect_error") else "result", ("result", "error")),
+}
+
+
+
+
+ReportError = ResultsFileError  # the name this module's callers catch
+
+
+def _failing(record: dict[str, Any]) -> bool:
+    return is_failing(record["status"])
+
+
+def _value(x: Any) -> float:
+    """A metric as a float ("inf"/"nan" strings included); NaN when absent."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _margin(record: dict[str, Any]) -> float:
+    """How close a result is to failing: the largest of its element, bias and energy ratios to their limits."""
+    metrics = record.get("metrics") or {}
+    values = [_value(metrics.get(k)) for k in ("max_error_in_limits", "bias_in_limits", "energy_in_limits")]
+    values = [v for v in values if not math.isnan(v)]
+    return max(values) if values else math.nan
+
+
+def _natural(value: str) -> tuple[tuple[int, int, str], ...]:
+    """A sort key that orders "2x10" after "2x9" and copes with negative numbers (error cases have them)."""
+    return tuple((0, int(p), "") if p.lstrip("-").isdigit() else (1, 0, p) for p in value.replace("x", " x ").split())
+
+
+def coverage(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
+    """Per axis, each value exercised (and each known value not exercised: a gap) with its counts per
+    backend: total, pass, failing (the red statuses) and other (xfail, skip)."""
+    table = []
+    for axis, (read, known) in AXES.items():
+        counts: dict[str, dict[str, Counter[str]]] = {str(v): {} for v in known}
+        for record in records:
+            value = str(read(record.get("parameters") or {}))
+            status = "pass" if record["status"] == "pass" else "failing" if _failing(record) else "other"
+            cell = counts.setdefault(value, {}).setdefault(record["backend"], Counter())
+            cell["total"] += 1
+            cell[status] += 1
+        order = list(map(str, known)) + sorted((v for v in counts if v not in known), key=_natural)
+        rows = [{"value": value, "gap": not counts[value],
+                 "cells": [dict(counts[value].get(b, Counter())) for b in backends]} for value in order]
+        table.append({"axis": axis, "rows": rows})
+    return table
+
+
+def _signature(pattern: dict[str, Any], border: int | None = None) -> str:
+    """Where a failure's over-limit elements are, in words: 'channels last only', 'rows first only;
+    columns 0..2 (of 9)', 'a border 1 wide'."""
+    names = {"N": "batch", "H": "rows", "W": "columns", "C": "channels"}
+    parts = []
+    spatial_everywhere = all(pattern[a]["count"] == pattern[a]["of"] for a in "HW")
+    if border and spatial_everywhere:
+        parts.append(f"only a border {border} wide around rows and columns")
+    for axis, where in pattern.items():
+        count, size, ranges = where["count"], where["of"], where["ranges"]
+        if count in (0, size):
+            continue
+        if ranges == [[size - 1, size - 1]]:
+            text = "last only"
+        elif ranges == [[0, 0]]:
+            text = "first only"
+        elif ranges == [[0, 0], [size - 1, size - 1]]:
+            text = "first and last only"
+        elif len(ranges) == 1 and ranges[0][1] == size - 1:
+            text = f">= {ranges[0][0]} (of {size})"
+        elif len(ranges) == 1:
+            text = f"{ranges[0][0]}..{ranges[0][1]} (of {size})"
+        else:
+            text = f"{count} of {size}, scattered"
+        parts.append(f"{names.get(axis, axis)} {text}")
+    return "; ".join(parts) or "everywhere (all batches, rows, columns and channels)"
+
+
+def failure_patterns(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
+    """Per backend, its failures grouped by status and by where the error is: the usual first clue."""
+    table = []
+    for backend in backends:
+        groups: Counter[str] = Counter()
+        for record in records:
+            if record["backend"] != backend or not _failing(record):
+                continue
+            details = record.get("details") or {}
+            if "pattern" in details:
+                where = _signature(details["pattern"], details.get("border"))
+                if details.get("kind") == "statistics":
+                    bias = "bias" in record.get("message", "")
+                    where = "every element within its limit, but " + ("a systematic bias" if bias else
+                                                                      "too much error energy")
+            else:
+                where = (record.get("message") or "").split(":")[0][:80] or "no message"
+            groups[f"{record['status']}: {where}"] += 1
+        if groups:
+            table.append({"backend": backend, "groups": groups.most_common(8), "more": max(0, len(groups) - 8)})
+    return table
+
+
+def baseline_diff(records: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, Any]:
+    """What changed since the baseline run, per case x backend: new failures, fixes, and passing results
+    whose margin (largest ratio to a limit) grew by CLOSER_FACTOR and at least CLOSER_FLOOR."""
+    old = {(r["case"], r["backend"]): r for r in baseline["results"]}
+    new_keys = set()
+    newly_failing, fixed, closer = [], [], []
+    for index, record in enumerate(records):
+        key = (record["case"], record["backend"])
+        new_keys.add(key)
+        before = old.get(key)
+        if before is None:
+            record["change"] = "added"
+            continue
+        entry = {"index": index, "case": record["case"], "backend": record["backend"], "before": before["status"],
+                 "after": record["status"], "margin_before": _margin(before), "margin_after": _margin(record)}
+        if _failing(record) and not _failing(before):
+            record["change"] = "newly failing"
+            newly_failing.append(entry)
+        elif _failing(before) and record["status"] in ("pass", "xfail"):
+            record["change"] = "fixed"
+            fixed.append(entry)
+        elif record["status"] == before["status"] == "pass":
+            a, b = entry["margin_before"], entry["margin_after"]
+            if not (math.isnan(a) or math.isnan(b)) and b >= a * CLOSER_FACTOR and b - a >= CLOSER_FLOOR:
+                record["change"] = "closer to limit"
+                closer.append(entry)
+    closer.sort(key=lambda e: -e["margin_after"])
+    removed = [key for key in old if key not in new_keys]
+    return {"newly_failing": newly_failing, "fixed": fixed, "closer": closer, "max_listed": MAX_LISTED,
+            "added": sum(r.get("change") == "added" for r in records), "removed": len(removed),
+            "run": baseline.get("run") or {}, "summary": baseline.get("summary") or {}}
+
+
+def _severity(record: dict[str, Any]) -> float:
+    value = _value((record.get("metrics") or {}).get("max_error_in_limits"))
+    return -1.0 if math.isnan(value) else value
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """Floats to `digits` significant digits, for the page (results.json keeps every digit)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
+
+
+def page_data(records: list[dict[str, Any]], baseline: bool) -> dict[str, Any]:
+    """What the script needs, each thing once: case parameters keyed by case id, one row per result.
+    Trimmed for size: metrics to 4 digits, the reproducer only where something is wrong, TensorFlow's
+    detail only where it deviates, no worst elements for a passing result, error maps within the budget
+    (_detailed) and OMITTED_WORST worst elements for the failures left without."""
+    cases: dict[str, Any] = {}
+    rows = []
+    detailed = _detailed(records)
+    for record in records:
+        cases.setdefault(record["case"], {k: v for k, v in (record.get("parameters") or {}).items() if v is not None})
+        row = {k: v for k, v in record.items() if k not in ("parameters", "details", "metrics", "duration_s")
+               and v not in ("", None)}
+        row["duration_s"] = round(float(record.get("duration_s") or 0.0), 3)
+        if record["status"] == "pass":
+            row.pop("reproducer", None)
+        if record.get("reference_status") in ("ok", "not_run"):
+            row.pop("reference_detail", None)  # "TensorFlow not used (--reference oracle)" on every row
+        metrics = dict(record.get("metrics") or {})
+        if id(record) in detailed:
+            row["details"] = {k: v for k, v in record["details"].items() if k != "limits"}
+            metrics.pop("worst", None)  # the details hold a longer list
+        elif record.get("details"):
+            row["details_omitted"] = True
+            metrics["worst"] = (metrics.get("worst") or [])[:OMITTED_WORST]
+        if not _failing(record):
+            metrics.pop("worst", None)
+        row["metrics"] = _rounded(metrics)
+        rows.append(row)
+    # A status this version does not know is failing here too (the verdict says so; the page must agree).
+    unknown = sorted({r["status"] for r in records if r["status"] not in STATUSES})
+    return {"rows": rows, "cases": cases, "statuses": [*STATUSES, *unknown],
+            "failing": [*FAILING_STATUSES, *unknown], "baseline": baseline}
+
+
+def _detailed(records: list[dict[str, Any]]) -> set[int]:
+    """ids of the records whose error maps the page embeds: per backend the most severe first, taken in
+    turns across backends, within MAX_DETAILED and DETAILS_BUDGET."""
+    rank: Counter[str] = Counter()
+    order = []
+    for record in sorted((r for r in records if _failing(r) and r.get("details")), key=_severity, reverse=True):
+        order.append((rank[record["backend"]], -_severity(record), record))
+        rank[record["backend"]] += 1
+    chosen: set[int] = set()
+    used = 0
+    for _, _, record in sorted(order, key=lambda entry: entry[:2]):
+        size = len(json.dumps(record["details"], separators=(",", ":"), default=str))
+        if len(chosen) >= MAX_DETAILED or used + size > DETAILS_BUDGET:
+            continue
+        chosen.add(id(record))
+        used += size
+    return chosen
+
+
+def script_json(data: Any) -> str:
+    """JSON that is safe inside <script>: no `<`, `>` or `&` (so no </script> or <!--), no U+2028/9."""
+    from conformance.files import json_safe
+
+    text = json.dumps(json_safe(data), allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=str)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _when(started: Any) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(float(started), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
+def numerics_lines(document: dict[str, Any]) -> list[str]:
+    """Per backend: its accuracy next to TensorFlow's and what it did with subnormals (as the terminal)."""
+    results = results_of(document)
+    lines = accuracy.summary_lines(results) + subnormals.summary_lines(results)
+    for backend in dict.fromkeys(r.backend for r in results):
+        judged = sorted({(str(r.parameters.get("dtype")), str(r.metrics["accumulator"])) for r in results
+                         if r.backend == backend and "accumulator" in r.metrics})
+        if judged:
+            lines.append(f"judged as accumulating [{backend}]: "
+                         + ", ".join(f"{dtype} in {accumulator}" for dtype, accumulator in judged))
+    return lines
+
+
+def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """The whole page for a parsed results.json (and a baseline's), as one string."""
+    import jinja2
+    from markupsafe import Markup
+
+    records = [dict(r) for r in document.get("results") or []]
+    records.sort(key=lambda r: (not _failing(r), -_severity(r), r["case"], r["backend"]))
+    run = document.get("run") or {}
+    backends = list(run.get("backends") or dict.fromkeys(r["backend"] for r in records))
+    backends += [b for b in dict.fromkeys(r["backend"] for r in records) if b not in backends]
+    diff = baseline_diff(records, baseline) if baseline is not None else None
+    per_backend: dict[str, Counter[str]] = {b: Counter() for b in backends}
+    for record in records:
+        per_backend[record["backend"]][record["status"]] += 1
+    failing = sum(_failing(r) for r in records)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    template = environment.get_template("report.html.j2")
+    return template.render(
+        title=f"sepconv-conformance: {', '.join(backends) or 'no backends'}",
+        verdict=run_verdict(document).sentence,
+        failing_total=failing, total=len(records), backends=backends, statuses=STATUSES,
+        failing_statuses=FAILING_STATUSES, per_backend=per_backend,
+        backend_versions=run.get("backend_versions") or {}, environment=document.get("environment") or {},
+        run=run, started=_when(run.get("started")),
+        reference_health=(document.get("summary") or {}).get("reference_health") or {},
+        coverage=coverage(records, backends), patterns=failure_patterns(records, backends), diff=diff,
+        numerics=numerics_lines(document),
+        # Our own files, inlined as they are (they hold no data); the data goes through script_json.
+        style=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
+        script=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
+        data=Markup(script_json(page_data(records, baseline is not None))))
+
+
+def write_report(report_dir: Path, baseline_dir: Path | None = None, out: Path | None = None) -> Path:
+    """Render report_dir/results.json (against baseline_dir/results.json) into `out` (default
+    report_dir/report.html), atomically: a reader never sees half a page. Raises ReportError."""
+    document = load_results(Path(report_dir) / "results.json")
+    baseline = load_results(Path(baseline_dir) / "results.json") if baseline_dir is not None else None
+    target = Path(out) if out is not None else Path(report_dir) / "report.html"
+    html = render_report(document, baseline)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, html)
+    return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="DIR", help="a results folder (holding results.json)")
+    parser.add_argument("--baseline", metavar="OLD_DIR",
+                        help="a results folder of an earlier run: show what newly fails, what got fixed and "
+                             "which passing cases moved closer to their limit")
+    parser.add_argument("--out", metavar="FILE", help="where the page goes (default: DIR/report.html)")
+
+
+def execute(args: argparse.Namespace) -> int:
+    try:
+        target = write_report(Path(args.folder), Path(args.baseline) if args.baseline else None,
+                              Path(args.out) if args.out else None)
+    except ReportError as error:
+        print(f"sepconv-conformance: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"sepconv-conformance: error: cannot write the report: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"report: {target}")
+    return EXIT_OK

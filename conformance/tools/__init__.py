@@ -1,0 +1,1 @@
+"""Tools built on the stages: selftest, fuzz, shrink, bench and export."""
