@@ -20,18 +20,19 @@ from pathlib import Path
 
 from conformance import __version__
 from conformance.execution.backends import BackendError, list_backends
-from conformance.cases.budget import parse_size
 from conformance.cases.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error
 from conformance.tools.export import export_pack
-from conformance.execution.faults import describe_exit, ratio_limit, seconds_argument
+from conformance.execution.faults import describe_exit
 from conformance.judging.golden import build_goldens
 from conformance.cases.loader import CaseFileError, load_cases
 from conformance.reporting.merge import MergeError, merge_runs
 from conformance.judging.reference import reference_unusable
+from conformance.judging.references import add_reference_argument
 from conformance.execution.runner import isolated_reference
 from conformance.cases.selection import default_bank
-from conformance.execution.session import RunOptions, run_suite
+from conformance.execution import config as run_options
+from conformance.execution.session import run_suite
 
 # Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
 # and execute(args) -> exit code. They must be cheap to import (no TensorFlow, no CuPy at import time).
@@ -51,41 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run case files against backends, compared with TensorFlow")
-    run.add_argument("--cases", action="append", metavar="PATH",
-                     help="case file or folder (repeatable; default: the bundled bank)")
-    run.add_argument("--backend", action="append", metavar="SPEC",
-                     help="numpy, cupy, module:function or path/to/file.py:function (repeatable; default numpy)")
-    run.add_argument("--out", default="reports", metavar="DIR", help="where reports go (default: reports)")
-    run.add_argument("-k", dest="keyword", metavar="EXPR", help="select cases by id/tag expression (pytest -k)")
-    run.add_argument("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
-                     help="run only the case with this exact id (repeatable)")
-    run.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist), e.g. 2 or auto")
-    run.add_argument("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
-                     help="what backends are judged against (default: TensorFlow, checked by the oracle; "
-                          "golden: stored TensorFlow results, no TensorFlow needed)")
-    run.add_argument("--golden", metavar="DIR", help="golden references (with --reference golden)")
-    run.add_argument("--shard", metavar="K/N", help="run only shard K of N (deterministic by case id)")
-    run.add_argument("--timeout", type=seconds_argument, metavar="SECONDS",
-                     help="per-case limit on a backend call; a hang is recorded as `timeout` and the run goes on")
-    run.add_argument("--no-isolate", action="store_true",
-                     help="call backends in the harness's process (a crash then ends the run)")
-    run.add_argument("--resume", action="store_true",
-                     help="keep the results in OUT/results.jsonl (e.g. of a killed run) and run only the rest")
-    run.add_argument("--expectations", action="append", default=[], metavar="FILE",
-                     help="a backend's expectations file (cases -> xfail/skip with reasons; repeatable); "
-                          "bundled backends use their own unless one is given")
-    run.add_argument("--no-strict-expectations", action="store_true",
-                     help="a listed xfail case that passes is a pass with a note, not an xpass failure")
-    run.add_argument("--repeat", type=int, default=1, metavar="K",
-                     help="call the backend K times per case; bitwise differences are `nondeterministic`")
-    run.add_argument("--max-case-memory", metavar="SIZE", type=_size_argument,
-                     help="refuse, before allocating anything, a case whose estimated peak memory exceeds SIZE "
-                          "(e.g. 8GiB, 512MiB; default: a quarter of this machine's memory)")
-    run.add_argument("--max-error-ratio", metavar="R", type=_ratio_argument,
-                     help="opt-in gate: fail a case whose error against the oracle is more than R times "
-                          "TensorFlow's (R >= 1)")
-    run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing case")
-    run.add_argument("-q", "--quiet", action="store_true", help="less output")
+    # Every option of `run` is declared once, in conformance.execution.config (the plugin's come from there too).
+    run_options.add_arguments(run)
     run.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
 
     golden = commands.add_parser("golden", help="golden references: TensorFlow's results, stored")
@@ -99,8 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                                                 "(manifest.json + .npy; see docs/vector-pack.md)")
     export.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable)")
     export.add_argument("--out", required=True, metavar="DIR", help="where the pack goes")
-    export.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
-                        help="include TensorFlow's outputs (default) or only the oracle")
+    add_reference_argument(export, ("tensorflow", "oracle"))
     _add_skip_tag(export)
 
     merge = commands.add_parser("merge", help="combine the results of shard runs into one set of reports")
@@ -120,23 +87,6 @@ def _parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
-
-
-def _ratio_argument(text: str) -> float:
-    try:
-        value = ratio_limit(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    assert value is not None
-    return value
-
-
-def _size_argument(text: str) -> str:
-    try:
-        parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def _add_skip_tag(parser: argparse.ArgumentParser) -> None:
@@ -170,20 +120,16 @@ def _run_guarded(argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if reason := reference_unusable(args.reference, args.golden):
+    values = run_options.values_of(args) | {"extra": args.pytest_args}
+    values["cases"] = args.cases or [str(default_bank())]
+    values["backends"] = args.backends or ["numpy"]
+    config = run_options.RunConfig.from_values(values)  # ConfigError (a ValueError): exit 2
+    if reason := reference_unusable(config.reference, config.golden):
         return usage_error(args.command, reason)
     verdict_file = os.environ.pop(VERDICT_FILE_ENV, None)
-    if args.no_isolate and verdict_file is None:
+    if config.no_isolate and verdict_file is None:
         return _run_guarded(argv)
-    options = RunOptions(cases=args.cases or [str(default_bank())], backends=args.backend or ["numpy"],
-                         out=args.out, reference=args.reference, golden=args.golden, keyword=args.keyword,
-                         case_ids=args.case_ids, workers=args.workers, shard=args.shard, timeout=args.timeout,
-                         isolate=not args.no_isolate, resume=args.resume, expectations=args.expectations,
-                         strict_expectations=not args.no_strict_expectations, repeat=args.repeat,
-                         max_case_memory=args.max_case_memory, max_error_ratio=args.max_error_ratio,
-                         exitfirst=args.exitfirst,
-                         quiet=args.quiet, extra=args.pytest_args)
-    code = run_suite(options)
+    code = run_suite(config)
     if verdict_file is not None:
         Path(verdict_file).write_text(str(code), encoding="utf-8")
     return code

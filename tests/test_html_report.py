@@ -21,7 +21,8 @@ from conformance.reporting import html_report
 from conformance.judging.compare import compare
 from conformance.judging.reference import tensorflow_missing
 from conformance.result import FAILING_STATUSES, STATUSES
-from conformance.execution.session import RunOptions, run_suite
+from conformance.execution.config import RunConfig
+from conformance.execution.session import run_suite
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
 
 XSS = '<img src=x onerror="window.__xss = 1"> & </script><!-- <b>bold</b>'
@@ -91,7 +92,7 @@ def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
     (folder / "evil.py").write_text(EVIL, encoding="utf-8")
     (folder / "flaky.py").write_text(FLAKY, encoding="utf-8")
     backends = ["numpy", *MUTANTS, f"{folder / 'evil.py'}:conv", f"{folder / 'flaky.py'}:conv"]
-    code = run_suite(RunOptions(cases=[str(folder / "cases.yaml")], backends=backends, out=str(folder / "out"),
+    code = run_suite(RunConfig(cases=[str(folder / "cases.yaml")], backends=backends, out=str(folder / "out"),
                                 reference=reference, timeout=3.0, quiet=True))
     assert code == 1  # the mutants and the misbehaving backends do not conform
     return json.loads((folder / "out" / "results.json").read_text(encoding="utf-8"))
@@ -167,8 +168,8 @@ def test_a_wrong_border_is_named_as_such(tmp_path, case_file):
         cases:
           - {input: [1, 14, 13, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}
     """)
-    run_suite(RunOptions(cases=[str(cases)], backends=["conformance.impls.mutants:replicate_padding"], out=str(tmp_path / "out"),
-                         reference="oracle", isolate=False, quiet=True))
+    run_suite(RunConfig(cases=[str(cases)], backends=["conformance.impls.mutants:replicate_padding"], out=str(tmp_path / "out"),
+                         reference="oracle", no_isolate=True, quiet=True))
     document = html_report.load_results(tmp_path / "out" / "results.json")
     [record] = document["results"]
     assert record["status"] == "fail" and record["details"]["border"] == 1
@@ -262,7 +263,7 @@ def test_tensorflow_reference_metrics_reach_the_page(tmp_path, case_file):
             out_channels: 4
             padding: SAME
     """)
-    code = run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "conformance.impls.mutants:last_channel_dropped"],
+    code = run_suite(RunConfig(cases=[str(cases)], backends=["numpy", "conformance.impls.mutants:last_channel_dropped"],
                                 out=str(tmp_path / "out"), reference="tensorflow", quiet=True))
     assert code == 1
     data = embedded(html_report.write_report(tmp_path / "out").read_text(encoding="utf-8"))
@@ -311,7 +312,7 @@ def test_baseline_shows_new_failures_fixes_and_cases_closer_to_their_limit(tmp_p
     for mode in ("before", "after"):
         backend.write_text(BASELINE_BACKEND.format(mode=mode), encoding="utf-8")
         # Isolated: each run imports the backend file afresh in a child process (same path, same name).
-        run_suite(RunOptions(cases=[str(cases)], backends=[f"{backend}:conv"], out=str(tmp_path / mode),
+        run_suite(RunConfig(cases=[str(cases)], backends=[f"{backend}:conv"], out=str(tmp_path / mode),
                              reference="oracle", quiet=True))
     before, after = (html_report.load_results(tmp_path / m / "results.json") for m in ("before", "after"))
     diff = html_report.baseline_diff([dict(r) for r in after["results"]], before)
@@ -333,8 +334,8 @@ def test_a_report_of_3000_results_stays_a_few_megabytes(run, tmp_path, case_file
         cases:
           - {input: [1, 64, 64, 32], kernel: [3, 3], channel_multiplier: 1, out_channels: 256, padding: SAME}
     """)
-    run_suite(RunOptions(cases=[str(cases)], backends=["numpy", "conformance.impls.mutants:last_channel_dropped"],
-                         out=str(tmp_path / "out"), reference="oracle", isolate=False, quiet=True))
+    run_suite(RunConfig(cases=[str(cases)], backends=["numpy", "conformance.impls.mutants:last_channel_dropped"],
+                         out=str(tmp_path / "out"), reference="oracle", no_isolate=True, quiet=True))
     document = html_report.load_results(tmp_path / "out" / "results.json")
     passing, failing = sorted(document["results"], key=lambda r: r["status"] != "pass")
     assert passing["status"] == "pass" and failing["details"]["heatmap"]["rows"] == diagnostics.HEATMAP_MAX

@@ -68,7 +68,7 @@ def test_a_backend_that_raises_only_sometimes_is_nondeterministic():
 def test_repeat_must_be_positive(small, tmp_path):
     done = cli("run", "--cases", str(small), "--repeat", "0", "--reference", "oracle", "--out", "out",
                cwd=tmp_path)
-    assert done.returncode == 2 and "--repeat 0" in done.stdout + done.stderr
+    assert done.returncode == 2 and "--repeat: must be at least 1, got 0" in done.stdout + done.stderr
 
 
 class Tensor:

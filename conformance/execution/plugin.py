@@ -26,7 +26,9 @@ from conformance.execution import runner
 from conformance.judging import accuracy, subnormals
 
 from conformance.reporting import html_report, reports
+from conformance.execution import config as run_options
 from conformance.execution.backends import Backend, BackendError, resolve_backend
+from conformance.execution.config import RunConfig
 from conformance.cases.budget import default_case_budget, over_budget, parse_size
 from conformance.cases.case import Case
 from conformance.exitcodes import (
@@ -39,7 +41,7 @@ from conformance.exitcodes import (
 )
 from conformance.execution.expectations import Expectations, apply_expectation, load_expectations
 from conformance.execution.external import ExternalCommand
-from conformance.execution.faults import DEFAULT_TIMEOUT_S, ratio_limit, seconds
+from conformance.execution.faults import DEFAULT_TIMEOUT_S
 from conformance.files import json_safe
 from conformance.judging.golden import GoldenStore, version_note
 from conformance.execution.isolation import IsolatedBackend, probe_backend
@@ -47,20 +49,19 @@ from conformance.execution.journal import JOURNAL, FolderLock, Journal, JournalE
 from conformance.cases.loader import CaseFileError, load_cases, load_file
 from conformance.judging.reference import reference_unusable, tensorflow_version
 from conformance.result import Result, is_failing
-from conformance.cases.selection import ShardError, bank_digest, default_bank, in_shard, parse_shard
+from conformance.cases.selection import ShardError, bank_digest, default_bank, in_shard
 from conformance.judging.verdict import COMPLETE, INTERNAL_ERROR, INTERRUPTED, STOPPED, Verdict, judge
 
 RESULT_PROPERTY = reports.RESULT_PROPERTY
 CASE_SUFFIXES = (".yaml", ".yml")
 BACKENDS = pytest.StashKey[list["Backend"]]()
-SHARD = pytest.StashKey["tuple[int, int] | None"]()
+RUN = pytest.StashKey[RunConfig]()
 DONE = pytest.StashKey["set[tuple[str, str]]"]()
 EXPECTATIONS = pytest.StashKey["dict[str, Expectations | None]"]()
 WARNINGS = pytest.StashKey[list[str]]()
 HEADER = pytest.StashKey[dict[str, Any]]()
 REPRODUCE = pytest.StashKey[list[str]]()  # the run's options, for every reproducer line
 GOLDEN_VERSIONS = pytest.StashKey["dict[str, int] | None"]()
-MAX_ERROR_RATIO = pytest.StashKey["float | None"]()
 EXIT_CODE = pytest.StashKey[int]()  # our exit code (conformance.exitcodes), for `sepconv-conformance run`
 # Our exit codes as pytest's, for `pytest --backend ...` used directly.
 PYTEST_CODES = {EXIT_OK: 0, EXIT_NONCONFORMING: 1, EXIT_USAGE: 4, EXIT_INTERNAL: 3, EXIT_NOTHING_JUDGED: 5,
@@ -68,46 +69,9 @@ PYTEST_CODES = {EXIT_OK: 0, EXIT_NONCONFORMING: 1, EXIT_USAGE: 4, EXIT_INTERNAL:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("sepconv-conformance", "separable_conv2d conformance")
-    group.addoption("--backend", action="append", default=[], metavar="SPEC",
-                    help="backend to test: numpy, cupy, module:function or path/to/file.py:function "
-                         "(repeatable); enables collection of case files")
-    group.addoption("--cases", action="append", default=[], metavar="PATH",
-                    help="case file or folder (repeatable; default: the bundled bank)")
-    group.addoption("--id", action="append", default=[], dest="case_ids", metavar="CASE_ID",
-                    help="run only the case with this exact id (repeatable)")
-    group.addoption("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
-                    help="tensorflow (default): TensorFlow checked against the float64 oracle; golden: "
-                         "stored TensorFlow results (--golden DIR), no TensorFlow needed; oracle: the "
-                         "float64 oracle alone")
-    group.addoption("--golden", default=None, metavar="DIR",
-                    help="golden references made by `sepconv-conformance golden build`")
-    group.addoption("--shard", default=None, metavar="K/N",
-                    help="run only shard K of N (1-based): a deterministic split by case id, the same on "
-                         "every machine")
-    group.addoption("--case-timeout", default=None, metavar="SECONDS",
-                    help=f"per-case limit on a backend call (default {DEFAULT_TIMEOUT_S:g}): a hang is "
-                         "recorded as `timeout`")
-    group.addoption("--no-isolate", action="store_false", dest="isolate",
-                    help="call backends in the test process (faster to debug; a crash ends the run)")
-    group.addoption("--resume", action="store_true",
-                    help="keep the results already in DIR/results.jsonl and run only the missing ones")
-    group.addoption("--expectations", action="append", default=[], metavar="FILE",
-                    help="a backend's expectations (YAML: cases -> xfail or skip, with reasons); the file's "
-                         "`backend:` says which backend, else it applies to all (repeatable). Bundled "
-                         "backends use theirs unless one is given")
-    group.addoption("--no-strict-expectations", action="store_false", dest="strict_expectations",
-                    help="a listed xfail case that passes is a pass with a note, not an `xpass` failure")
-    group.addoption("--repeat", type=int, default=1, metavar="K",
-                    help="call the backend K times per case; outputs that differ bitwise between calls "
-                         "are the status `nondeterministic`")
-    group.addoption("--max-error-ratio", default=None, metavar="R",
-                    help="fail a case whose error against the oracle is more than R times TensorFlow's (opt-in)")
-    group.addoption("--max-case-memory", default=None, metavar="SIZE",
-                    help="refuse (before allocating anything) a case whose estimated peak memory exceeds SIZE "
-                         "(e.g. 8GiB; default: a quarter of this machine's memory)")
-    group.addoption("--report-dir", default=None, metavar="DIR",
-                    help="write results.jsonl, results.json, junit.xml and report.html here")
+    """The options of `sepconv-conformance run`, under the same names (conformance.execution.config); a
+    --backend enables collection of case files."""
+    run_options.add_arguments(parser.getgroup("sepconv-conformance", "separable_conv2d conformance"), plugin=True)
 
 
 def _load_backends(specs: list[str], isolate: bool, timeout: float) -> list[Backend]:
@@ -131,67 +95,56 @@ def _load_backends(specs: list[str], isolate: bool, timeout: float) -> list[Back
 @pytest.hookimpl(tryfirst=True)  # before junitxml's configure reads --junitxml
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep a case's items on one xdist worker")
-    specs: list[str] = config.getoption("backend")
-    if not specs:
+    if not config.getoption("backends"):
         return
     try:
-        _configure(config, specs)
+        _configure(config, RunConfig.from_values(run_options.values_of(config.option)))
     except (BackendError, CaseFileError, JournalError, ShardError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None
 
 
-def _configure(config: pytest.Config, specs: list[str]) -> None:
+def _configure(config: pytest.Config, run: RunConfig) -> None:
     environment = dict(os.environ)  # before any backend import: what TensorFlow's process starts with
-    isolate = config.getoption("isolate")
-    timeout_text = config.getoption("case_timeout")
-    timeout = DEFAULT_TIMEOUT_S if timeout_text is None else seconds(str(timeout_text))
-    if not isolate and timeout_text is not None and not all(s.startswith("cmd:") for s in specs):
-        raise ValueError("--timeout needs isolated backends (drop --no-isolate)")
-    if config.getoption("repeat") < 1:
-        raise ValueError(f"--repeat {config.getoption('repeat')}: must be at least 1")
-    config.stash[MAX_ERROR_RATIO] = ratio_limit(config.getoption("max_error_ratio"))
-    if reason := reference_unusable(config.getoption("reference"), config.getoption("golden")):
+    if reason := reference_unusable(run.reference, run.golden):
         raise ValueError(reason)
-    report_dir = config.getoption("report_dir")
-    if report_dir and Path(report_dir).exists() and not Path(report_dir).is_dir():
-        raise ValueError(f"--out {report_dir}: exists and is not a folder")
-    if config.getoption("resume") and not report_dir:
-        raise ValueError("--resume needs --report-dir (the folder holding results.jsonl)")
-    if config.getoption("cases"):
-        config.args = config.getoption("cases")
+    config.stash[RUN] = run
+    if run.cases:
+        config.args = list(run.cases)
     elif config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(default_bank())]
-    config.stash[SHARD] = parse_shard(config.getoption("shard"))
     bank = load_cases(_case_paths(config.args))  # every case file validated up front: never a half-run
-    wanted = set(config.getoption("case_ids"))
-    taken = [c for c in bank if (not wanted or c.id in wanted) and in_shard(c.id, config.stash[SHARD])]
-    _check_budget(config, taken)
-    config.stash[GOLDEN_VERSIONS] = _golden_versions(config, taken)
-    given = [load_expectations(file) for file in config.getoption("expectations")]
-    backends = _load_backends(specs, isolate, timeout)
+    wanted = set(run.case_ids)
+    taken = [c for c in bank if (not wanted or c.id in wanted) and in_shard(c.id, run.shard_part)]
+    budget = default_case_budget() if run.max_case_memory is None else parse_size(run.max_case_memory)
+    if problems := over_budget(taken, budget):
+        raise CaseFileError(problems)
+    config.stash[GOLDEN_VERSIONS] = (GoldenStore(run.golden).tensorflow_versions(taken)
+                                     if run.reference == "golden" else None)
+    given = [load_expectations(file) for file in run.expectations]
+    backends = _load_backends(list(run.backends), run.isolate, run.case_timeout)
     # TensorFlow too runs in a child process of its own, so that its aborting is recorded on one case.
-    runner.isolate_reference(runner.REFERENCE_SPEC if isolate else None, DEFAULT_TIMEOUT_S, environment)
+    runner.isolate_reference(runner.REFERENCE_SPEC if run.isolate else None, DEFAULT_TIMEOUT_S, environment)
     expectations = {b.name: _expectations_for(b, given) for b in backends}
     config.stash[BACKENDS] = backends
     config.stash[EXPECTATIONS] = expectations
     config.stash[WARNINGS] = _expectation_warnings(given, backends, expectations, bank)
-    config.stash[REPRODUCE] = _reproducer_options(config, timeout_text, report_dir)
-    header = _header(config, backends, expectations, bank)
+    config.stash[REPRODUCE] = run.reproducer_arguments()
+    header = _header(config, run, backends, expectations, bank)
     config.stash[HEADER] = header
     controller = not hasattr(config, "workerinput")  # the xdist controller, or a plain run
-    lock = FolderLock(Path(report_dir)) if report_dir and controller else None
+    lock = FolderLock(Path(run.out)) if run.out and controller else None
     if lock is not None:  # before the journal is read: no other run may be writing it
-        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        Path(run.out).mkdir(parents=True, exist_ok=True)
         lock.acquire()
     try:
-        resumed = _resumed(report_dir, header) if config.getoption("resume") else []
+        resumed = _resumed(run.out, header) if run.resume and run.out else []
     except JournalError:
         if lock is not None:
             lock.release()
         raise
     config.stash[DONE] = {(r.case, r.backend) for r in resumed}
     if controller:
-        config.pluginmanager.register(ResultSink(config, report_dir, header, resumed, lock), "sepconv-result-sink")
+        config.pluginmanager.register(ResultSink(config, run.out, header, resumed, lock), "sepconv-result-sink")
 
 
 def _resumed(report_dir: str, header: dict[str, Any]) -> list[Result]:
@@ -203,58 +156,21 @@ def _resumed(report_dir: str, header: dict[str, Any]) -> list[Result]:
     return resumed
 
 
-def _check_budget(config: pytest.Config, taken: list[Case]) -> None:
-    """Refuse the run when a case it may take needs more memory than the budget (each named)."""
-    size = config.getoption("max_case_memory")
-    budget = default_case_budget() if size is None else parse_size(str(size))
-    if problems := over_budget(taken, budget):
-        raise CaseFileError(problems)
-
-
-def _golden_versions(config: pytest.Config, taken: list[Case]) -> dict[str, int] | None:
-    """With --reference golden: the TensorFlow versions that made the entries (version -> entries)."""
-    if config.getoption("reference") != "golden":
-        return None
-    return GoldenStore(config.getoption("golden")).tensorflow_versions(taken)
-
-
-def _header(config: pytest.Config, backends: list[Backend], expectations: dict[str, Expectations | None],
-            bank: list[Case]) -> dict[str, Any]:
+def _header(config: pytest.Config, run: RunConfig, backends: list[Backend],
+            expectations: dict[str, Expectations | None], bank: list[Case]) -> dict[str, Any]:
     """What produced a run's results: a resumed journal must match it, shards merged must agree on it."""
-    golden = config.getoption("golden")
-    return {"version": __version__, "bank_digest": bank_digest(bank), "reference": config.getoption("reference"),
-            "golden": str(Path(golden).resolve()) if golden and config.getoption("reference") == "golden" else None,
+    golden = run.golden
+    return {"version": __version__, "bank_digest": bank_digest(bank), "reference": run.reference,
+            "golden": str(Path(golden).resolve()) if golden and run.reference == "golden" else None,
             "backends": [b.name for b in backends],
             "backend_versions": {b.name: b.version for b in backends},
             "backend_fingerprints": {b.name: b.fingerprint for b in backends},
-            "repeat": config.getoption("repeat"), "strict_expectations": config.getoption("strict_expectations"),
-            "max_error_ratio": config.stash[MAX_ERROR_RATIO],
+            "repeat": run.repeat, "strict_expectations": run.strict_expectations,
+            "max_error_ratio": run.max_error_ratio,
             "expectations": {name: e.source for name, e in expectations.items() if e},
-            "shard": config.getoption("shard"),
+            "shard": run.shard,
             "selection": {"keyword": config.option.keyword or None, "markers": config.option.markexpr or None,
-                          "ids": sorted(config.getoption("case_ids"))}}
-
-
-def _reproducer_options(config: pytest.Config, timeout: str | None, report_dir: str | None) -> list[str]:
-    """The options a case's reproducer needs to be judged as in this run, writing to its own folder."""
-    options = ["--reference", config.getoption("reference")]
-    if config.getoption("reference") == "golden":
-        options += ["--golden", str(config.getoption("golden"))]
-    for file in config.getoption("expectations"):
-        options += ["--expectations", file]
-    if timeout is not None:
-        options += ["--timeout", str(timeout)]
-    if config.getoption("repeat") > 1:
-        options += ["--repeat", str(config.getoption("repeat"))]
-    if not config.getoption("strict_expectations"):
-        options.append("--no-strict-expectations")
-    if not config.getoption("isolate"):
-        options.append("--no-isolate")
-    if config.getoption("max_case_memory") is not None:
-        options += ["--max-case-memory", str(config.getoption("max_case_memory"))]
-    if config.stash[MAX_ERROR_RATIO] is not None:
-        options += ["--max-error-ratio", f"{config.stash[MAX_ERROR_RATIO]:g}"]
-    return [*options, "--out", str(Path(report_dir or "reports") / "reproduce")]
+                          "ids": sorted(run.case_ids)}}
 
 
 def _expectations_for(backend: Backend, files: list[Expectations]) -> Expectations | None:
@@ -304,9 +220,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 class CaseFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        wanted = set(self.config.getoption("case_ids"))
+        run = self.config.stash[RUN]
+        wanted = set(run.case_ids)
         for case in load_file(self.path):
-            if (wanted and case.id not in wanted) or not in_shard(case.id, self.config.stash[SHARD]):
+            if (wanted and case.id not in wanted) or not in_shard(case.id, run.shard_part):
                 continue
             for backend in self.config.stash[BACKENDS]:
                 if (case.id, backend.name) in self.config.stash[DONE]:
@@ -335,8 +252,9 @@ class CaseItem(pytest.Item):
         self.extra_keyword_matches.update(case.tags)  # lets -k select by tag
 
     def runtest(self) -> None:
-        reference = self.config.getoption("reference")
-        golden = self.config.getoption("golden") if reference == "golden" else None
+        run = self.config.stash[RUN]
+        reference = run.reference
+        golden = run.golden if reference == "golden" else None
         options = self.config.stash[REPRODUCE]
         expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
         expected = expectations.lookup(self.case) if expectations else None
@@ -344,9 +262,9 @@ class CaseItem(pytest.Item):
             result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}",
                                     options)
         else:
-            result = runner.run_case(self.case, self.backend, reference == "tensorflow", golden,
-                                     self.config.getoption("repeat"), options, self.config.stash[MAX_ERROR_RATIO])
-            result = apply_expectation(result, expected, self.config.getoption("strict_expectations"))
+            result = runner.run_case(self.case, self.backend, reference == "tensorflow", golden, run.repeat, options,
+                                     run.max_error_ratio)
+            result = apply_expectation(result, expected, run.strict_expectations)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(json_safe(result.to_dict()))))
         if is_failing(result.status):
             raise CaseFailure(result)
@@ -482,7 +400,7 @@ class ResultSink:
             lines.append(f"warning: {note}" if note else f"goldens made with TensorFlow {', '.join(sorted(versions))}")
         results = list(self.results.values())
         if results:
-            lines += reports.terminal_summary(results, {"reference": self.config.getoption("reference"),
+            lines += reports.terminal_summary(results, {"reference": self.config.stash[RUN].reference,
                                                         "duration_s": time.time() - self.started})
             lines += accuracy.summary_lines(results) + subnormals.summary_lines(results)
         if self.report_dir is not None and results:

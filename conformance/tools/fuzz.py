@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conformance.judging.references import add_reference_argument
 from conformance.cases import contract
 from conformance.cases.case import Case
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
@@ -149,8 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of cases that break the contract and must be rejected (default 0.2)")
     parser.add_argument("--out", default="reports/fuzz", metavar="DIR",
                         help="where the cases, the reports and the failures go (default reports/fuzz)")
-    parser.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
-                        help="what backends are judged against (default: TensorFlow, checked by the oracle)")
+    add_reference_argument(parser, ("tensorflow", "oracle"))
     parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist)")
     parser.add_argument("--timeout", type=seconds_argument, metavar="SECONDS", help="per-case limit on a backend call")
     parser.add_argument("-q", "--quiet", action="store_true", help="less output")
@@ -161,7 +161,8 @@ def execute(args: argparse.Namespace) -> int:
     from conformance.cases.case_yaml import write_case_file
     from conformance.cases.loader import load_cases
     from conformance.judging.reference import reference_unusable
-    from conformance.execution.session import RunOptions, run_suite
+    from conformance.execution.config import RunConfig
+    from conformance.execution.session import run_suite
 
     if args.count < 1:
         return usage_error("fuzz", f"--count {args.count}: must be at least 1")
@@ -180,7 +181,7 @@ def execute(args: argparse.Namespace) -> int:
     load_cases([cases_path])  # our own output must be a valid case file
     invalid = sum(c.expect_error for c in cases)
     print(f"fuzz: {len(cases)} cases ({invalid} forbidden, must be rejected) in {cases_path}", flush=True)
-    options = RunOptions(cases=[str(cases_path)], backends=backends, out=str(out), reference=args.reference,
+    options = RunConfig(cases=[str(cases_path)], backends=backends, out=str(out), reference=args.reference,
                          workers=args.workers, timeout=args.timeout, quiet=args.quiet)
     code = run_suite(options)
     results = out / "results.json"
