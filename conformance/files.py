@@ -1,4 +1,5 @@
-"""Writing the harness's files: whole or not at all, and as JSON that every parser reads."""
+"""Writing the harness's files: whole or not at all, as JSON that every parser reads, and as .npy arrays
+that programs other than NumPy read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import ml_dtypes
+import numpy as np
 
 
 def json_safe(value: Any) -> Any:
@@ -40,3 +44,30 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# bfloat16 has no .npy type of its own (NumPy writes ml_dtypes' bfloat16 as a 2-byte void): files that other
+# programs read (cmd: backends' case folders, vector packs) hold its uint16 bit patterns, and say so.
+BFLOAT16_STORAGE = "bfloat16-as-uint16"
+
+
+def npy_storable(array: Any) -> tuple[np.ndarray, bool]:
+    """An array as it goes into a .npy file for another program: C-ordered, little-endian, bfloat16 as its
+    uint16 bit patterns; True when it was bfloat16."""
+    array = np.asarray(array)
+    if array.dtype == ml_dtypes.bfloat16:
+        return np.ascontiguousarray(array).view(np.uint16).astype("<u2"), True
+    if array.dtype.kind in "fiub" and array.dtype.itemsize > 1:
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return np.ascontiguousarray(array), False
+
+
+def from_npy(array: np.ndarray, bfloat16: bool) -> np.ndarray:
+    """A .npy array another program wrote, in native byte order; for a bfloat16 tensor, uint16 bits (or
+    NumPy's 2-byte void) reinterpreted as bfloat16."""
+    if bfloat16 and array.dtype.kind in "uV" and array.dtype.itemsize == 2:
+        return np.ascontiguousarray(array).view("<u2").astype(np.uint16).view(ml_dtypes.bfloat16)
+    if array.dtype.kind in "fiuc":
+        array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    return array
+

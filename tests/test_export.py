@@ -12,7 +12,8 @@ import pytest
 from conformance.cases.case import Case
 from conformance.judging.compare import compare
 from conformance.cases.data import materialize, numpy_dtype
-from conformance.tools.export import BFLOAT16_STORAGE, export_pack
+from conformance.files import BFLOAT16_STORAGE
+from conformance.tools.export import export_pack
 from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import Tolerance
 from conformance.impls.numpy_backend import separable_conv2d

@@ -25,6 +25,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from conformance.files import BFLOAT16_STORAGE, from_npy, npy_storable
 from conformance.execution.faults import (
     DEFAULT_TIMEOUT_S,
     BackendAborted,
@@ -40,7 +41,6 @@ PROTOCOL_VERSION = 2
 REJECT_EXIT_CODE = 65  # EX_DATAERR: "the input data was incorrect"; the only exit code that rejects
 KEEP_DIRS_ENV = "SEPCONV_KEEP_CMD_DIRS"
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-BFLOAT16_STORAGE = "bfloat16-as-uint16"
 
 
 class CommandRejected(RuntimeError):
@@ -69,26 +69,6 @@ class MissingOutputNpy:
 
 class UnreadableOutputNpy:
     """What a call returns when output.npy exists but is not a readable .npy file (see MissingOutputNpy)."""
-
-
-def _to_file(array: Any) -> tuple[np.ndarray, bool]:
-    """A C-ordered little-endian array as it goes in a .npy file; True if bfloat16 was stored as uint16."""
-    array = np.asarray(array)
-    if array.dtype == BFLOAT16:
-        return np.ascontiguousarray(array).view(np.uint16).astype("<u2"), True
-    if array.dtype.kind in "fiub" and array.dtype.itemsize > 1:
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return np.ascontiguousarray(array), False
-
-
-def _from_file(array: np.ndarray, bfloat16: bool) -> np.ndarray:
-    """output.npy as the harness compares it: for a bfloat16 case, uint16 bits (or numpy's 2-byte void,
-    what np.save writes for ml_dtypes.bfloat16) are reinterpreted as bfloat16."""
-    if bfloat16 and (array.dtype.kind == "u" or array.dtype.kind == "V") and array.dtype.itemsize == 2:
-        return np.ascontiguousarray(array).view("<u2").astype(np.uint16).view(BFLOAT16)
-    if array.dtype.kind in "fiuc":
-        array = array.astype(array.dtype.newbyteorder("="), copy=False)
-    return array
 
 
 def _plain(value: Any) -> Any:
@@ -138,7 +118,7 @@ class ExternalCommand:
         try:
             for name, array in (("input", input), ("depthwise_filter", depthwise_filter),
                                 ("pointwise_filter", pointwise_filter)):
-                stored, as_bits = _to_file(array)
+                stored, as_bits = npy_storable(array)
                 bfloat16 = bfloat16 or as_bits
                 np.save(directory / f"{name}.npy", stored, allow_pickle=False)
             case = self._case_json(case_id, strides, padding, data_format, dilations, dtype, bfloat16)
@@ -202,4 +182,4 @@ class ExternalCommand:
             output = np.load(output_path, allow_pickle=False)
         except Exception:  # noqa: BLE001 - a corrupt file is the backend's wrong answer, not our crash
             return UnreadableOutputNpy()
-        return _from_file(output, dtype == BFLOAT16)
+        return from_npy(output, dtype == BFLOAT16)

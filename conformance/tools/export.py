@@ -22,8 +22,7 @@ import numpy as np
 
 import conformance
 from conformance.cases.case import Case
-from conformance.cases.data import numpy_dtype
-from conformance.files import atomic_write
+from conformance.files import BFLOAT16_STORAGE, atomic_write, npy_storable
 from conformance.judging.reference import Reference, tensorflow_version
 from conformance.execution.runner import prepare
 from conformance.judging.tolerance import ORACLE_ROUNDOFF, Tolerance
@@ -31,7 +30,6 @@ from conformance.judging.tolerance import ORACLE_ROUNDOFF, Tolerance
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 FORMAT = "sepconv-conformance-vectors"
 FORMAT_VERSION = 1
-BFLOAT16_STORAGE = "bfloat16-as-uint16"
 MAX_FOLDER_NAME = 200
 FORMULA = ("|out - expected| <= sides * scale * (bound_coefficient * bound + magnitude_coefficient * |oracle|"
            " + constant) + 2^-53 * bound + atol; sides = 2 against tensorflow.npy (reference.source 'tensorflow'),"
@@ -51,12 +49,8 @@ def _npy_bytes(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
     """The .npy bytes of an array, and its file entry (dtype, shape, storage) without path and sha256."""
     array = np.ascontiguousarray(array)
     entry: dict[str, Any] = {"dtype": str(array.dtype), "shape": list(array.shape)}
-    if array.dtype == numpy_dtype("bfloat16"):
-        entry["dtype"] = "bfloat16"
-        entry["storage"] = BFLOAT16_STORAGE
-        array = array.view(np.uint16)
-    else:
-        entry["storage"] = "native"
+    array, bfloat16 = npy_storable(array)
+    entry["storage"] = BFLOAT16_STORAGE if bfloat16 else "native"
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue(), entry
