@@ -171,7 +171,8 @@ def fused_full_conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, st
     compute = call.compute
     kh, kw, c, m = call.dw.shape
     o = call.pw.shape[3]
-    dw, pw = call.dw.astype(compute), call.pw[0, 0].astype(compute).reshape(c, m, o)
+    dw: np.ndarray = call.dw.astype(compute)
+    pw: np.ndarray = call.pw[0, 0].astype(compute).reshape(c, m, o)
     fused = np.einsum("ijqr,qro->qijo", dw, pw).reshape(c * kh * kw, o)
     padded = call.padded(compute)
     columns = call.patches(padded).reshape(-1, c * kh * kw)  # row order (q, i, j), a copy
@@ -256,7 +257,7 @@ def pairwise_compute_precision(input: Any, depthwise_filter: Any, pointwise_filt
     call = _prepare(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
     compute = call.compute
     with np.errstate(invalid="ignore", over="ignore"):
-        intermediate = _depthwise(call, compute).astype(call.dtype).astype(compute)
+        intermediate: np.ndarray = _depthwise(call, compute).astype(call.dtype).astype(compute)
         pw = call.pw[0, 0].astype(compute)
         rows, k = intermediate.shape
         o = pw.shape[1]

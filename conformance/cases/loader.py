@@ -88,7 +88,7 @@ class _LineLoader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
         # A key written twice would silently drop the first value; merged keys (<<) may be overridden.
         node = super().compose_mapping_node(anchor)
         seen = set()
@@ -100,7 +100,7 @@ class _LineLoader(yaml.SafeLoader):
                 seen.add(key.value)
         return node
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Mapping:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Mapping:
         mapping = _Mapping(super().construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         # The key's line: an alias value's node starts where its anchor is. Keys are scalars here (others

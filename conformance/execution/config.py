@@ -234,7 +234,7 @@ def _arguments(config: RunConfig, options: Sequence[Option], plugin: bool) -> li
     return arguments
 
 
-def add_arguments(parser: argparse.ArgumentParser | Any, plugin: bool = False) -> None:
+def add_arguments(parser: Any, plugin: bool = False) -> None:
     """Declare RUN_OPTIONS on an argparse parser (`run`) or, with plugin=True, on a pytest option group
     (under their pytest spellings, leaving out pytest's own: -k, -n, -x, -q)."""
     for option in RUN_OPTIONS:

@@ -177,7 +177,7 @@ class IsolatedBackend:
                 raise BackendTimeout(f"{self.role} gave no answer within {self.timeout:g} s {when}; "
                                      "it was killed with its process group")
         try:
-            return self._connection.recv()  # type: ignore[no-any-return]
+            return self._connection.recv()
         except (EOFError, ConnectionResetError, OSError):
             raise self._died(when) from None
 

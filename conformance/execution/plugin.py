@@ -119,7 +119,7 @@ def _configure(config: pytest.Config, run: RunConfig) -> None:
     if problems := over_budget(taken, budget):
         raise CaseFileError(problems)
     config.stash[GOLDEN_VERSIONS] = (GoldenStore(run.golden).tensorflow_versions(taken)
-                                     if run.reference == "golden" else None)
+                                     if run.reference == "golden" and run.golden else None)
     given = [load_expectations(file) for file in run.expectations]
     backends = _load_backends(list(run.backends), run.isolate, run.case_timeout)
     # TensorFlow too runs in a child process of its own, so that its aborting is recorded on one case.
@@ -134,7 +134,7 @@ def _configure(config: pytest.Config, run: RunConfig) -> None:
     controller = not hasattr(config, "workerinput")  # the xdist controller, or a plain run
     lock = FolderLock(Path(run.out)) if run.out and controller else None
     if lock is not None:  # before the journal is read: no other run may be writing it
-        Path(run.out).mkdir(parents=True, exist_ok=True)
+        lock.path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     try:
         resumed = _resumed(run.out, header) if run.resume and run.out else []
@@ -276,7 +276,7 @@ class CaseItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CaseFailure):
             return reports.describe_failure(excinfo.value.result)
-        return super().repr_failure(excinfo)
+        return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.case.origin.line - 1, f"{self.case.id} [{self.backend.name}]"
@@ -326,7 +326,7 @@ class ResultSink:
         if not properties and report.failed and report.nodeid.split("::")[0].endswith(CASE_SUFFIXES):
             self.record(_lost_result(report))
         for index, value in properties:
-            data = json.loads(value)
+            data = json.loads(str(value))
             if report.when == "call":  # every phase's report carries the item's properties
                 self.record(Result.from_dict(data))
             if data.get("details"):
@@ -364,7 +364,8 @@ class ResultSink:
         return STOPPED if "stopping after" in self.interruption else INTERNAL_ERROR
 
     def run_info(self, completion: str, verdict: Verdict) -> dict[str, Any]:
-        return {**self.config.stash[HEADER],
+        header: dict[str, Any] = self.config.stash[HEADER]
+        return {**header,
                 "cases": [str(p) for p in self.config.args], "expectation_warnings": self.config.stash[WARNINGS],
                 "golden_tensorflow_versions": self.config.stash[GOLDEN_VERSIONS],
                 "started": self.started, "duration_s": time.time() - self.started,

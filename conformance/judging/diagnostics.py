@@ -84,7 +84,7 @@ def _border(over: np.ndarray) -> int | None:
     """The width of the smallest ring along the edges of H x W that holds every over-limit element, when
     that ring is narrow (at most a quarter of the smaller side, or 1), leaves a right interior, and every
     row and column has a wrong element (the wrong part runs along the edges); else None."""
-    spatial = over.any(axis=(0, 3))
+    spatial: np.ndarray = np.any(over, axis=(0, 3))
     rows, columns = spatial.shape
     if not (spatial.any(axis=1).all() and spatial.any(axis=0).all()):
         return None

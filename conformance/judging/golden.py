@@ -231,7 +231,7 @@ class GoldenStore:
         if reference.output is not None:  # stored as float64: lossless for every dtype, portable
             arrays["tensorflow"] = reference.output.astype(np.float64)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
         payload = buffer.getvalue()
         meta = {"format": GOLDEN_FORMAT, "case": case.id, "source": reference.source, "status": reference.status,
                 "detail": reference.detail, "metrics": reference.metrics, "inputs_sha256": inputs_digest(inputs),

@@ -60,11 +60,11 @@ def _separable(case: Case, x: np.ndarray, dw: np.ndarray, pw: np.ndarray, square
 def compute_oracle(case: Case, inputs: Inputs) -> OracleOutputs:
     """Oracle and bound for a valid case, in its layout."""
     precision = _precision(case)
-    x = inputs.input.astype(precision)
+    x: np.ndarray = inputs.input.astype(precision)
     if case.data_format == "NCHW":
         x = x.transpose(0, 2, 3, 1)
-    dw = inputs.depthwise_filter.astype(precision)
-    pw = inputs.pointwise_filter.astype(precision)
+    dw: np.ndarray = inputs.depthwise_filter.astype(precision)
+    pw: np.ndarray = inputs.pointwise_filter.astype(precision)
     with np.errstate(invalid="ignore", over="ignore"):
         output = _separable(case, x, dw, pw)
         bound = _separable(case, np.abs(x), np.abs(dw), np.abs(pw))
