@@ -292,3 +292,16 @@ def test_integer_range_closed_form_equals_counting_up():
     float64 = dataclasses.replace(base, dtype="float64")  # 208,064 steps of counting up: now one root
     assert integer_range(float64) == counted(float64) == 208_063
     assert integer_range(dataclasses.replace(base, kernel=(0, 3))) == 2**24  # no products: r itself exact
+
+
+def test_a_file_is_parsed_once_per_process_while_unchanged(tmp_path):
+    """A run needs the bank when it starts, at pytest's configure and at collection: one parse."""
+    from conformance.cases import loader
+
+    path = tmp_path / "cases.yaml"
+    path.write_text("cases:\n  - {input: [1, 4, 4, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}\n", encoding="utf-8")
+    first = loader.load_file(path)
+    hits = loader._parsed_file.cache_info().hits
+    assert loader.load_file(path) == first and loader._parsed_file.cache_info().hits == hits + 1
+    path.write_text("cases:\n  - {input: [1, 5, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}\n", encoding="utf-8")
+    assert [c.input for c in loader.load_file(path)] == [(1, 5, 5, 2)]  # changed: parsed again

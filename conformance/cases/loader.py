@@ -12,6 +12,7 @@ fit NumPy's int64 or float64.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -452,8 +453,23 @@ def read_yaml(path: Path | str) -> Any:
 
 
 def load_file(path: Path | str) -> list[Case]:
-    """Load one case file; raises CaseFileError listing every problem in it."""
-    loader = _FileLoader(str(path))
+    """Load one case file; raises CaseFileError listing every problem in it. Parsed once per process while
+    the file is unchanged: a run needs the bank when it starts, when pytest is configured and at
+    collection, and Cases are frozen, so one parse serves all three."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return _parse_file(str(path))  # read_yaml says why it cannot be read
+    return list(_parsed_file(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_file(path: str, mtime_ns: int, size: int) -> tuple[Case, ...]:
+    return tuple(_parse_file(path))  # a CaseFileError is raised, never cached
+
+
+def _parse_file(path: str) -> list[Case]:
+    loader = _FileLoader(path)
     cases = loader.load(read_yaml(path))
     if loader.problems:
         raise CaseFileError(sorted(loader.problems, key=lambda p: p.line))
