@@ -8,6 +8,7 @@ import pytest
 
 from conformance.judging.compare import _largest, compare
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
+from conformance.result import Kind
 
 F32 = np.dtype(np.float32)
 
@@ -124,3 +125,58 @@ def test_the_largest_elements_are_found_exactly(size):
         count = min(5, size)
         expected = np.sort(flat)[size - count:]
         assert np.array_equal(np.sort(flat[_largest(flat, count)]), expected)
+
+
+# --- the kind of each failing check (Comparison.kind): what tools classify by, never the reason's text -------
+def test_each_failing_check_names_its_kind(data):
+    oracle, bound = data
+    rounded = oracle.astype(np.float32)
+    assert compare(rounded, oracle, oracle, bound, tolerance(), 1, F32).kind is Kind.NONE
+    assert compare([1.0], oracle, oracle, bound, tolerance(), 1, F32).kind is Kind.NOT_ARRAY
+    assert compare(rounded[:1], oracle, oracle, bound, tolerance(), 1, F32).kind is Kind.SHAPE
+    assert compare(oracle, oracle, oracle, bound, tolerance(), 1, F32).kind is Kind.DTYPE
+    off = rounded.copy()
+    off[1, 2, 3, 0] *= 1.001
+    assert compare(off, oracle, oracle, bound, tolerance(), 1, F32).kind is Kind.ELEMENT
+    reference = oracle.copy()
+    reference[0, 0, 0, 0] = np.nan
+    assert compare(rounded, reference, oracle, bound, tolerance(), 2, F32).kind is Kind.NONFINITE
+
+
+def test_not_bitwise_exact_is_an_element_over_its_limit():
+    """Exact (integer) data: limit 0, the same per-element check, so the same kind (shrink may move a
+    failure on random data to integer data and keep calling it the same failure)."""
+    oracle, bound = np.array([3.0, -5.0]), np.array([3.0, 5.0])
+    off = np.array([3.0, -5.0000005], dtype=np.float32)
+    assert compare(off, oracle, oracle, bound, tolerance(exact=True), 1, F32).kind is Kind.ELEMENT
+
+
+def test_bias_and_energy_have_kinds_of_their_own():
+    rng = np.random.default_rng(2)
+    oracle = rng.standard_normal(20000)
+    bound = np.abs(oracle) + 1.0
+    unit = UNIT_ROUNDOFF["float32"] * bound
+    biased = compare((oracle + 2.0 * unit).astype(np.float32), oracle, oracle, bound, tolerance(), 1, F32)
+    assert (biased.passed, biased.kind) == (False, Kind.BIAS)
+    signs = np.where(np.arange(oracle.size) % 2, 1.0, -1.0)  # as many up as down: no bias
+    noisy = compare((oracle + 4.0 * unit * signs).astype(np.float32), oracle, oracle, bound, tolerance(), 1, F32)
+    assert (noisy.passed, noisy.kind) == (False, Kind.ENERGY), noisy.reason
+    assert noisy.metrics["max_error_in_limits"] < 1 and noisy.metrics["bias_in_limits"] < 1
+
+
+def test_the_probabilistic_rms_check_has_its_kind():
+    """float16 over a float32 accumulator: errors the classic checks allow, but many times the expected
+    rounding error."""
+    f16 = np.dtype(np.float16)
+    rng = np.random.default_rng(3)
+    oracle = rng.standard_normal(4096)
+    bound, variance = np.abs(oracle) * 10 + 1.0, oracle**2
+    tol = Tolerance(UNIT_ROUNDOFF["float16"], 2.0**-24, 10, accumulator="float32")
+    assert tol.uses_rms(oracle.size)
+    rounded = compare(oracle.astype(f16), oracle, oracle, bound, tol, 1, f16, variance=variance)
+    assert (rounded.passed, rounded.kind) == (True, Kind.NONE), rounded.reason
+    signs = np.where(np.arange(oracle.size) % 2, 1.0, -1.0)
+    off = (oracle + 4 * UNIT_ROUNDOFF["float16"] * np.abs(oracle) * signs).astype(f16)
+    verdict = compare(off, oracle, oracle, bound, tol, 1, f16, variance=variance)
+    assert (verdict.passed, verdict.kind) == (False, Kind.RMS), verdict.reason
+    assert verdict.metrics["energy_in_limits"] < 1 and verdict.metrics["rms_in_limits"] > 1

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from conformance.execution.expectations import Expectation, apply_expectation, load_expectations
 from conformance.cases.loader import CaseFileError
-from conformance.result import Result
+from conformance.execution.expectations import Expectation, apply_expectation, load_expectations
+from conformance.result import Kind, Result
 from tests.conftest import WRONG_BACKEND, cli
 
 ENTRY = Expectation(status="xfail", reason="known", origin="e.yaml:3", case_globs=("*",))
@@ -117,5 +117,26 @@ def test_every_expectations_file_for_a_backend_applies_in_order(small, tmp_path)
 
 @pytest.mark.parametrize("fault", ["input", "harness"])
 def test_a_fault_of_the_harness_or_an_input_is_never_covered_by_an_expectation(fault):
-    broken = Result(case="c", backend="b", status="error", message="reference: no golden entry for c", fault=fault)
+    broken = Result(case="c", backend="b", status="error", message="reference: no golden entry for c", fault=fault,
+                    kind=Kind.REFERENCE_UNAVAILABLE if fault == "input" else Kind.HARNESS)
     assert apply_expectation(broken, ENTRY) is broken
+
+
+def test_xpass_has_its_kind_and_xfail_keeps_the_failures_kind():
+    failed = Result(case="c", backend="b", status="fail", kind=Kind.BIAS, message="systematic bias")
+    assert (apply_expectation(failed, ENTRY).status, apply_expectation(failed, ENTRY).kind) == ("xfail", "bias")
+    passed = Result(case="c", backend="b", status="pass")
+    xpass = apply_expectation(passed, ENTRY)
+    assert (xpass.status, xpass.kind) == ("xpass", Kind.XPASS) and type(xpass.kind) is str
+    assert apply_expectation(passed, ENTRY, strict=False).kind == Kind.NONE
+
+
+def test_a_reworded_message_does_not_change_how_a_fault_is_treated():
+    """Whether a result is a fault is a field (fault, kind), never read from the message: a backend's
+    failure whose message happens to start with "reference:" is still covered by the expectation."""
+    lookalike = Result(case="c", backend="b", status="error", kind=Kind.REJECTED_VALID,
+                       message="reference: the backend's own words")
+    assert apply_expectation(lookalike, ENTRY).status == "xfail"
+    unavailable = Result(case="c", backend="b", status="error", kind=Kind.REFERENCE_UNAVAILABLE, fault="input",
+                         message="worded any way at all")
+    assert apply_expectation(unavailable, ENTRY) is unavailable

@@ -140,7 +140,7 @@ BACKEND_ZOO = [
 
 
 @pytest.mark.parametrize("name, case, status, fault, words", BACKEND_ZOO,
-                         ids=[f"{n}-{c.data}-{'error' if c.expect_error else 'result'}" for n, c, *_ in BACKEND_ZOO])
+                         ids=[f"{n}-{c.data}-{c.expect}" for n, c, *_ in BACKEND_ZOO])
 def test_misbehaving_backends_never_pass(zoo, name, case, status, fault, words):
     started = time.monotonic()
     got = judged(zoo, name, case)

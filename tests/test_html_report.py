@@ -366,3 +366,35 @@ def test_report_command_writes_the_page_and_rejects_bad_folders(run, tmp_path, c
         assert cli.main(["report", str(folder), "--baseline", str(bad)]) == 2
         error = capsys.readouterr().err
         assert str(bad / "results.json") in error and reason in error and "Traceback" not in error
+
+
+# --- failures grouped by kind (Result.kind), never by what their messages say -----------------------------
+def test_failure_patterns_group_by_kind_not_by_message():
+    pattern = {axis: {"count": 2, "of": 2, "ranges": [[0, 1]], "more_ranges": 0} for axis in "NHWC"}
+    statistics = {"kind": "statistics", "pattern": pattern}
+
+    def record(case: str, kind: str | None, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+        fields = {"case": case, "backend": "b", "status": "fail", "message": message, "details": details or {}}
+        return fields if kind is None else fields | {"kind": kind}
+    records = [
+        record("a", "bias", "error energy, says the reworded message", statistics),
+        record("b", "energy", "a message that mentions a bias", statistics),
+        record("c", "rms", "anything", statistics),
+        record("d", None, "systematic bias: an old record", statistics),
+        record("e", "shape", "shape [1, 2, 2, 1], expected [1, 3, 3, 1]"),
+        record("f", "shape", "reworded: the output has the wrong shape"),
+        record("g", None, "shape [1, 2, 2, 1], expected [1, 3, 3, 1]"),
+        record("h", "a kind of a newer version", "whatever"),
+    ]
+    [entry] = html_report.failure_patterns(records, ["b"])
+    groups = dict(entry["groups"])
+    within = "fail: every element within its limit, but "
+    assert groups[within + "a systematic bias"] == 1
+    assert groups[within + "too much error energy"] == 1
+    assert groups[within + "too much error energy (root mean square in expected rounding errors)"] == 1
+    assert groups[within + "a tensor-level check failed (bias or error energy)"] == 1  # no kind: not guessed
+    assert groups["fail: wrong output shape"] == 2  # two wordings, one kind
+    assert groups["fail: shape [1, 2, 2, 1], expected [1, 3, 3, 1]"] == 1  # an old record: as it was shown
+    assert groups["fail: a kind of a newer version"] == 1
+    rows = html_report.page_data([dict(r, status="fail") for r in records], baseline=False)["rows"]
+    assert [r.get("kind") for r in rows] == [r.get("kind") for r in records]  # the page gets the kind too

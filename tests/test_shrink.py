@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from conformance.execution.backends import Backend, resolve_backend
 from conformance.cases.case import Case
-from conformance.cli import main
-from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.cases.loader import load_file
+from conformance.cli import main
+from conformance.execution.backends import Backend, resolve_backend
 from conformance.execution.runner import run_case
-from conformance.tools.shrink import signature
+from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.impls import mutants
+from conformance.result import Kind, Result
+from conformance.tools.shrink import ShrinkError, shrink, signature
 
 BASE = {"input": (2, 6, 5, 3), "kernel": (3, 3), "channel_multiplier": 2, "out_channels": 4, "strides": (2, 1),
         "rates": (1, 1), "padding": "SAME", "data_format": "NHWC", "dtype": "float32"}
@@ -34,15 +35,15 @@ def _returns_a_list(*args: Any, **kwargs: Any) -> Any:
 
 @pytest.mark.parametrize("fn, changes, expected", [
     (mutants.correct, {}, None),
-    (mutants.extra_row, {}, ("fail", "shape")),
-    (mutants.same_split_before, {}, ("fail", "values")),
-    (mutants.same_split_before, {"data": "integers"}, ("fail", "values")),
-    (mutants.nonfinite_flushed, {"data": "nonfinite", "input": (1, 8, 8, 4)}, ("fail", "nonfinite")),
-    (mutants.additive_bias, {"input": (2, 16, 16, 8), "out_channels": 16}, ("fail", "bias")),
+    (mutants.extra_row, {}, ("fail", Kind.SHAPE)),
+    (mutants.same_split_before, {}, ("fail", Kind.ELEMENT)),
+    (mutants.same_split_before, {"data": "integers"}, ("fail", Kind.ELEMENT)),
+    (mutants.nonfinite_flushed, {"data": "nonfinite", "input": (1, 8, 8, 4)}, ("fail", Kind.NONFINITE)),
+    (mutants.additive_bias, {"input": (2, 16, 16, 8), "out_channels": 16}, ("fail", Kind.BIAS)),
     (mutants.rate_with_stride, {"rates": (2, 2), "strides": (2, 2), "expect_error": True},
-     ("fail", "accepted_forbidden")),
-    (_raises, {}, ("error", "raised_on_valid")),
-    (_returns_a_list, {}, ("error", "not_array")),
+     ("fail", Kind.ACCEPTED_FORBIDDEN)),
+    (_raises, {}, ("error", Kind.REJECTED_VALID)),
+    (_returns_a_list, {}, ("error", Kind.NOT_ARRAY)),
 ])
 def test_signatures_classify_real_verdicts(fn, changes, expected):
     result = run_case(Case(**(BASE | changes)), Backend(fn.__name__, fn), use_tensorflow=False)
@@ -73,7 +74,7 @@ def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channel
     assert n == 1 and h * w <= 4 and c == 1 and shrunk.channel_multiplier == 1 and shrunk.out_channels == 1
     assert shrunk.name == "big_shrunk" and "shrunk" in shrunk.tags
     mutant = resolve_backend(spec)
-    assert signature(run_case(original, mutant)) == signature(run_case(shrunk, mutant)) == ("fail", "values")
+    assert signature(run_case(original, mutant)) == signature(run_case(shrunk, mutant)) == ("fail", Kind.ELEMENT)
     assert run_case(shrunk, resolve_backend("numpy")).status == "pass"
     text = out.read_text()
     assert f"# Reproduce: sepconv-conformance run --cases {out} --backend {spec} --id {shrunk.id}" in text
@@ -90,7 +91,7 @@ def test_a_case_from_a_results_file_shrinks_with_its_failing_backend(tmp_path, s
     out = tmp_path / "shrunk.yaml"
     assert main(["shrink", "--results", str(reports), "--id", case_id, "--out", str(out)]) == EXIT_OK
     [shrunk] = load_file(out)
-    assert signature(run_case(shrunk, resolve_backend(spec))) == ("fail", "values")
+    assert signature(run_case(shrunk, resolve_backend(spec))) == ("fail", Kind.ELEMENT)
     assert f"shrink: {case_id} on {spec}" in capsys.readouterr().out
 
 
@@ -155,3 +156,48 @@ def test_results_without_the_case_or_with_two_failing_backends(tmp_path, capsys)
     assert "no result for case c2" in capsys.readouterr().err
     assert main(["shrink", "--results", str(results), "--id", "c1", "--reference", "oracle"]) == EXIT_USAGE
     assert "failed on 2 backends (a, b)" in capsys.readouterr().err
+
+
+# --- the signature is (status, kind): the message plays no part -------------------------------------------
+def _result(case: str, status: str, kind: str, message: str) -> Result:
+    return Result(case=case, backend="b", status=status, kind=kind, message=message)
+
+
+def test_a_reworded_message_is_the_same_failure():
+    before = _result("c", "fail", Kind.ELEMENT, "error 3.1x the limit at [0, 1, 2, 0]: expected 1, got 2")
+    after = _result("c", "fail", Kind.ELEMENT, "element [0, 0, 0, 1] is off by 7 limits (reworded)")
+    assert signature(before) == signature(after) == ("fail", "element")
+    # Messages that once classified differently (a prefix) classify by kind alone now.
+    assert signature(_result("c", "fail", Kind.BIAS, "error energy, or so it says")) == ("fail", "bias")
+    assert signature(_result("c", "error", Kind.REJECTED_VALID, "reference: looks like a reference problem")) \
+        == ("error", "rejected_valid")
+    assert signature(_result("c", "fail", Kind.SHAPE, "same words")) != signature(
+        _result("c", "fail", Kind.ELEMENT, "same words"))
+    assert signature(_result("c", "pass", Kind.NONE, "rejected: ValueError")) is None
+    assert signature(_result("c", "xpass", Kind.XPASS, "expected to fail, but it passes")) == ("xpass", "xpass")
+    old = Result.from_dict({"case": "c", "backend": "b", "status": "fail", "message": "error 3x the limit"})
+    assert signature(old) == ("fail", "")  # a record written before `kind`: unclassified, never guessed
+
+
+def test_shrinking_follows_the_kind_whatever_the_messages_say():
+    """Every candidate's message is different; the kind decides which are the same failure."""
+    original = Case(**(BASE | {"input": (1, 9, 5, 3)}))
+
+    def judge(case: Case) -> Result:
+        height = case.input[1]
+        if height < 3:
+            return _result(case.id, "fail", Kind.SHAPE, f"{case.id}: the same words as below")
+        return _result(case.id, "fail", Kind.ELEMENT, f"{case.id}: height {height}, worded anew each time")
+    outcome = shrink(original, judge)
+    assert outcome.case.input[1] == 3 and outcome.signature == ("fail", "element")
+    assert outcome.message.startswith(outcome.case.id)
+
+
+@pytest.mark.parametrize("kind, fault, words", [
+    (Kind.REFERENCE_UNAVAILABLE, "input", "its reference is unavailable"),
+    (Kind.HARNESS, "harness", "the harness failed on it"),
+])
+def test_no_verdict_on_the_backend_is_nothing_to_shrink(kind, fault, words):
+    broken = Result(case="c", backend="b", status="error", kind=kind, fault=fault, message="whatever it says")
+    with pytest.raises(ShrinkError, match=f"{words} \\(whatever it says\\); nothing to shrink"):
+        shrink(Case(**BASE), lambda case: broken)

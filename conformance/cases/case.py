@@ -14,6 +14,14 @@ DTYPES = ("float16", "bfloat16", "float32", "float64")
 DATA_FORMATS = ("NHWC", "NCHW")
 PADDING_NAMES = ("SAME", "VALID")
 DISTRIBUTIONS = ("normal", "uniform", "integers", "nonfinite", "positive", "subnormal")
+EXPECTS = ("result", "error")  # what a case expects (Case.expect; Result.expect)
+
+
+def expect_name(expect_error: bool) -> str:
+    """What a case expects, as records and reports name it: "error" (the contract forbids the input) or
+    "result"."""
+    return EXPECTS[1] if expect_error else EXPECTS[0]
+
 
 # Explicit padding: ((top, bottom), (left, right)), or (for error cases only) the operator's 4
 # (before, after) pairs in layout order, which can pad the batch and channel dimensions too.
@@ -67,6 +75,11 @@ class Case:
     depthwise_filter_shape: tuple[int, ...] | None = None
     pointwise_filter_shape: tuple[int, ...] | None = None
     origin: Origin = Origin("<memory>", 0)
+
+    @property
+    def expect(self) -> str:
+        """What the case expects, as results and reports name it: "error" or "result"."""
+        return expect_name(self.expect_error)
 
     # --- derived sizes --------------------------------------------------------------------------
     @property

@@ -26,10 +26,10 @@ from typing import Any
 
 from conformance.cases.case import DTYPES, Case
 from conformance.cases.loader import CaseFileError, Problem, read_yaml
-from conformance.result import Result, is_failing
+from conformance.result import Kind, Result, Status, is_failing
 
 FORMAT_VERSION = 1
-OUTCOMES = ("xfail", "skip")
+OUTCOMES = (Status.XFAIL.value, Status.SKIP.value)  # what an entry may say
 ENTRY_KEYS = ("cases", "tags", "dtypes", "status", "reason")
 
 
@@ -131,16 +131,16 @@ def load_expectations(path: str | Path) -> Expectations:
 
 
 def apply_expectation(result: Result, expectation: Expectation | None, strict: bool = True) -> Result:
-    """The result as the expectations file sees it: a listed failure is `xfail`; a listed case that
-    passes is `xpass` (strict) or a `pass` with a note (not strict)."""
-    if expectation is None or expectation.status != "xfail" or result.status == "skip":
+    """The result as the expectations file sees it: a listed failure is `xfail` (its kind kept: how it
+    failed); a listed case that passes is `xpass` (kind xpass, strict) or a `pass` with a note (not strict)."""
+    if expectation is None or expectation.status != Status.XFAIL or result.status == Status.SKIP:
         return result
     if result.fault:
         return result  # the harness or an input file failed, not the backend: no expectation covers that
     note = f"expected to fail ({expectation.origin}: {expectation.reason})"
     if is_failing(result.status):
-        return dataclasses.replace(result, status="xfail", message=f"{note}; {result.status}: {result.message}")
+        return dataclasses.replace(result, status=Status.XFAIL, message=f"{note}; {result.status}: {result.message}")
     if strict:
-        return dataclasses.replace(result, status="xpass",
+        return dataclasses.replace(result, status=Status.XPASS, kind=Kind.XPASS,
                                    message=f"{note}, but it passes: take it off the list")
     return dataclasses.replace(result, message=f"{note}, but it passes")

@@ -48,7 +48,7 @@ from conformance.execution.isolation import IsolatedBackend, probe_backend
 from conformance.execution.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
 from conformance.cases.loader import CaseFileError, load_cases, load_file
 from conformance.judging.reference import reference_unusable, tensorflow_version
-from conformance.result import Result, is_failing
+from conformance.result import Kind, ReferenceStatus, Result, Status, is_failing
 from conformance.cases.selection import ShardError, bank_digest, default_bank, in_shard
 from conformance.judging.verdict import COMPLETE, INTERNAL_ERROR, INTERRUPTED, STOPPED, Verdict, judge
 
@@ -288,8 +288,8 @@ def _lost_result(report: pytest.TestReport) -> Result:
     node = report.nodeid.rsplit("::", 1)[-1]
     case, _, backend = node.partition("[")
     text = str(report.longrepr or "")[-500:]
-    return Result(case=case, backend=backend[:-1], status="crash", reference_status="not_run",
-                  message=f"the test process died during this case: {text}")
+    return Result(case=case, backend=backend[:-1], status=Status.CRASH, reference_status=ReferenceStatus.NOT_RUN,
+                  message=f"the test process died during this case: {text}", kind=Kind.CRASH)
 
 
 class ResultSink:

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from conformance.judging.accuracy import relative_accuracy
-from conformance.execution.backends import Backend
 from conformance.cases.case import Case
-from conformance.judging.compare import Comparison, compare
 from conformance.cases.data import Inputs, materialize, numpy_dtype
+from conformance.execution.backends import Backend
+from conformance.execution.external import CommandFailed
 from conformance.execution.faults import (
     ABORTS,
     DEFAULT_TIMEOUT_S,
@@ -35,13 +34,15 @@ from conformance.execution.faults import (
     BackendTimeout,
     HarnessFault,
 )
-from conformance.judging.golden import GoldenError, GoldenStore
 from conformance.execution.isolation import IsolatedBackend
+from conformance.judging.accuracy import relative_accuracy
+from conformance.judging.compare import Comparison, compare
+from conformance.judging.golden import GoldenError, GoldenStore
 from conformance.judging.outputs import as_judged
 from conformance.judging.reference import Reference, build_reference
-from conformance.result import Result
 from conformance.judging.subnormals import flushed_oracle, flushed_tolerance
 from conformance.judging.tolerance import Tolerance
+from conformance.result import Kind, ReferenceStatus, Result, Status
 
 REFERENCE_ROLE = "TensorFlow's reference process"
 
@@ -94,7 +95,7 @@ def prepare(case: Case, use_tensorflow: bool = True, golden: str | None = None) 
             return inputs, _reference_process(case, inputs, use_tensorflow)
         except (BackendCrash, BackendTimeout) as error:
             fallback = build_reference(case, inputs, use_tensorflow=False)
-            return inputs, Reference(fallback.source, "crash", str(error), oracle=fallback.oracle)
+            return inputs, Reference(fallback.source, ReferenceStatus.CRASH, str(error), oracle=fallback.oracle)
     return inputs, build_reference(case, inputs, use_tensorflow)
 
 
@@ -110,24 +111,21 @@ def _describe(error: BaseException) -> str:
     return f"{getattr(error, 'type_name', type(error).__name__)}: {error}"
 
 
-def _judge_error_case(case: Case, output: object, raised: BaseException | None) -> tuple[str, str]:
+def _judge_error_case(case: Case, output: object, raised: BaseException | None) -> tuple[Status, Kind, str]:
     if raised is not None:  # rejecting is what this case expects
         message = _describe(raised)
         if case.error_pattern and not re.search(case.error_pattern, message):
-            return "fail", f"raised, but the message does not match /{case.error_pattern}/: {message}"
-        return "pass", f"rejected: {message}"
+            return (Status.FAIL, Kind.WRONG_ERROR_MESSAGE,
+                    f"raised, but the message does not match /{case.error_pattern}/: {message}")
+        return Status.PASS, Kind.NONE, f"rejected: {message}"
     shape = list(np.shape(output)) if isinstance(output, np.ndarray) else type(output).__name__
-    return "fail", f"accepted input the contract forbids (returned {shape})"
-
-
-def _expect(case: Case) -> str:
-    return "error" if case.expect_error else "result"
+    return Status.FAIL, Kind.ACCEPTED_FORBIDDEN, f"accepted input the contract forbids (returned {shape})"
 
 
 def skipped(case: Case, backend: str, reason: str, options: Sequence[str] = ()) -> Result:
     """The record of a case not run on a backend, and why."""
-    return Result(case=case.id, backend=backend, status="skip", message=reason, expect=_expect(case),
-                  reference_status="not_run", parameters=case.parameters(),
+    return Result(case=case.id, backend=backend, status=Status.SKIP, message=reason, expect=case.expect,
+                  reference_status=ReferenceStatus.NOT_RUN, parameters=case.parameters(),
                   reproducer=reproducer(case, backend, options))
 
 
@@ -199,9 +197,9 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
         result = _run_case(case, backend, use_tensorflow, golden, repeat, options, max_error_ratio)
     except Exception as error:  # noqa: BLE001 - a bug of ours: recorded, never a lost result nor a pass
         where = traceback.extract_tb(error.__traceback__)[-1]
-        result = Result(case=case.id, backend=backend.name, status="error", fault="harness",
+        result = Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
                         message=f"harness fault (internal): {_describe(error)} at {where.filename}:{where.lineno}",
-                        expect=_expect(case), parameters=case.parameters(),
+                        expect=case.expect, parameters=case.parameters(),
                         reproducer=reproducer(case, backend.name, options))
     return dataclasses.replace(result, duration_s=time.perf_counter() - start)
 
@@ -214,39 +212,42 @@ def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | 
     try:
         inputs, reference = prepare(case, use_tensorflow, golden)
     except GoldenError as error:  # no reference: this case cannot be judged, never a pass
-        return Result(case=case.id, backend=backend.name, status="error", fault="input",
-                      message=f"reference: {error}", expect=_expect(case), reference="golden",
+        return Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="input",
+                      kind=Kind.REFERENCE_UNAVAILABLE, message=f"reference: {error}", expect=case.expect,
+                      reference="golden", parameters=case.parameters(), reproducer=repro)
+    except HarnessFault as error:  # TensorFlow's process could not be reached: no reference either
+        return Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="harness",
+                      kind=Kind.REFERENCE_UNAVAILABLE, message=f"reference: {error}", expect=case.expect,
                       parameters=case.parameters(), reproducer=repro)
-    except HarnessFault as error:
-        return Result(case=case.id, backend=backend.name, status="error", fault="harness",
-                      message=f"reference: {error}", expect=_expect(case), parameters=case.parameters(),
-                      reproducer=repro)
-    common = dict(case=case.id, backend=backend.name, expect=_expect(case),
-                  reference=reference.source, reference_status=reference.status,
-                  reference_detail=reference.detail, parameters=case.parameters(), reproducer=repro)
+    common: dict[str, Any] = {"case": case.id, "backend": backend.name, "expect": case.expect,
+                              "reference": reference.source, "reference_status": reference.status,
+                              "reference_detail": reference.detail, "parameters": case.parameters(),
+                              "reproducer": repro}
     try:  # a crash, a hang or a backend giving up is never a pass, not even for an error case
         first = _outcome(backend, case, inputs)
         first_fingerprint = _fingerprint(*first) if repeat > 1 else b""
         for call in range(2, repeat + 1):
             later = _outcome(backend, case, inputs)
             if _fingerprint(*later) != first_fingerprint:
-                return Result(status="nondeterministic", message=_nondeterminism(first, later, call), **common)
+                return Result(status=Status.NONDETERMINISTIC, kind=Kind.NONDETERMINISTIC,
+                              message=_nondeterminism(first, later, call), **common)
     except BackendCrash as error:
-        return Result(status="crash", message=str(error), **common)
+        return Result(status=Status.CRASH, kind=Kind.CRASH, message=str(error), **common)
     except BackendTimeout as error:
-        return Result(status="timeout", message=str(error), **common)
-    except BackendAborted as error:
-        return Result(status="error", message=f"the backend gave up instead of judging the input "
-                                              f"(not a rejection): {error}", **common)
+        return Result(status=Status.TIMEOUT, kind=Kind.TIMEOUT, message=str(error), **common)
+    except BackendAborted as error:  # CommandFailed: a cmd: backend's exit code other than the rejection's
+        kind = Kind.COMMAND_FAILED if isinstance(error, CommandFailed) else Kind.ABORTED
+        return Result(status=Status.ERROR, kind=kind, message=f"the backend gave up instead of judging the input "
+                                                              f"(not a rejection): {error}", **common)
     except HarnessFault as error:
-        return Result(status="error", fault="harness", message=str(error), **common)
+        return Result(status=Status.ERROR, fault="harness", kind=Kind.HARNESS, message=str(error), **common)
     output, raised = first
     if case.expect_error:
-        status, message = _judge_error_case(case, output, raised)
-        return Result(status=status, message=message, **common)
+        status, kind, message = _judge_error_case(case, output, raised)
+        return Result(status=status, kind=kind, message=message, **common)
     if raised is not None:  # a backend that raises on valid input is a finding
-        return Result(status="error", message=f"raised on valid input: {_describe(raised)}",
-                      metrics=dict(reference.metrics), **common)
+        return Result(status=Status.ERROR, kind=Kind.REJECTED_VALID,
+                      message=f"raised on valid input: {_describe(raised)}", metrics=dict(reference.metrics), **common)
     return _judge_output(case, backend, inputs, reference, output, max_error_ratio, common)
 
 
@@ -262,10 +263,11 @@ def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Refer
     verdict = compare(output, expected, reference.oracle.output, reference.oracle.bound, tolerance, sides,
                       numpy_dtype(case.dtype), case.data_format, reference.oracle.variance)
     if not isinstance(output, np.ndarray):
-        return Result(status="error", message=verdict.reason, metrics=dict(reference.metrics), **common)
+        return Result(status=Status.ERROR, kind=verdict.kind, message=verdict.reason, metrics=dict(reference.metrics),
+                      **common)
     if case.data == "subnormal":
         verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance, support.subnormals if support else None)
-    status, message = ("pass" if verdict.passed else "fail"), verdict.reason
+    status, kind, message = (Status.PASS if verdict.passed else Status.FAIL), verdict.kind, verdict.reason
     metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe(),
                                                            "accumulator": tolerance.accumulator}
     if verdict.passed and reference.output is not None:
@@ -273,6 +275,7 @@ def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Refer
                                      tolerance)
         ratio = metrics["error_ratio_to_tensorflow"]
         if max_error_ratio is not None and ratio > max_error_ratio:
-            status, message = "fail", (f"error {ratio:.3g}x TensorFlow's against the oracle (root mean square in "
-                                       f"units of u*B), over --max-error-ratio {max_error_ratio:g}")
-    return Result(status=status, message=message, metrics=metrics, details=verdict.details, **common)
+            status, kind = Status.FAIL, Kind.ERROR_RATIO
+            message = (f"error {ratio:.3g}x TensorFlow's against the oracle (root mean square in units of u*B), "
+                       f"over --max-error-ratio {max_error_ratio:g}")
+    return Result(status=status, kind=kind, message=message, metrics=metrics, details=verdict.details, **common)

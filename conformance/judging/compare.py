@@ -14,6 +14,7 @@ import numpy as np
 
 from conformance.judging.diagnostics import failure_details
 from conformance.judging.tolerance import Tolerance
+from conformance.result import Kind
 
 WORST_ELEMENTS = 5
 
@@ -24,6 +25,7 @@ class Comparison:
     reason: str
     metrics: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # failures only: where the error is (HTML report)
+    kind: Kind = Kind.NONE  # which check failed; Kind.NONE when passed
 
 
 def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
@@ -55,12 +57,13 @@ def compare(actual: Any, reference: np.ndarray, oracle: np.ndarray, bound: np.nd
     without it the classic one runs. The metrics say how far off the worst element is, in units of its limit.
     """
     if not isinstance(actual, np.ndarray):
-        return Comparison(False, f"returned {type(actual).__name__}, not an array")
+        return Comparison(False, f"returned {type(actual).__name__}, not an array", kind=Kind.NOT_ARRAY)
     if actual.shape != reference.shape:
         return Comparison(False, f"shape {list(actual.shape)}, expected {list(reference.shape)}",
-                          {"shape": list(actual.shape)})
+                          {"shape": list(actual.shape)}, kind=Kind.SHAPE)
     if actual.dtype != dtype:
-        return Comparison(False, f"dtype {actual.dtype}, expected {dtype}", {"dtype": str(actual.dtype)})
+        return Comparison(False, f"dtype {actual.dtype}, expected {dtype}", {"dtype": str(actual.dtype)},
+                          kind=Kind.DTYPE)
     with np.errstate(all="ignore"):
         return _compare_values(actual.astype(np.float64), reference.astype(np.float64), oracle, bound,
                                tolerance, sides, float(ml_dtypes.finfo(dtype).max), data_format, variance)
@@ -98,15 +101,17 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
         metrics["worst"] = _worst_elements(got, ref, limit, severity)
     if over.any():
         w = metrics["worst"][0]
+        kind = Kind.ELEMENT  # over its limit, or (limit 0) not bitwise exact: the same check
         if nonfinite_wrong.any() and not np.isfinite(w["error_in_limits"]):
-            what = "non-finite mismatch"
+            what, kind = "non-finite mismatch", Kind.NONFINITE
         elif w["limit"] == 0:
             what = "not bitwise exact (exact integer data)"
         else:
             what = f"error {w['error_in_limits']:.3g}x the limit"
         return Comparison(False, f"{what} at {w['index']}: expected {w['expected']:.9g}, got {w['got']:.9g}, "
                                  f"limit {w['limit']:.3g}; {int(over.sum())} of {ref.size} elements off"
-                                 + _precision_hint(tolerance, w["error_in_limits"]), metrics, details("elements"))
+                                 + _precision_hint(tolerance, w["error_in_limits"]), metrics, details("elements"),
+                          kind)
     if tolerance.statistics:
         mask = comparable & (bound > 0)
         verdict = _statistics(got - ref, tolerance.unit(bound), mask, tolerance, sides)
@@ -116,7 +121,7 @@ def _compare_values(got: np.ndarray, ref: np.ndarray, oracle: np.ndarray, bound:
                                     mask & np.isfinite(oracle), tolerance, verdict.metrics)
         metrics.update(verdict.metrics)
         if not verdict.passed:
-            return Comparison(False, verdict.reason, metrics, details("statistics"))
+            return Comparison(False, verdict.reason, metrics, details("statistics"), verdict.kind)
     return Comparison(True, "", metrics)
 
 
@@ -169,7 +174,8 @@ def _rounding_rms(error: np.ndarray, sigma: np.ndarray, mask: np.ndarray, tolera
     if ratio > 1.0:
         return Comparison(False, f"error energy: root mean square {rms:.3g} expected rounding errors, {ratio:.3g}x "
                                  f"its limit, over {int(mask.sum())} elements: more than rounding explains"
-                                 + _precision_hint(tolerance, min(ratio, PRECISION_HINT_RATIO)), metrics)
+                                 + _precision_hint(tolerance, min(ratio, PRECISION_HINT_RATIO)), metrics,
+                          kind=Kind.RMS)
     return Comparison(True, "", metrics)
 
 
@@ -186,8 +192,8 @@ def _statistics(difference: np.ndarray, unit: np.ndarray, mask: np.ndarray, tole
                "mean_normalized_error": float(normalized.mean())}
     if bias > 1.0:
         return Comparison(False, f"systematic bias: mean error {normalized.mean():+.3g} units of u*B over "
-                                 f"{count} elements is {bias:.3g}x the bias limit", metrics)
+                                 f"{count} elements is {bias:.3g}x the bias limit", metrics, kind=Kind.BIAS)
     if energy > 1.0:
         return Comparison(False, f"error energy {energy:.3g}x its limit: too many elements are off by more than "
-                                 "rounding explains", metrics)
+                                 "rounding explains", metrics, kind=Kind.ENERGY)
     return Comparison(True, "", metrics)

@@ -22,14 +22,16 @@ import numpy as np
 
 from conformance.cases import contract
 from conformance.cases.case import Case
-from conformance.judging.compare import compare
 from conformance.cases.data import Inputs, numpy_dtype
+from conformance.judging.compare import compare
 from conformance.judging.oracle import OracleOutputs, compute_oracle
 from conformance.judging.tolerance import Tolerance
+from conformance.result import ReferenceStatus
 
-# crash: TensorFlow's process died or hung on the case (conformance.execution.runner.prepare records it; the backend is
-# judged against the oracle or the contract).
-REFERENCE_STATUSES = ("ok", "refused", "mismatch", "nondeterministic", "not_run", "crash")
+# The statuses a Reference (and a golden entry) may have: every ReferenceStatus but NONE. crash: TensorFlow's
+# process died or hung on the case (conformance.execution.runner.prepare records it; the backend is judged
+# against the oracle or the contract).
+REFERENCE_STATUSES = tuple(s.value for s in ReferenceStatus if s is not ReferenceStatus.NONE)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Reference:
     """What a backend's output for one case is judged against, and how healthy TensorFlow was."""
 
     source: str  # "tensorflow" or "oracle": what the backend is compared with
-    status: str  # one of REFERENCE_STATUSES
+    status: str  # one of REFERENCE_STATUSES (a ReferenceStatus)
     detail: str = ""
     output: np.ndarray | None = None  # TensorFlow's output when source is tensorflow
     oracle: OracleOutputs | None = None  # None for cases that expect an error
@@ -150,12 +152,13 @@ def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> 
         return _error_reference(case, inputs, use_tensorflow)
     oracle = compute_oracle(case, inputs)
     if not use_tensorflow:
-        return Reference("oracle", "not_run", "TensorFlow not used (--reference oracle)", oracle=oracle)
+        return Reference("oracle", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)",
+                         oracle=oracle)
     try:
         first = run_tensorflow(case, inputs)
         second = run_tensorflow(case, inputs)
     except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
-        return Reference("oracle", "refused", error_summary(error), oracle=oracle)
+        return Reference("oracle", ReferenceStatus.REFUSED, error_summary(error), oracle=oracle)
     accumulator = tensorflow_depthwise_accumulator(case.dtype)
     verdict = compare(first, oracle.output, oracle.output, oracle.bound,
                       Tolerance.for_case(case, {case.dtype: accumulator}), sides=1, dtype=numpy_dtype(case.dtype),
@@ -165,23 +168,24 @@ def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> 
         metrics["tf_depthwise_accumulator"] = accumulator
     if not _bitwise_equal(first, second):
         changed = int(np.sum(first.astype(np.float64) != second.astype(np.float64)))
-        return Reference("oracle", "nondeterministic",
+        return Reference("oracle", ReferenceStatus.NONDETERMINISTIC,
                          f"two TensorFlow runs differ in {changed} elements", oracle=oracle, metrics=metrics)
     if not verdict.passed:
-        return Reference("oracle", "mismatch", f"TensorFlow vs oracle: {verdict.reason}", oracle=oracle,
-                         metrics=metrics)
-    return Reference("tensorflow", "ok", output=first, oracle=oracle, metrics=metrics)
+        return Reference("oracle", ReferenceStatus.MISMATCH, f"TensorFlow vs oracle: {verdict.reason}",
+                         oracle=oracle, metrics=metrics)
+    return Reference("tensorflow", ReferenceStatus.OK, output=first, oracle=oracle, metrics=metrics)
 
 
 def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
     """For a case the contract forbids: does TensorFlow reject it too?"""
     if not use_tensorflow:
-        return Reference("contract", "not_run", "TensorFlow not used (--reference oracle)")
+        return Reference("contract", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)")
     if not contract.structurally_safe(case):
-        return Reference("contract", "not_run", "not sent to TensorFlow: malformed ranks can abort its process")
+        return Reference("contract", ReferenceStatus.NOT_RUN,
+                         "not sent to TensorFlow: malformed ranks can abort its process")
     try:
         result = run_tensorflow(case, inputs)
     except Exception as error:  # noqa: BLE001
-        return Reference("contract", "ok", f"TensorFlow rejects it: {error_summary(error)}")
-    return Reference("contract", "mismatch",
+        return Reference("contract", ReferenceStatus.OK, f"TensorFlow rejects it: {error_summary(error)}")
+    return Reference("contract", ReferenceStatus.MISMATCH,
                      f"TensorFlow accepts input the contract forbids (returned shape {list(result.shape)})")

@@ -26,13 +26,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conformance.judging import accuracy, subnormals
-from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, PADDING_NAMES
+from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, EXPECTS, PADDING_NAMES, expect_name
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.files import atomic_write
-from conformance.result import FAILING_STATUSES, STATUSES, is_failing
-from conformance.reporting.results_file import ResultsFileError, load_results, results_of
+from conformance.judging import accuracy, subnormals
 from conformance.judging.verdict import run_verdict
+from conformance.reporting.results_file import ResultsFileError, load_results, results_of
+from conformance.result import FAILING_STATUSES, STATUSES, Kind, is_failing
 
 HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -54,7 +54,23 @@ AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "kernel": (lambda p: "x".join(map(str, p.get("kernel") or [])), ()),
     "dtype": (lambda p: p.get("dtype"), DTYPES),
     "data": (lambda p: p.get("data"), DISTRIBUTIONS),
-    "expectation": (lambda p: "error" if p.get("expect_error") else "result", ("result", "error")),
+    "expectation": (lambda p: expect_name(bool(p.get("expect_error"))), EXPECTS),
+}
+
+# A failure's kind in words, for the "Where it fails" groups of the failures without an error map.
+KIND_WORDS: dict[str, str] = {
+    Kind.NOT_ARRAY: "returned no array", Kind.SHAPE: "wrong output shape", Kind.DTYPE: "wrong output dtype",
+    Kind.NONFINITE: "non-finite mismatch", Kind.ELEMENT: "elements over their limit",
+    Kind.BIAS: "a systematic bias", Kind.ENERGY: "too much error energy",
+    Kind.RMS: "too much error energy (root mean square in expected rounding errors)",
+    Kind.ERROR_RATIO: "error over --max-error-ratio times TensorFlow's",
+    Kind.ACCEPTED_FORBIDDEN: "accepted input the contract forbids",
+    Kind.WRONG_ERROR_MESSAGE: "rejected, with a message that does not match the case's pattern",
+    Kind.REJECTED_VALID: "raised on valid input", Kind.CRASH: "the backend's process died",
+    Kind.TIMEOUT: "no answer in time", Kind.ABORTED: "gave up (MemoryError, SystemExit, ...)",
+    Kind.COMMAND_FAILED: "the command failed (an exit code other than the rejection code)",
+    Kind.NONDETERMINISTIC: "repeats differ bitwise", Kind.XPASS: "listed as expected to fail, but passes",
+    Kind.REFERENCE_UNAVAILABLE: "no reference to judge with", Kind.HARNESS: "the harness failed",
 }
 
 
@@ -144,13 +160,16 @@ def failure_patterns(records: list[dict[str, Any]], backends: list[str]) -> list
             if record["backend"] != backend or not _failing(record):
                 continue
             details = record.get("details") or {}
+            kind = record.get("kind") or ""
             if "pattern" in details:
                 where = _signature(details["pattern"], details.get("border"))
-                if details.get("kind") == "statistics":
-                    bias = "bias" in record.get("message", "")
-                    where = "every element within its limit, but " + ("a systematic bias" if bias else
-                                                                      "too much error energy")
-            else:
+                if details.get("kind") == "statistics":  # the error maps' kind: a tensor-level check failed
+                    where = "every element within its limit, but " + (
+                        KIND_WORDS[kind] if kind in (Kind.BIAS, Kind.ENERGY, Kind.RMS)
+                        else "a tensor-level check failed (bias or error energy)")  # a record without kind
+            elif kind:
+                where = KIND_WORDS.get(kind, kind)  # a kind this version does not know: as it is
+            else:  # a record written before `kind` existed: the start of its message, as it was shown then
                 where = (record.get("message") or "").split(":")[0][:80] or "no message"
             groups[f"{record['status']}: {where}"] += 1
         if groups:

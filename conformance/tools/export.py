@@ -85,7 +85,7 @@ def case_entry(case: Case, reference: Reference, files: dict[str, Any]) -> dict[
         "parameters": case.parameters(),  # every Case field as JSON; origin as "file:line"
         "operator": {"strides": list(case.operator_strides), "padding": case.operator_padding,
                      "data_format": case.data_format, "dilations": list(case.rates)},
-        "expect": "error" if case.expect_error else "result",
+        "expect": case.expect,
         "error_pattern": case.error_pattern,
         "tolerance": _tolerance_entry(case),
         "reference": {"source": reference.source, "status": reference.status, "detail": reference.detail},

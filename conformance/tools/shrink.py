@@ -1,8 +1,9 @@
 """`sepconv-conformance shrink`: the smallest case that still fails the same way.
 
-"The same way" is a failure signature: the status and the class of the reason (shape, dtype, non-finite
-mismatch, values over the limit or not bitwise exact, bias, energy, raised on valid input, returned no
-array, accepted forbidden input, wrong error message, crash, timeout). The search is greedy: for each
+"The same way" is a failure signature: the status and the result's kind (conformance.result.Kind: shape,
+dtype, non-finite mismatch, an element over its limit or not bitwise exact, bias, energy, RMS, raised on
+valid input, returned no array, accepted forbidden input, wrong error message, crash, timeout, ...), never
+the message text, which may be reworded. The search is greedy: for each
 dimension in turn (batch, height, width, channels, multiplier, out channels, kernel, strides, rates,
 explicit padding, then simpler data: integers, float32, NHWC, seed 0) it tries smaller values, smallest
 first, and keeps the first candidate that fails with the same signature; passes repeat until none
@@ -22,14 +23,17 @@ from pathlib import Path
 
 from conformance.cases import contract
 from conformance.cases.case import Case
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, seconds_argument
-from conformance.result import Result, is_failing
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.reporting.results_file import ResultsFileError, load_results
+from conformance.result import Kind, Result, is_failing
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
 SMALL_VALUES = 4  # every value 1..4 is tried before the halving points: parity matters for padding
-Signature = tuple[str, str]
+Signature = tuple[str, str]  # (status, kind)
+# Kinds that are no verdict on the backend: nothing to shrink.
+UNSHRINKABLE = {Kind.REFERENCE_UNAVAILABLE: "its reference is unavailable",
+                Kind.HARNESS: "the harness failed on it"}
 
 
 class ShrinkError(Exception):
@@ -37,22 +41,11 @@ class ShrinkError(Exception):
 
 
 def signature(result: Result) -> Signature | None:
-    """(status, reason class) of a failing result; None when it passes."""
+    """(status, kind) of a failing result; None when it passes. The message plays no part: two failures
+    worded differently are the same failure when their status and kind are."""
     if not is_failing(result.status):
         return None
-    message: str = result.message
-    if result.status == "fail" and result.expect == "error":
-        kind = "accepted_forbidden" if message.startswith("accepted") else "wrong_error_message"
-    elif result.status == "fail":
-        prefixes = (("shape", "shape"), ("dtype", "dtype"), ("non-finite", "nonfinite"),
-                    ("systematic bias", "bias"), ("error energy", "energy"))
-        kind = next((k for prefix, k in prefixes if message.startswith(prefix)), "values")
-    elif result.status == "error":
-        kind = ("reference" if message.startswith("reference:") else
-                "raised_on_valid" if message.startswith("raised on valid input") else "not_array")
-    else:
-        kind = result.status
-    return result.status, kind
+    return str(result.status), str(result.kind)
 
 
 def _smaller(value: int, low: int = 1) -> list[int]:
@@ -138,8 +131,8 @@ def shrink(original: Case, judge: Judge, max_candidates: int = 1000,
     target = signature(first)
     if target is None:
         raise ShrinkError(f"{original.id} passes on this backend: nothing to shrink")
-    if target[1] == "reference":
-        raise ShrinkError(f"{original.id}: its reference is unavailable ({first.message}); nothing to shrink")
+    if target[1] in UNSHRINKABLE:
+        raise ShrinkError(f"{original.id}: {UNSHRINKABLE[Kind(target[1])]} ({first.message}); nothing to shrink")
     broken = frozenset(field for field, _ in contract.violations(original))
     current, message = original, first.message
     seen: set[str] = {original.id}  # candidates already run (a deterministic backend gives the same answer)
@@ -281,9 +274,9 @@ def _renamed(original: Case, judge: Judge) -> Case:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from conformance.cases.loader import CaseFileError
     from conformance.execution import runner
     from conformance.execution.backends import BackendError
-    from conformance.cases.loader import CaseFileError
     from conformance.judging.reference import reference_unusable
 
     if reason := reference_unusable(args.reference):
