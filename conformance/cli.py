@@ -29,7 +29,7 @@ from conformance.cases.loader import CaseFileError, load_cases
 from conformance.reporting.merge import MergeError, merge_runs
 from conformance.judging.reference import reference_unusable
 from conformance.judging.references import add_reference_argument
-from conformance.execution.runner import isolated_reference
+from conformance.execution.reference_process import opened_reference
 from conformance.cases.selection import default_bank
 from conformance.execution import config as run_options
 from conformance.execution.session import run_suite
@@ -170,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "golden":
             if reason := reference_unusable("tensorflow"):
                 return usage_error(args.command, reason)
-            with isolated_reference():
-                summary = build_goldens(_selected_cases(args), Path(args.out))
+            with opened_reference("tensorflow") as source:
+                summary = build_goldens(_selected_cases(args), Path(args.out), source)
             print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
                   + ", ".join(f"{n} {s}" for s, n in sorted(summary["reference_statuses"].items())))
             return EXIT_OK
@@ -179,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if reason := reference_unusable(args.reference):
                 return usage_error(args.command, reason)
             cases = _selected_cases(args)
-            with isolated_reference():
-                written = export_pack(cases, Path(args.out), use_tensorflow=args.reference == "tensorflow")
+            with opened_reference(args.reference) as source:
+                written = export_pack(cases, Path(args.out), source)
             print(f"exported {written['cases']} cases, {written['files']} files, {written['bytes']} bytes: "
                   f"{written['manifest']}")
             return EXIT_OK

@@ -17,6 +17,7 @@ from conformance.tools.export import export_pack
 from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import Tolerance
 from conformance.impls.numpy_backend import separable_conv2d
+from conformance.judging.references import OracleReference, TensorFlowReference
 
 FLOAT32_SAME = Case(input=(2, 5, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
                     rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")
@@ -42,7 +43,7 @@ def _load(root: Path, entry: dict) -> np.ndarray:
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     root = tmp_path_factory.mktemp("pack")
-    summary = export_pack(CASES, root, use_tensorflow=USE_TF)
+    summary = export_pack(CASES, root, TensorFlowReference() if USE_TF else OracleReference())
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     return root, manifest, summary
 
@@ -158,11 +159,11 @@ def test_error_case_has_inputs_but_no_output_tensors(pack):
 
 def test_re_export_is_byte_identical_and_rejects_duplicate_ids(tmp_path, pack):
     root, _, _ = pack
-    export_pack([FLOAT32_SAME], tmp_path, use_tensorflow=False)
+    export_pack([FLOAT32_SAME], tmp_path, OracleReference())
     case_dir = FLOAT32_SAME.id
     for name in ("input.npy", "oracle.npy", "bound.npy"):
         assert (tmp_path / case_dir / name).read_bytes() == (root / case_dir / name).read_bytes()
     manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["tensorflow"] is None and manifest["cases"][0]["reference"]["status"] == "not_run"
     with pytest.raises(ValueError, match="duplicate"):
-        export_pack([FLOAT32_SAME, FLOAT32_SAME], tmp_path / "dup")
+        export_pack([FLOAT32_SAME, FLOAT32_SAME], tmp_path / "dup", OracleReference())

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conformance.judging.references import OracleReference
 from conformance.execution import runner
 from conformance.execution.backends import Backend, resolve_backend
 from conformance.cases.case import Case
@@ -36,6 +37,7 @@ ZOO = '''
 import ctypes, os, signal, sys, time
 import numpy as np
 from conformance.impls.numpy_backend import separable_conv2d as correct
+from conformance.judging.references import OracleReference
 
 def masked_zeros(*args, **kwargs):  # the mask hides that every value is wrong
     out = correct(*args, **kwargs)
@@ -111,7 +113,7 @@ def judged(zoo: Path, name: str, case: Case, isolated: bool = True, timeout: flo
     spec = f"{zoo}:{name}"
     backend = probe_backend(spec, timeout) if isolated else resolve_backend(spec)
     try:
-        result = runner.run_case(case, backend, use_tensorflow=False)
+        result = runner.run_case(case, backend, OracleReference())
     finally:
         if isinstance(backend.fn, IsolatedBackend):
             backend.fn.close()
@@ -158,7 +160,7 @@ def test_a_backend_giving_up_in_process_is_not_a_rejection(zoo):
 
 def test_a_hang_is_a_timeout_and_its_process_group_is_killed(zoo):
     backend = probe_backend(f"{zoo}:hang", 2)
-    result = runner.run_case(FORBIDDEN, backend, use_tensorflow=False)
+    result = runner.run_case(FORBIDDEN, backend, OracleReference())
     assert result.status == "timeout" and "2 s" in result.message
 
 
@@ -199,7 +201,7 @@ def test_a_broken_pipe_to_a_live_child_is_a_harness_fault_and_to_a_dead_one_a_cr
             pass
     real = backend._connection  # kept open: closing it would end the child (EOF), making this a crash
     backend._connection = Broken()  # type: ignore[assignment]
-    result = runner.run_case(FORBIDDEN, Backend("none", backend), use_tensorflow=False)
+    result = runner.run_case(FORBIDDEN, Backend("none", backend), OracleReference())
     assert real is not None
     assert (result.status, result.fault) == ("error", "harness") and "cannot send" in result.message
     backend.start()
@@ -218,7 +220,7 @@ def test_a_bug_of_the_harness_is_recorded_as_a_harness_fault_never_lost(monkeypa
     def broken_compare(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug of ours")
     monkeypatch.setattr(runner, "compare", broken_compare)
-    result = runner.run_case(VALID, resolve_backend("numpy"), use_tensorflow=False)
+    result = runner.run_case(VALID, resolve_backend("numpy"), OracleReference())
     assert (result.status, result.fault) == ("error", "harness") and "ZeroDivisionError" in result.message
 
 
@@ -232,21 +234,21 @@ def command(tmp_path: Path, source: str) -> ExternalCommand:
 @pytest.mark.parametrize("exit_code", [1, 2, 127])
 def test_a_command_that_fails_with_any_other_code_never_passes_an_error_case(tmp_path, exit_code):
     fn = command(tmp_path, f"import sys\nsys.exit({exit_code})\n")  # 29
-    result = runner.run_case(FORBIDDEN, Backend("cmd", fn), use_tensorflow=False)
+    result = runner.run_case(FORBIDDEN, Backend("cmd", fn), OracleReference())
     assert result.status == "error" and f"exited with code {exit_code}" in result.message
 
 
 def test_a_full_temp_folder_is_a_harness_fault_not_a_rejection(tmp_path, monkeypatch):
     fn = command(tmp_path, "import sys\nsys.exit(65)\n")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no_such_folder"))  # 3: mkdtemp fails
-    result = runner.run_case(FORBIDDEN, Backend("cmd", fn), use_tensorflow=False)
+    result = runner.run_case(FORBIDDEN, Backend("cmd", fn), OracleReference())
     assert (result.status, result.fault) == ("error", "harness"), result.message
     monkeypatch.setattr(tempfile, "tempdir", None)
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(np, "save", disk_full)  # writing the operands fails
-    result = runner.run_case(FORBIDDEN, Backend("cmd", fn), use_tensorflow=False)
+    result = runner.run_case(FORBIDDEN, Backend("cmd", fn), OracleReference())
     assert (result.status, result.fault) == ("error", "harness") and "No space left" in result.message
 
 
@@ -254,7 +256,7 @@ def test_case_json_carries_the_case_id(tmp_path):
     seen = tmp_path / "seen.json"
     fn = command(tmp_path, f"import shutil, sys\nshutil.copy(sys.argv[-1] + '/case.json', {str(seen)!r})\n"
                            "sys.exit(65)\n")
-    runner.run_case(FORBIDDEN, Backend("cmd", fn), use_tensorflow=False)
+    runner.run_case(FORBIDDEN, Backend("cmd", fn), OracleReference())
     assert json.loads(seen.read_text())["case"] == FORBIDDEN.id
 
 

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 
 from conformance.cases.case import Case
-from conformance.cases.data import materialize
-from conformance.execution import runner
 from conformance.execution.backends import Backend
 from conformance.execution.external import CommandFailed
 from conformance.execution.faults import BackendCrash, BackendTimeout, HarnessFault
@@ -20,6 +18,7 @@ from conformance.impls.numpy_backend import separable_conv2d
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.reference import REFERENCE_STATUSES, Reference
 from conformance.reporting.results_file import load_results, results_of
+from conformance.judging.references import GoldenReference, OracleReference, TensorFlowReference
 from conformance.result import (
     FAILING_STATUSES,
     JUDGED_STATUSES,
@@ -38,7 +37,7 @@ CASE = Case(input=(2, 5, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channel
 
 
 def judged(fn) -> tuple[str, str]:
-    result = run_case(CASE, Backend("under_test", fn))
+    result = run_case(CASE, Backend("under_test", fn), TensorFlowReference())
     return result.status, result.message
 
 
@@ -81,7 +80,7 @@ def test_a_backend_that_writes_into_its_inputs_cannot_corrupt_the_reference():
 
 # --- kinds: what happened, as a fixed vocabulary (Result.kind), on every result the runner builds ----------------
 def kind_of(fn, case: Case = CASE, **options) -> tuple[str, str]:
-    result = run_case(case, Backend("under_test", fn), use_tensorflow=False, **options)
+    result = run_case(case, Backend("under_test", fn), OracleReference(), **options)
     assert type(result.status) is str and type(result.kind) is str  # plain strings in the record
     return result.status, result.kind
 
@@ -142,38 +141,45 @@ def test_every_outcome_has_its_kind(fn, case, expected):
 
 def test_nondeterminism_and_harness_faults_have_their_kind():
     assert kind_of(_flaky(), repeat=2) == ("nondeterministic", Kind.NONDETERMINISTIC)
-    internal = run_case(CASE, Backend("under_test", separable_conv2d, support=object()), use_tensorflow=False)
+    internal = run_case(CASE, Backend("under_test", separable_conv2d, support=object()), OracleReference())
     assert (internal.status, internal.fault, internal.kind) == ("error", "harness", Kind.HARNESS)
 
 
 def test_a_missing_golden_entry_is_reference_unavailable(tmp_path):
-    result = run_case(CASE, Backend("under_test", separable_conv2d), golden=str(tmp_path))
+    result = run_case(CASE, Backend("under_test", separable_conv2d), GoldenReference(str(tmp_path)))
     assert (result.status, result.fault, result.kind) == ("error", "input", Kind.REFERENCE_UNAVAILABLE)
 
 
-def test_the_max_error_ratio_gate_has_its_kind(monkeypatch):
+class _RoundedOracle:
+    """A reference source standing in for TensorFlow with the oracle rounded to float32 (no TensorFlow)."""
+
+    name = "tensorflow"
+
+    def reference(self, case, inputs):
+        oracle = compute_oracle(case, inputs)
+        return Reference("tensorflow", ReferenceStatus.OK, output=oracle.output.astype(np.float32), oracle=oracle)
+
+    def close(self):
+        pass
+
+
+def test_the_max_error_ratio_gate_has_its_kind():
     """TensorFlow as the reference (stood in for by the rounded oracle, so no TensorFlow is needed): a
     backend within the tolerance but with several times TensorFlow's error fails the gate."""
-    def prepare(case, use_tensorflow=True, golden=None):
-        inputs = materialize(case)
-        oracle = compute_oracle(case, inputs)
-        return inputs, Reference("tensorflow", ReferenceStatus.OK, output=oracle.output.astype(np.float32),
-                                 oracle=oracle)
-    monkeypatch.setattr(runner, "prepare", prepare)
 
     def noisy(*args, **kwargs):  # two ulps off, alternating in sign: no bias, within every limit
         out = separable_conv2d(*args, **kwargs)
         away = np.where(np.arange(out.size).reshape(out.shape) % 2, np.inf, -np.inf).astype(out.dtype)
         return np.nextafter(np.nextafter(out, away), away)
     backend = Backend("under_test", noisy)
-    assert run_case(CASE, backend).kind == Kind.NONE
-    gated = run_case(CASE, backend, max_error_ratio=1.0)
+    assert run_case(CASE, backend, _RoundedOracle()).kind == Kind.NONE
+    gated = run_case(CASE, backend, _RoundedOracle(), max_error_ratio=1.0)
     assert (gated.status, gated.kind) == ("fail", Kind.ERROR_RATIO), gated.message
 
 
 def test_the_kind_survives_a_reworded_message():
     """What tools compare is the kind, so a message may be reworded freely."""
-    result = run_case(CASE, Backend("under_test", _scaled_last_element(1.01)), use_tensorflow=False)
+    result = run_case(CASE, Backend("under_test", _scaled_last_element(1.01)), OracleReference())
     reworded = dataclasses.replace(result, message="something else entirely")
     assert reworded.kind == result.kind == Kind.ELEMENT
 

@@ -20,6 +20,7 @@ from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.impls import mutants
 from conformance.result import Kind, Result
 from conformance.tools.shrink import ShrinkError, shrink, signature
+from conformance.judging.references import OracleReference, TensorFlowReference
 
 BASE = {"input": (2, 6, 5, 3), "kernel": (3, 3), "channel_multiplier": 2, "out_channels": 4, "strides": (2, 1),
         "rates": (1, 1), "padding": "SAME", "data_format": "NHWC", "dtype": "float32"}
@@ -46,7 +47,7 @@ def _returns_a_list(*args: Any, **kwargs: Any) -> Any:
     (_returns_a_list, {}, ("error", Kind.NOT_ARRAY)),
 ])
 def test_signatures_classify_real_verdicts(fn, changes, expected):
-    result = run_case(Case(**(BASE | changes)), Backend(fn.__name__, fn), use_tensorflow=False)
+    result = run_case(Case(**(BASE | changes)), Backend(fn.__name__, fn), OracleReference())
     assert signature(result) == expected, result.message
 
 
@@ -74,8 +75,8 @@ def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channel
     assert n == 1 and h * w <= 4 and c == 1 and shrunk.channel_multiplier == 1 and shrunk.out_channels == 1
     assert shrunk.name == "big_shrunk" and "shrunk" in shrunk.tags
     mutant = resolve_backend(spec)
-    assert signature(run_case(original, mutant)) == signature(run_case(shrunk, mutant)) == ("fail", Kind.ELEMENT)
-    assert run_case(shrunk, resolve_backend("numpy")).status == "pass"
+    assert signature(run_case(original, mutant, TensorFlowReference())) == signature(run_case(shrunk, mutant, TensorFlowReference())) == ("fail", Kind.ELEMENT)
+    assert run_case(shrunk, resolve_backend("numpy"), TensorFlowReference()).status == "pass"
     text = out.read_text()
     assert f"# Reproduce: sepconv-conformance run --cases {out} --backend {spec} --id {shrunk.id}" in text
     printed = capsys.readouterr().out
@@ -91,7 +92,7 @@ def test_a_case_from_a_results_file_shrinks_with_its_failing_backend(tmp_path, s
     out = tmp_path / "shrunk.yaml"
     assert main(["shrink", "--results", str(reports), "--id", case_id, "--out", str(out)]) == EXIT_OK
     [shrunk] = load_file(out)
-    assert signature(run_case(shrunk, resolve_backend(spec))) == ("fail", Kind.ELEMENT)
+    assert signature(run_case(shrunk, resolve_backend(spec), TensorFlowReference())) == ("fail", Kind.ELEMENT)
     assert f"shrink: {case_id} on {spec}" in capsys.readouterr().out
 
 

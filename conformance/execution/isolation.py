@@ -16,6 +16,7 @@ fresh child.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import tempfile
@@ -26,7 +27,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from conformance.execution.backends import Backend, BackendError
+from conformance.execution.backends import Backend, BackendError, resolve_backend
+from conformance.execution.external import ExternalCommand
 from conformance.execution.faults import (
     DEFAULT_TIMEOUT_S,
     BackendAborted,
@@ -56,7 +58,6 @@ def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool
     os.setsid()  # a group of its own: a timeout kills what the backend forked too
     descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(descriptor, 2)
-    from conformance.execution.backends import resolve_backend
     from conformance.judging.outputs import as_judged
 
     try:
@@ -210,16 +211,39 @@ class IsolatedBackend:
         return reply[1]
 
 
-def probe_backend(spec: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> Backend:
+def probe_backend(spec: str, timeout: float | None = DEFAULT_TIMEOUT_S,
+                  declared: dict[str, Any] | None = None) -> Backend:
     """Load a Python backend in a child process and return it as a Backend whose calls run in a child
     process of their own. Raises BackendError (exit code 2) when it cannot be loaded, or when importing it
-    crashes, exits or hangs: the harness itself never imports it."""
-    probe = IsolatedBackend(spec, timeout)
-    try:
-        declared = probe.start(probe_only=True)
-    except (BackendCrash, BackendTimeout) as error:
-        raise BackendError(f"backend {spec!r} cannot be loaded: {error}") from None
-    finally:
-        probe.close()
+    crashes, exits or hangs: the harness itself never imports it. `declared`: what an earlier probe of the
+    same spec found (`Backend.declared`), so a pytest-xdist worker need not load it once more."""
+    if declared is None:
+        probe = IsolatedBackend(spec, timeout)
+        try:
+            declared = probe.start(probe_only=True)
+        except (BackendCrash, BackendTimeout) as error:
+            raise BackendError(f"backend {spec!r} cannot be loaded: {error}") from None
+        finally:
+            probe.close()
     return Backend(spec, IsolatedBackend(spec, timeout), declared["version"], declared["support"],
                    declared["expectations"], declared["fingerprint"])
+
+
+def declarations(backend: Backend) -> dict[str, Any]:
+    """What a probe found about a backend: the `declared` that probe_backend takes."""
+    return {"version": backend.version, "support": backend.support, "expectations": backend.expectations,
+            "fingerprint": backend.fingerprint}
+
+
+def load_backend(spec: str, timeout: float = DEFAULT_TIMEOUT_S, isolate: bool = True,
+                 declared: dict[str, Any] | None = None) -> Backend:
+    """A backend ready to run cases, the one way every command gets one. A `cmd:` program runs with
+    `timeout`. A Python backend is first loaded in a child process (probe_backend: a crash or an exit while
+    importing it is a BackendError, never the harness's death); isolated, each call then runs in a child
+    process too and it is never imported here; with isolate=False it is imported here after its probe."""
+    if spec.startswith("cmd:"):
+        backend = resolve_backend(spec)
+        assert isinstance(backend.fn, ExternalCommand)
+        return dataclasses.replace(backend, fn=ExternalCommand(backend.fn.argv, timeout, spec))
+    probed = probe_backend(spec, timeout, declared)
+    return probed if isolate else resolve_backend(spec)

@@ -9,8 +9,8 @@ results.json, junit.xml and report.html.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import pickle
 import os
 import time
 from collections.abc import Iterator
@@ -27,7 +27,7 @@ from conformance.judging import accuracy, subnormals
 
 from conformance.reporting import html_report, reports
 from conformance.execution import config as run_options
-from conformance.execution.backends import Backend, BackendError, resolve_backend
+from conformance.execution.backends import Backend, BackendError
 from conformance.execution.config import RunConfig
 from conformance.cases.budget import default_case_budget, over_budget, parse_size
 from conformance.cases.case import Case
@@ -40,11 +40,12 @@ from conformance.exitcodes import (
     EXIT_USAGE,
 )
 from conformance.execution.expectations import Expectations, apply_expectation, load_expectations
-from conformance.execution.external import ExternalCommand
 from conformance.execution.faults import DEFAULT_TIMEOUT_S
 from conformance.files import json_safe
 from conformance.judging.golden import GoldenStore, version_note
-from conformance.execution.isolation import IsolatedBackend, probe_backend
+from conformance.execution.isolation import IsolatedBackend, declarations, load_backend
+from conformance.execution.reference_process import open_reference
+from conformance.judging.references import ReferenceSource
 from conformance.execution.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
 from conformance.cases.loader import CaseFileError, load_cases, load_file
 from conformance.judging.reference import reference_unusable, tensorflow_version
@@ -56,6 +57,8 @@ RESULT_PROPERTY = reports.RESULT_PROPERTY
 CASE_SUFFIXES = (".yaml", ".yml")
 BACKENDS = pytest.StashKey[list["Backend"]]()
 RUN = pytest.StashKey[RunConfig]()
+PROBED_INPUT = "sepconv_probed_backends"  # xdist workerinput key: {spec: declarations}, pickled
+REFERENCE = pytest.StashKey[ReferenceSource]()  # what every case is judged against, opened once per process
 DONE = pytest.StashKey["set[tuple[str, str]]"]()
 EXPECTATIONS = pytest.StashKey["dict[str, Expectations | None]"]()
 WARNINGS = pytest.StashKey[list[str]]()
@@ -74,22 +77,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     run_options.add_arguments(parser.getgroup("sepconv-conformance", "separable_conv2d conformance"), plugin=True)
 
 
-def _load_backends(specs: list[str], isolate: bool, timeout: float) -> list[Backend]:
-    """Resolve each spec once. Python backends are first loaded in a child process (a crash or an exit
-    while importing one is a BackendError, never the harness's death); isolated, they are never imported
-    here at all."""
-    backends = []
-    for spec in dict.fromkeys(specs):
-        if spec.startswith("cmd:"):
-            backend = resolve_backend(spec)
-            assert isinstance(backend.fn, ExternalCommand)
-            backend = dataclasses.replace(backend, fn=ExternalCommand(backend.fn.argv, timeout, spec))
-        else:
-            backend = probe_backend(spec, timeout)
-            if not isolate:
-                backend = resolve_backend(spec)
-        backends.append(backend)
-    return backends
+def _load_backends(config: pytest.Config, run: RunConfig) -> list[Backend]:
+    """Each backend once (conformance.execution.isolation.load_backend). A pytest-xdist worker takes what
+    the controller's probe found (handed over in its workerinput) instead of loading every backend again."""
+    handed = getattr(config, "workerinput", {}).get(PROBED_INPUT)
+    probed: dict[str, Any] = pickle.loads(handed) if handed else {}
+    return [load_backend(spec, run.case_timeout, run.isolate, probed.get(spec)) for spec in dict.fromkeys(run.backends)]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller, before a worker starts: hand it the backends' probe results."""
+    backends = node.config.stash.get(BACKENDS, [])
+    probed = {b.name: declarations(b) for b in backends if isinstance(b.fn, IsolatedBackend)}
+    node.workerinput[PROBED_INPUT] = pickle.dumps(probed)
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml's configure reads --junitxml
@@ -121,9 +122,9 @@ def _configure(config: pytest.Config, run: RunConfig) -> None:
     config.stash[GOLDEN_VERSIONS] = (GoldenStore(run.golden).tensorflow_versions(taken)
                                      if run.reference == "golden" and run.golden else None)
     given = [load_expectations(file) for file in run.expectations]
-    backends = _load_backends(list(run.backends), run.isolate, run.case_timeout)
+    backends = _load_backends(config, run)
     # TensorFlow too runs in a child process of its own, so that its aborting is recorded on one case.
-    runner.isolate_reference(runner.REFERENCE_SPEC if run.isolate else None, DEFAULT_TIMEOUT_S, environment)
+    config.stash[REFERENCE] = open_reference(run.reference, run.golden, run.isolate, DEFAULT_TIMEOUT_S, environment)
     expectations = {b.name: _expectations_for(b, given) for b in backends}
     config.stash[BACKENDS] = backends
     config.stash[EXPECTATIONS] = expectations
@@ -200,7 +201,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     selftest, tests calling run_suite) leaves nothing behind: the next run in-process starts clean."""
     if BACKENDS not in config.stash:
         return
-    runner.isolate_reference(None)
+    config.stash[REFERENCE].close()
     for backend in config.stash[BACKENDS]:
         if isinstance(backend.fn, IsolatedBackend):
             backend.fn.close()
@@ -253,8 +254,6 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         run = self.config.stash[RUN]
-        reference = run.reference
-        golden = run.golden if reference == "golden" else None
         options = self.config.stash[REPRODUCE]
         expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
         expected = expectations.lookup(self.case) if expectations else None
@@ -262,7 +261,7 @@ class CaseItem(pytest.Item):
             result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}",
                                     options)
         else:
-            result = runner.run_case(self.case, self.backend, reference == "tensorflow", golden, run.repeat, options,
+            result = runner.run_case(self.case, self.backend, self.config.stash[REFERENCE], run.repeat, options,
                                      run.max_error_ratio)
             result = apply_expectation(result, expected, run.strict_expectations)
         self.user_properties.append((RESULT_PROPERTY, json.dumps(json_safe(result.to_dict()))))

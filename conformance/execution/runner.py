@@ -8,14 +8,13 @@ expects; a fault of the harness is `error` with `fault: harness`, never a verdic
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import re
 import shlex
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -27,25 +26,21 @@ from conformance.execution.backends import Backend
 from conformance.execution.external import CommandFailed
 from conformance.execution.faults import (
     ABORTS,
-    DEFAULT_TIMEOUT_S,
     NOT_A_REJECTION,
     BackendAborted,
     BackendCrash,
     BackendTimeout,
     HarnessFault,
 )
-from conformance.execution.isolation import IsolatedBackend
 from conformance.judging.accuracy import relative_accuracy
 from conformance.judging.compare import Comparison, compare
-from conformance.judging.golden import GoldenError, GoldenStore
+from conformance.judging.golden import GoldenError
 from conformance.judging.outputs import as_judged
-from conformance.judging.reference import Reference, build_reference
+from conformance.judging.reference import Reference
+from conformance.judging.references import ReferenceSource
 from conformance.judging.subnormals import flushed_oracle, flushed_tolerance
 from conformance.judging.tolerance import Tolerance
 from conformance.result import Kind, ReferenceStatus, Result, Status
-
-REFERENCE_ROLE = "TensorFlow's reference process"
-
 
 def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
     """The command that runs this case alone with the run's options, into a folder of its own (so that it
@@ -54,49 +49,13 @@ def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
                        "--id", case.id, *options])
 
 
-REFERENCE_SPEC = "conformance.judging.reference:build_reference"
-_reference_process: IsolatedBackend | None = None
-
-
-def isolate_reference(spec: str | None = REFERENCE_SPEC, timeout: float | None = None,
-                      environment: dict[str, str] | None = None) -> None:
-    """Compute TensorFlow references in a child process (None: in this one), so that TensorFlow aborting
-    on one case is recorded on that case, not the end of the run. `environment`: the child's whole
-    environment (the harness's as it was before any backend was imported)."""
-    global _reference_process
-    if _reference_process is not None:
-        _reference_process.close()
-    _reference_process = IsolatedBackend(spec, timeout, REFERENCE_ROLE, environment) if spec else None
-    prepare.cache_clear()
-
-
-@contextlib.contextmanager
-def isolated_reference() -> Iterator[None]:
-    """TensorFlow in a child process for the time of a block (golden build, export): its aborting on a case
-    is that case's reference crash, never the end of the command."""
-    isolate_reference(REFERENCE_SPEC, DEFAULT_TIMEOUT_S)
-    try:
-        yield
-    finally:
-        isolate_reference(None)
-
-
 @lru_cache(maxsize=4)
-def prepare(case: Case, use_tensorflow: bool = True, golden: str | None = None) -> tuple[Inputs, Reference]:
-    """Inputs and reference for a case, kept for the next backends of the same case. With `golden` (a
-    folder of golden entries) the reference is read from there and TensorFlow is never imported (raises
-    GoldenError when the entry is missing or bad). When TensorFlow's process dies or hangs on the case, the
-    backend is judged against the oracle (or the contract) and the reference is recorded as `crash`."""
+def prepare(case: Case, reference: ReferenceSource) -> tuple[Inputs, Reference]:
+    """Inputs and reference for a case, kept for the next backends of the same case (the cache is keyed
+    by the source too: two runs in one process never share references). Raises GoldenError when a golden
+    entry is missing or bad, HarnessFault when TensorFlow's process cannot be reached."""
     inputs = materialize(case)
-    if golden is not None:
-        return inputs, GoldenStore(golden).read(case, inputs)
-    if use_tensorflow and _reference_process is not None:
-        try:
-            return inputs, _reference_process(case, inputs, use_tensorflow)
-        except (BackendCrash, BackendTimeout) as error:
-            fallback = build_reference(case, inputs, use_tensorflow=False)
-            return inputs, Reference(fallback.source, ReferenceStatus.CRASH, str(error), oracle=fallback.oracle)
-    return inputs, build_reference(case, inputs, use_tensorflow)
+    return inputs, reference.reference(case, inputs)
 
 
 def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
@@ -186,15 +145,15 @@ def _subnormal_verdict(preserved: Comparison, case: Case, inputs: Inputs, output
                                metrics=chosen.metrics | {"subnormals": did, "subnormal_policy": declared or "either"})
 
 
-def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: str | None = None,
-             repeat: int = 1, options: Sequence[str] = (), max_error_ratio: float | None = None) -> Result:
+def run_case(case: Case, backend: Backend, reference: ReferenceSource, repeat: int = 1, options: Sequence[str] = (),
+             max_error_ratio: float | None = None) -> Result:
     """Judge one case on one backend; never raises (a fault of the harness is a result with
     `fault: harness`). With repeat > 1 the backend is called that many times and any bitwise difference
     between the calls is the status `nondeterministic`. `options`: the run's options for the reproducer;
     `max_error_ratio`: fail a passing case whose error is more than that many times TensorFlow's."""
     start = time.perf_counter()
     try:
-        result = _run_case(case, backend, use_tensorflow, golden, repeat, options, max_error_ratio)
+        result = _run_case(case, backend, reference, repeat, options, max_error_ratio)
     except Exception as error:  # noqa: BLE001 - a bug of ours: recorded, never a lost result nor a pass
         where = traceback.extract_tb(error.__traceback__)[-1]
         result = Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
@@ -204,17 +163,17 @@ def run_case(case: Case, backend: Backend, use_tensorflow: bool = True, golden: 
     return dataclasses.replace(result, duration_s=time.perf_counter() - start)
 
 
-def _run_case(case: Case, backend: Backend, use_tensorflow: bool, golden: str | None, repeat: int,
-              options: Sequence[str], max_error_ratio: float | None) -> Result:
+def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int, options: Sequence[str],
+              max_error_ratio: float | None) -> Result:
     if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
         return skipped(case, backend.name, reason, options)
     repro = reproducer(case, backend.name, options)
     try:
-        inputs, reference = prepare(case, use_tensorflow, golden)
+        inputs, reference = prepare(case, source)
     except GoldenError as error:  # no reference: this case cannot be judged, never a pass
         return Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="input",
                       kind=Kind.REFERENCE_UNAVAILABLE, message=f"reference: {error}", expect=case.expect,
-                      reference="golden", parameters=case.parameters(), reproducer=repro)
+                      reference=source.name, parameters=case.parameters(), reproducer=repro)
     except HarnessFault as error:  # TensorFlow's process could not be reached: no reference either
         return Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="harness",
                       kind=Kind.REFERENCE_UNAVAILABLE, message=f"reference: {error}", expect=case.expect,

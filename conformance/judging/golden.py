@@ -39,7 +39,7 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from conformance.files import atomic_write
 from conformance.judging.oracle import OracleOutputs, compute_oracle
 from conformance.judging.reference import REFERENCE_STATUSES, Reference, tensorflow_version
 from conformance.judging.tolerance import Tolerance
+
+if TYPE_CHECKING:  # references.py reads goldens through GoldenStore: a runtime import would be a cycle
+    from conformance.judging.references import ReferenceSource
 
 GOLDEN_FORMAT = 1
 # Labels that change neither the inputs nor the outputs. The name is not one of them: it is part of the
@@ -292,14 +295,16 @@ class GoldenStore:
         return counts
 
 
-def build_goldens(cases: Sequence[Case], root: Path) -> dict[str, Any]:
-    """Run TensorFlow (checked against the oracle) once per case and store the entries."""
-    from conformance.execution.runner import prepare
+def build_goldens(cases: Sequence[Case], root: Path, source: ReferenceSource) -> dict[str, Any]:
+    """Run TensorFlow (checked against the oracle) once per case through `source` (the isolated
+    TensorFlow, from the command line) and store the entries."""
+    from conformance.cases.data import materialize
 
     store = GoldenStore(root)
     statuses: dict[str, int] = {}
     for case in cases:
-        inputs, reference = prepare(case, True)
+        inputs = materialize(case)
+        reference = source.reference(case, inputs)
         store.write(case, inputs, reference)
         statuses[reference.status] = statuses.get(reference.status, 0) + 1
     return {"entries": len(cases), "reference_statuses": statuses}

@@ -24,7 +24,8 @@ import conformance
 from conformance.cases.case import Case
 from conformance.files import BFLOAT16_STORAGE, atomic_write, npy_storable
 from conformance.judging.reference import Reference, tensorflow_version
-from conformance.execution.runner import prepare
+from conformance.cases.data import materialize
+from conformance.judging.references import ReferenceSource
 from conformance.judging.tolerance import ORACLE_ROUNDOFF, Tolerance
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -93,8 +94,9 @@ def case_entry(case: Case, reference: Reference, files: dict[str, Any]) -> dict[
     }
 
 
-def export_pack(cases: Sequence[Case], out: Path, use_tensorflow: bool = True) -> dict:
-    """Write the vector pack for `cases` under `out`; returns {"cases", "files", "bytes", "manifest"}."""
+def export_pack(cases: Sequence[Case], out: Path, source: ReferenceSource) -> dict:
+    """Write the vector pack for `cases` under `out`, with the references of `source` (TensorFlow, checked
+    by the oracle, or the oracle alone); returns {"cases", "files", "bytes", "manifest"}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ids = [case.id for case in cases]
@@ -106,7 +108,8 @@ def export_pack(cases: Sequence[Case], out: Path, use_tensorflow: bool = True) -
         raise ValueError(f"case ids unusable as folder names: {unsafe}")
     entries, written, file_count = [], 0, 0
     for case in cases:
-        inputs, reference = prepare(case, use_tensorflow)
+        inputs = materialize(case)
+        reference = source.reference(case, inputs)
         files: dict[str, Any] = {}
         for name, array in _tensors(case, inputs, reference).items():
             data, entry = _npy_bytes(array)
@@ -117,7 +120,7 @@ def export_pack(cases: Sequence[Case], out: Path, use_tensorflow: bool = True) -
             file_count += 1
         entries.append(case_entry(case, reference, files))
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "tool_version": conformance.__version__,
-                "numpy": np.__version__, "tensorflow": tensorflow_version() if use_tensorflow else None,
+                "numpy": np.__version__, "tensorflow": tensorflow_version() if source.name == "tensorflow" else None,
                 "cases": entries}
     text = (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode()
     atomic_write(out / "manifest.json", text)

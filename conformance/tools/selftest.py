@@ -17,7 +17,6 @@ alarm.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import sys
@@ -33,6 +32,7 @@ from conformance.execution.backends import Backend
 from conformance.cases.case import Case
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE, usage_error
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, seconds_argument
+from conformance.judging.references import add_reference_argument
 from conformance.result import Result, is_failing
 
 HELP = ("prove the suite: every mutant in the zoo must fail some case and every correct implementation "
@@ -108,16 +108,14 @@ def _judged(result: Result) -> bool:
 
 
 def _backend(member: Member, timeout: float) -> Backend:
+    """A zoo member as a backend: the bundled ones in this process (they are ours, and many: a child each
+    would double the selftest's time); members from the command line are loaded like any run's backend
+    (conformance.execution.isolation.load_backend), each call in a child process of its own."""
     from conformance.execution.backends import resolve_backend
-    from conformance.execution.external import ExternalCommand
-    from conformance.execution.isolation import IsolatedBackend
+    from conformance.execution.isolation import load_backend
 
-    backend = dataclasses.replace(resolve_backend(member.spec), name=member.name)
-    if isinstance(backend.fn, ExternalCommand):  # a process of its own already
-        backend.fn.timeout = timeout
-    elif member.isolated:
-        backend = dataclasses.replace(backend, fn=IsolatedBackend(member.spec, timeout))
-    return backend
+    backend = load_backend(member.spec, timeout) if member.isolated else resolve_backend(member.spec)
+    return dataclasses.replace(backend, name=member.name)
 
 
 def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str = "tensorflow",
@@ -127,17 +125,17 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
     from conformance.execution import runner
     from conformance.execution.isolation import IsolatedBackend
 
+    from conformance.execution.reference_process import opened_reference
+
     backends = [(m, _backend(m, timeout)) for m in members]
-    use_tensorflow = reference == "tensorflow"
     outcomes = []
     step = max(1, len(cases) // 10)
-    # TensorFlow aborting on a case must be that case's reference crash, not the end of the selftest.
-    isolation = runner.isolated_reference() if use_tensorflow else contextlib.nullcontext()
     try:
-        with isolation:
+        # TensorFlow aborting on a case must be that case's reference crash, not the end of the selftest.
+        with opened_reference(reference, golden) as source:
             for number, case in enumerate(cases, 1):
                 for member, backend in backends:
-                    result = runner.run_case(case, backend, use_tensorflow, golden)
+                    result = runner.run_case(case, backend, source)
                     failing = is_failing(result.status)
                     outcomes.append(Outcome(case.id, member.name,
                                             result.status if failing or result.status == "skip" else "pass",
@@ -257,9 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "bundled mutant")
     parser.add_argument("--skip-tag", action="append", default=[], metavar="TAG",
                         help="leave out the cases with this tag (repeatable), e.g. bench (the full-size layers)")
-    parser.add_argument("--reference", choices=("tensorflow", "oracle", "golden"), default="tensorflow",
-                        help="what results are judged against (default: TensorFlow, checked by the oracle)")
-    parser.add_argument("--golden", metavar="DIR", help="golden references (with --reference golden)")
+    add_reference_argument(parser)
     parser.add_argument("--mutant", action="append", default=[], metavar="SPEC",
                         help="also run this backend as a mutant: it must fail some case (repeatable)")
     parser.add_argument("--alternative", action="append", default=[], metavar="SPEC",

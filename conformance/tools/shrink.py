@@ -15,7 +15,6 @@ shrinker) and TensorFlow in another, as in `run`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from conformance.cases.case import Case
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, seconds_argument
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.reporting.results_file import ResultsFileError, load_results
+from conformance.judging.references import ReferenceSource, add_reference_argument
 from conformance.result import Kind, Result, is_failing
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
@@ -182,8 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the failing backend (with --results: default, the one that failed the case)")
     parser.add_argument("--out", default="shrunk.yaml", metavar="FILE",
                         help="where the smallest case is written (default shrunk.yaml)")
-    parser.add_argument("--reference", choices=("tensorflow", "oracle"), default="tensorflow",
-                        help="what candidates are judged against (default: TensorFlow, checked by the oracle)")
+    add_reference_argument(parser, ("tensorflow", "oracle"))
     parser.add_argument("--timeout", type=seconds_argument, metavar="SECONDS",
                         help=f"limit on one backend call (default {DEFAULT_TIMEOUT_S:g}); a hang is the `timeout` "
                              "signature")
@@ -228,20 +227,14 @@ def _from_cases(path: str, case_id: str) -> Case:
     return found[0]
 
 
-def _judge(spec: str, use_tensorflow: bool, timeout: float, isolate: bool) -> tuple[Judge, Callable[[], None]]:
+def _judge(spec: str, source: ReferenceSource, timeout: float, isolate: bool) -> tuple[Judge, Callable[[], None]]:
     """How to judge a candidate, and how to stop the backend's child process afterwards."""
-    from conformance.execution.backends import resolve_backend
-    from conformance.execution.external import ExternalCommand
-    from conformance.execution.isolation import IsolatedBackend
+    from conformance.execution.isolation import IsolatedBackend, load_backend
     from conformance.execution.runner import run_case
 
-    backend = resolve_backend(spec)
-    if isinstance(backend.fn, ExternalCommand):
-        backend.fn.timeout = timeout
-    elif isolate:  # keeps the backend's declared support and expectations
-        backend = dataclasses.replace(backend, fn=IsolatedBackend(spec, timeout))
+    backend = load_backend(spec, timeout, isolate)
     close = backend.fn.close if isinstance(backend.fn, IsolatedBackend) else (lambda: None)
-    return (lambda case: run_case(case, backend, use_tensorflow)), close
+    return (lambda case: run_case(case, backend, source)), close
 
 
 def _write(outcome: Outcome, original: Case, spec: str, out: Path, elapsed: float) -> Case:
@@ -275,8 +268,8 @@ def _renamed(original: Case, judge: Judge) -> Case:
 
 def execute(args: argparse.Namespace) -> int:
     from conformance.cases.loader import CaseFileError
-    from conformance.execution import runner
     from conformance.execution.backends import BackendError
+    from conformance.execution.reference_process import opened_reference
     from conformance.judging.reference import reference_unusable
 
     if reason := reference_unusable(args.reference):
@@ -286,7 +279,6 @@ def execute(args: argparse.Namespace) -> int:
     if args.no_isolate and args.timeout is not None:
         return usage_error("shrink", "--timeout needs an isolated backend (drop --no-isolate)")
     timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
-    use_tensorflow = args.reference == "tensorflow"
     try:
         if args.results:
             original, spec = _from_results(Path(args.results), args.id, args.backend)
@@ -294,21 +286,24 @@ def execute(args: argparse.Namespace) -> int:
             if not args.backend:
                 return usage_error("shrink", "--backend SPEC is required with --cases")
             original, spec = _from_cases(args.cases, args.id), args.backend
-        judge, close_backend = _judge(spec, use_tensorflow, timeout, not args.no_isolate)
-    except (ShrinkError, BackendError) as error:
+    except ShrinkError as error:
         return usage_error("shrink", str(error))
     except CaseFileError as error:
         return usage_error("shrink", f"invalid case file(s):\n{error}")
     start = time.perf_counter()
-    try:
-        with runner.isolated_reference() if use_tensorflow else contextlib.nullcontext():
+    with opened_reference(args.reference) as source:
+        try:
+            judge, close_backend = _judge(spec, source, timeout, not args.no_isolate)
+        except BackendError as error:
+            return usage_error("shrink", str(error))
+        try:
             print(f"shrink: {original.id} on {spec}", flush=True)
             log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
             outcome = shrink(_renamed(original, judge), judge, args.max_candidates, log)
-    except ShrinkError as error:
-        return usage_error("shrink", str(error))
-    finally:
-        close_backend()
+        except ShrinkError as error:
+            return usage_error("shrink", str(error))
+        finally:
+            close_backend()
     elapsed = time.perf_counter() - start
     try:
         written = _write(outcome, original, spec, Path(args.out), elapsed)
