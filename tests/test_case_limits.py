@@ -1,6 +1,6 @@
 """Hostile case files are refused fast, with file, line, field and reason: alias bombs, deep nesting,
 huge integers and grids, oversized files; and cases too large for memory are refused before anything
-is allocated (conformance.cases.budget)."""
+is allocated (conformance.execution.budget)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.cases import budget, loader
-from conformance.cases.budget import GIB, case_bytes, default_case_budget, elements, over_budget
+from conformance.cases import loader
+from conformance.execution import budget
+from conformance.execution.budget import GIB, case_bytes, default_case_budget, elements, over_budget
 from conformance.cases.case import Case, Origin
 from conformance.cases.loader import CaseFileError, load_cases
 

@@ -29,7 +29,7 @@ from conformance.reporting import html_report, reports
 from conformance.execution import config as run_options
 from conformance.execution.backends import Backend, BackendError
 from conformance.execution.config import RunConfig
-from conformance.cases.budget import default_case_budget, over_budget, parse_size
+from conformance.execution.budget import default_case_budget, over_budget, parse_size
 from conformance.cases.case import Case
 from conformance.exitcodes import (
     EXIT_INTERNAL,

@@ -31,7 +31,7 @@ class OracleOutputs:
     variance: np.ndarray | None = None
 
 
-def _precision(case: Case) -> type:
+def working_precision(case: Case) -> type:
     if case.dtype == "float64" and np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant:
         return np.longdouble
     return np.float64
@@ -59,7 +59,7 @@ def _separable(case: Case, x: np.ndarray, dw: np.ndarray, pw: np.ndarray, square
 
 def compute_oracle(case: Case, inputs: Inputs) -> OracleOutputs:
     """Oracle and bound for a valid case, in its layout."""
-    precision = _precision(case)
+    precision = working_precision(case)
     x: np.ndarray = inputs.input.astype(precision)
     if case.data_format == "NCHW":
         x = x.transpose(0, 2, 3, 1)

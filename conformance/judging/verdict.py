@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from conformance.exitcodes import (
     EXIT_INTERNAL,
@@ -20,7 +19,6 @@ from conformance.exitcodes import (
     EXIT_USAGE,
 )
 from conformance.result import JUDGED_STATUSES, Result, is_failing
-from conformance.reporting.results_file import results_of
 
 # How a run ended, as results.json records it (run.completion).
 COMPLETE = "complete"  # every selected result was computed (or resumed)
@@ -72,14 +70,3 @@ def judge(results: Sequence[Result], expected: int | None = None, completion: st
         what = "no case selected" if not count else f"all {count} results skipped"
         return Verdict(EXIT_NOTHING_JUDGED, f"NOTHING JUDGED: {what}; that is not a pass")
     return Verdict(EXIT_OK, "CONFORMS")
-
-
-def run_verdict(document: dict[str, Any]) -> Verdict:
-    """The verdict on a results.json document (checked by results_file.load_results): its results judged
-    with the completion and expected count its run recorded. A file that records neither is unproven."""
-    run = document.get("run") or {}
-    completion, expected = run.get("completion"), run.get("expected_results")
-    if not isinstance(completion, str) or not (expected is None or (isinstance(expected, int)
-                                                                    and not isinstance(expected, bool))):
-        return Verdict(EXIT_INTERNAL, "UNPROVEN: the results file does not record a completed run")
-    return judge(results_of(document), expected, completion)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from conformance.exitcodes import EXIT_INTERNAL
+from conformance.judging.verdict import Verdict, judge
 from conformance.result import RecordError, Result
 
 
@@ -47,3 +49,14 @@ def load_results(path: Path) -> dict[str, Any]:
 def results_of(document: dict[str, Any]) -> list[Result]:
     """The records of a document that load_results checked, as Results."""
     return [Result.from_dict(record) for record in document["results"]]
+
+
+def run_verdict(document: dict[str, Any]) -> Verdict:
+    """The verdict on a results.json document (checked by results_file.load_results): its results judged
+    with the completion and expected count its run recorded. A file that records neither is unproven."""
+    run = document.get("run") or {}
+    completion, expected = run.get("completion"), run.get("expected_results")
+    if not isinstance(completion, str) or not (expected is None or (isinstance(expected, int)
+                                                                    and not isinstance(expected, bool))):
+        return Verdict(EXIT_INTERNAL, "UNPROVEN: the results file does not record a completed run")
+    return judge(results_of(document), expected, completion)

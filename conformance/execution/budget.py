@@ -98,7 +98,7 @@ def _oracle_itemsize(case: Case) -> int:
     # conformance.judging.oracle's own choice of precision (np.longdouble for float64 where it is wider)
     import numpy as np
 
-    return int(np.dtype(oracle._precision(case)).itemsize)
+    return int(np.dtype(oracle.working_precision(case)).itemsize)
 
 
 def default_case_budget() -> int:
