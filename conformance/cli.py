@@ -19,20 +19,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from conformance import __version__
-from conformance.execution.backends import BackendError, list_backends
 from conformance.cases.case import Case
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error
-from conformance.tools.export import export_pack
-from conformance.execution.faults import describe_exit
-from conformance.judging.golden import build_goldens
 from conformance.cases.loader import CaseFileError, load_cases
-from conformance.reporting.merge import MergeError, merge_runs
-from conformance.judging.reference import reference_unusable
-from conformance.judging.references import add_reference_argument
-from conformance.execution.reference_process import opened_reference
 from conformance.cases.selection import default_bank
 from conformance.execution import config as run_options
+from conformance.execution.backends import BackendError, list_backends
+from conformance.execution.faults import describe_exit
+from conformance.execution.reference_process import opened_reference
 from conformance.execution.session import run_suite
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error
+from conformance.judging.golden import build_goldens
+from conformance.judging.reference import reference_unusable
+from conformance.judging.references import add_reference_argument
+from conformance.reporting.merge import MergeError, merge_runs
+from conformance.tools.export import export_pack
 
 # Commands that live in modules of their own: each module has HELP (one line), add_arguments(parser)
 # and execute(args) -> exit code. They must be cheap to import (no TensorFlow, no CuPy at import time).

@@ -228,7 +228,7 @@ def separable_conv2d_standin(input: Any, depthwise_filter: Any, pointwise_filter
                         data_format, dilations)
 
 
-# --- a side-by-side benchmark: python -m conformance.impls.cupy_backend [--standin] [--cases PATH] [--repeat N] ---------
+# --- a side-by-side benchmark: python -m conformance.impls.cupy_backend [--standin] [--cases PATH] [--repeat N]
 
 def _bench(argv: Sequence[str] | None = None) -> int:
     """Time this backend against the NumPy backend on the same cases, in one run (end to end per call:

@@ -1,9 +1,9 @@
 """What the zoo's implementations share: argument validation and output geometry.
 
-The correct alternatives (conformance.impls.alternatives) and the mutants (conformance.impls.mutants) validate and resolve the
-geometry here, not through conformance.impls.numpy_backend: the backend under test may change (it is rewritten for
-speed) without moving the zoo, and a bug in it cannot hide the same bug in the zoo. The checks raise
-ValueError for everything the operator's contract forbids.
+The correct alternatives (conformance.impls.alternatives) and the mutants (conformance.impls.mutants)
+validate and resolve the geometry here, not through conformance.impls.numpy_backend: the backend under
+test may change (it is rewritten for speed) without moving the zoo, and a bug in it cannot hide the same
+bug in the zoo. The checks raise ValueError for everything the operator's contract forbids.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from typing import Any
 from conformance.execution.support import Support, SupportError
 
 BackendFn = Callable[..., Any]
-BUNDLED = {"numpy": "conformance.impls.numpy_backend:separable_conv2d", "cupy": "conformance.impls.cupy_backend:separable_conv2d",
+BUNDLED = {"numpy": "conformance.impls.numpy_backend:separable_conv2d",
+           "cupy": "conformance.impls.cupy_backend:separable_conv2d",
            "tensorflow": "conformance.impls.tensorflow_backend:separable_conv2d"}
 ENTRY_POINT_GROUP = "sepconv_conformance.backends"
 

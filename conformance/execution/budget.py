@@ -32,10 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from conformance.cases import contract
-
-from conformance.judging import oracle
 from conformance.cases.case import Case
 from conformance.cases.loader import Problem
+from conformance.judging import oracle
 
 GIB = 2**30
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}

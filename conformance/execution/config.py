@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.execution.budget import parse_size
 from conformance.cases.selection import parse_shard
+from conformance.execution.budget import parse_size
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, ratio_limit, seconds
 from conformance.judging.references import REFERENCE_HELP, REFERENCES
 

@@ -25,7 +25,6 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from conformance.files import BFLOAT16_STORAGE, from_npy, npy_storable
 from conformance.execution.faults import (
     DEFAULT_TIMEOUT_S,
     BackendAborted,
@@ -36,6 +35,7 @@ from conformance.execution.faults import (
     signal_name,
     stderr_tail,
 )
+from conformance.files import BFLOAT16_STORAGE, from_npy, npy_storable
 
 PROTOCOL_VERSION = 2
 REJECT_EXIT_CODE = 65  # EX_DATAERR: "the input data was incorrect"; the only exit code that rejects

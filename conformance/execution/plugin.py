@@ -10,8 +10,8 @@ results.json, junit.xml and report.html.
 from __future__ import annotations
 
 import json
-import pickle
 import os
+import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,17 +20,19 @@ from typing import Any
 import pytest
 
 from conformance import __version__
-
-from conformance.execution import runner
-
-from conformance.judging import accuracy, subnormals
-
-from conformance.reporting import html_report, reports
-from conformance.execution import config as run_options
-from conformance.execution.backends import Backend, BackendError
-from conformance.execution.config import RunConfig
-from conformance.execution.budget import default_case_budget, over_budget, parse_size
 from conformance.cases.case import Case
+from conformance.cases.loader import CaseFileError, load_cases, load_file
+from conformance.cases.selection import ShardError, bank_digest, default_bank, in_shard
+from conformance.execution import config as run_options
+from conformance.execution import runner
+from conformance.execution.backends import Backend, BackendError
+from conformance.execution.budget import default_case_budget, over_budget, parse_size
+from conformance.execution.config import RunConfig
+from conformance.execution.expectations import Expectations, apply_expectation, load_expectations
+from conformance.execution.faults import DEFAULT_TIMEOUT_S
+from conformance.execution.isolation import IsolatedBackend, declarations, load_backend
+from conformance.execution.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
+from conformance.execution.reference_process import open_reference
 from conformance.exitcodes import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -39,19 +41,14 @@ from conformance.exitcodes import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from conformance.execution.expectations import Expectations, apply_expectation, load_expectations
-from conformance.execution.faults import DEFAULT_TIMEOUT_S
 from conformance.files import json_safe
+from conformance.judging import accuracy, subnormals
 from conformance.judging.golden import GoldenStore, version_note
-from conformance.execution.isolation import IsolatedBackend, declarations, load_backend
-from conformance.execution.reference_process import open_reference
-from conformance.judging.references import ReferenceSource
-from conformance.execution.journal import JOURNAL, FolderLock, Journal, JournalError, header_mismatch, read_journal
-from conformance.cases.loader import CaseFileError, load_cases, load_file
 from conformance.judging.reference import reference_unusable, tensorflow_version
-from conformance.result import Kind, ReferenceStatus, Result, Status, is_failing
-from conformance.cases.selection import ShardError, bank_digest, default_bank, in_shard
+from conformance.judging.references import ReferenceSource
 from conformance.judging.verdict import COMPLETE, INTERNAL_ERROR, INTERRUPTED, STOPPED, Verdict, judge
+from conformance.reporting import html_report, reports
+from conformance.result import Kind, ReferenceStatus, Result, Status, is_failing
 
 RESULT_PROPERTY = reports.RESULT_PROPERTY
 CASE_SUFFIXES = (".yaml", ".yml")

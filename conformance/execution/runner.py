@@ -42,6 +42,7 @@ from conformance.judging.subnormals import flushed_oracle, flushed_tolerance
 from conformance.judging.tolerance import Tolerance
 from conformance.result import Kind, ReferenceStatus, Result, Status
 
+
 def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
     """The command that runs this case alone with the run's options, into a folder of its own (so that it
     never overwrites the full run's reports)."""
@@ -108,7 +109,7 @@ def _fingerprint(output: object, raised: BaseException | None) -> bytes:
     if raised is not None:
         return f"raised {getattr(raised, 'type_name', type(raised).__name__)}".encode()
     if isinstance(output, np.ndarray) and output.dtype != object:
-        content = hashlib.sha256(np.ascontiguousarray(output).view(np.uint8).reshape(-1)).digest()
+        content = hashlib.sha256(np.ascontiguousarray(output).tobytes()).digest()
         return f"{output.dtype}{output.shape}".encode() + content
     return f"returned {type(output).__name__}".encode()
 
@@ -119,7 +120,7 @@ def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[obj
     (output, raised), (other, other_raised) = first, later
     if raised is not None or other_raised is not None or not isinstance(output, np.ndarray) \
             or not isinstance(other, np.ndarray) or output.shape != other.shape or output.dtype != other.dtype:
-        describe = [_describe(r) if r is not None else f"{type(o).__name__} {np.shape(o)}"
+        describe = [_describe(r) if r is not None else f"{type(o).__name__} {np.shape(o)}"  # type: ignore[call-overload]
                     for o, r in (first, later)]
         return f"call {repeat} gave {describe[1]}, call 1 gave {describe[0]}"
     a, b = np.ascontiguousarray(output), np.ascontiguousarray(other)

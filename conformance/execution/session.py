@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NOTHING_JUDGED, EXIT_USAGE
 from conformance.cases.loader import load_cases
 from conformance.execution.config import RunConfig
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NOTHING_JUDGED, EXIT_USAGE
 
 # pytest's exit codes -> ours, for a session that ended before the plugin judged anything: a usage error
 # (4), an interrupt (2), an internal error (3), no case file (5). A 0 or 1 without our verdict is never

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance.result import Result
 from conformance.judging.tolerance import Tolerance
+from conformance.result import Result
 
 
 def relative_accuracy(actual: np.ndarray, tensorflow: np.ndarray, oracle: np.ndarray, bound: np.ndarray,

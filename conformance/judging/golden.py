@@ -44,12 +44,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conformance import __version__
-
 from conformance.cases import contract
 from conformance.cases.case import Case
-from conformance.judging.compare import compare
 from conformance.cases.data import Inputs, numpy_dtype
 from conformance.files import atomic_write
+from conformance.judging.compare import compare
 from conformance.judging.oracle import OracleOutputs, compute_oracle
 from conformance.judging.reference import REFERENCE_STATUSES, Reference, tensorflow_version
 from conformance.judging.tolerance import Tolerance

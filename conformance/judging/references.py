@@ -37,6 +37,8 @@ class ReferenceSource(Protocol):
 
     def close(self) -> None: ...
 
+    def __hash__(self) -> int: ...  # by identity: the runner caches references per (case, source)
+
 
 class OracleReference:
     name = "oracle"

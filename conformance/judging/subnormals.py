@@ -24,8 +24,8 @@ import numpy as np
 from conformance.cases.case import Case
 from conformance.cases.data import Inputs
 from conformance.judging.oracle import OracleOutputs, compute_oracle
-from conformance.result import Result
 from conformance.judging.tolerance import Tolerance
+from conformance.result import Result
 
 POLICIES = ("preserve", "flush")  # declared; undeclared: either
 

@@ -30,8 +30,7 @@ from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, EXPECTS,
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.files import atomic_write
 from conformance.judging import accuracy, subnormals
-from conformance.reporting.results_file import run_verdict
-from conformance.reporting.results_file import ResultsFileError, load_results, results_of
+from conformance.reporting.results_file import ResultsFileError, load_results, results_of, run_verdict
 from conformance.result import FAILING_STATUSES, STATUSES, Kind, is_failing
 
 HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.reporting import html_report, reports
-from conformance.result import Result
-from conformance.reporting.results_file import ResultsFileError, load_results, results_of
 from conformance.cases.selection import ShardError, parse_shard
 from conformance.judging.verdict import COMPLETE, Verdict, judge
+from conformance.reporting import html_report, reports
+from conformance.reporting.results_file import ResultsFileError, load_results, results_of
+from conformance.result import Result
 
 # What every shard of one split must agree on (the journal header's keys, less the shard itself).
 AGREEING_FIELDS = ("bank_digest", "version", "reference", "golden", "backends", "backend_versions",

@@ -169,8 +169,8 @@ class Schedule:
 def _check(case: Any, inputs: Any, outputs: dict[str, Any], sides: Sequence[Timing]) -> None:
     """Judge each backend's first output with the harness's comparison: against TensorFlow's (both sides
     carry rounding error), or against the float64 oracle where TensorFlow refused the case."""
-    from conformance.judging.compare import compare
     from conformance.cases.data import numpy_dtype
+    from conformance.judging.compare import compare
     from conformance.judging.oracle import compute_oracle
     from conformance.judging.tolerance import Tolerance
 
@@ -382,10 +382,10 @@ def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Sched
 
 
 def execute(args: argparse.Namespace) -> int:
-    from conformance.execution.backends import BackendError, resolve_backend
     from conformance.cases.loader import CaseFileError, load_cases
-    from conformance.judging.reference import tensorflow_missing
     from conformance.cases.selection import default_bank
+    from conformance.execution.backends import BackendError, resolve_backend
+    from conformance.judging.reference import tensorflow_missing
 
     if reason := tensorflow_missing():
         return usage_error("bench", f"bench times backends against TensorFlow: {reason}")

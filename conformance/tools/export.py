@@ -22,9 +22,9 @@ import numpy as np
 
 import conformance
 from conformance.cases.case import Case
+from conformance.cases.data import materialize
 from conformance.files import BFLOAT16_STORAGE, atomic_write, npy_storable
 from conformance.judging.reference import Reference, tensorflow_version
-from conformance.cases.data import materialize
 from conformance.judging.references import ReferenceSource
 from conformance.judging.tolerance import ORACLE_ROUNDOFF, Tolerance
 

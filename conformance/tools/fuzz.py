@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conformance.judging.references import add_reference_argument
 from conformance.cases import contract
 from conformance.cases.case import Case
-from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
 from conformance.execution.faults import seconds_argument
-from conformance.result import is_failing
+from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, usage_error
+from conformance.judging.references import add_reference_argument
 from conformance.reporting.results_file import load_results
+from conformance.result import is_failing
 
 HELP = "run random valid cases (and forbidden ones that must be rejected); save failures as a case file"
 CASES_FILE, FAILURES_FILE = "fuzz_cases.yaml", "fuzz_failures.yaml"
@@ -160,9 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     from conformance.cases.case_yaml import write_case_file
     from conformance.cases.loader import load_cases
-    from conformance.judging.reference import reference_unusable
     from conformance.execution.config import RunConfig
     from conformance.execution.session import run_suite
+    from conformance.judging.reference import reference_unusable
 
     if args.count < 1:
         return usage_error("fuzz", f"--count {args.count}: must be at least 1")

@@ -28,10 +28,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from conformance.execution.backends import Backend
 from conformance.cases.case import Case
-from conformance.exitcodes import EXIT_INTERNAL, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE, usage_error
+from conformance.execution.backends import Backend
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, seconds_argument
+from conformance.exitcodes import EXIT_INTERNAL, EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE, usage_error
 from conformance.judging.references import add_reference_argument
 from conformance.result import Result, is_failing
 
@@ -124,7 +124,6 @@ def run_cases(cases: Sequence[Case], members: Sequence[Member], reference: str =
     """Run every member on every case, case-major, in this process (isolated members in their own)."""
     from conformance.execution import runner
     from conformance.execution.isolation import IsolatedBackend
-
     from conformance.execution.reference_process import opened_reference
 
     backends = [(m, _backend(m, timeout)) for m in members]
@@ -287,10 +286,10 @@ def _members(args: argparse.Namespace) -> list[Member]:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from conformance.execution.backends import BackendError, resolve_backend
     from conformance.cases.loader import CaseFileError, load_cases
-    from conformance.judging.reference import reference_unusable
     from conformance.cases.selection import default_bank
+    from conformance.execution.backends import BackendError, resolve_backend
+    from conformance.judging.reference import reference_unusable
 
     if reason := reference_unusable(args.reference, args.golden):
         return usage_error("selftest", reason)

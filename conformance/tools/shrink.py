@@ -24,8 +24,8 @@ from conformance.cases import contract
 from conformance.cases.case import Case
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, seconds_argument
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
-from conformance.reporting.results_file import ResultsFileError, load_results
 from conformance.judging.references import ReferenceSource, add_reference_argument
+from conformance.reporting.results_file import ResultsFileError, load_results
 from conformance.result import Kind, Result, is_failing
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
@@ -57,7 +57,7 @@ def _smaller(value: int, low: int = 1) -> list[int]:
 def _with_input(case: Case, axis: int, value: int) -> Case:
     sizes = list(case.input)
     sizes[axis] = value
-    return dataclasses.replace(case, input=tuple(sizes))
+    return dataclasses.replace(case, input=(sizes[0], sizes[1], sizes[2], sizes[3]))
 
 
 def _pair(values: tuple[int, ...], axis: int, value: int) -> tuple[int, int]:
@@ -92,10 +92,11 @@ def _candidates(case: Case) -> Iterator[tuple[str, Case]]:
                 changed = flat[:index] + [value] + flat[index + 1:]
                 yield f"padding {changed}", dataclasses.replace(
                     case, padding=((changed[0], changed[1]), (changed[2], changed[3])))
-    simpler = (("data", "integers"), ("dtype", "float32"), ("data_format", "NHWC"), ("seed", 0))
-    for field, value in simpler:
-        if getattr(case, field) != value:
-            yield f"{field} {value}", dataclasses.replace(case, **{field: value})
+    simpler: tuple[tuple[str, object], ...] = (("data", "integers"), ("dtype", "float32"), ("data_format", "NHWC"),
+                                               ("seed", 0))
+    for field, simple in simpler:
+        if getattr(case, field) != simple:
+            yield f"{field} {simple}", dataclasses.replace(case, **{field: simple})  # type: ignore[arg-type]
 
 
 def _admissible(candidate: Case, broken_fields: frozenset[str]) -> bool:
