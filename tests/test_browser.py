@@ -157,7 +157,8 @@ def test_filters_by_status_backend_dtype_and_text(fresh: Any) -> None:
 
     Select(fresh.find_element(By.ID, "filter-status")).select_by_value("@failing")
     _expect(fresh, statuses, {"fail", "error", "crash", "timeout"})
-    Select(fresh.find_element(By.ID, "filter-backend")).select_by_value("conformance.impls.mutants:last_channel_dropped")
+    backend = Select(fresh.find_element(By.ID, "filter-backend"))
+    backend.select_by_value("conformance.impls.mutants:last_channel_dropped")
     _expect(fresh, lambda: len(_rows(fresh)), 3)  # every valid case; the error case passes
     Select(fresh.find_element(By.ID, "filter-dtype")).select_by_value("float16")
     _expect(fresh, lambda: ["NCHW_float16" in row["text"] for row in _rows(fresh)], [True])
@@ -268,5 +269,6 @@ def test_the_table_shows_each_cases_numerics(fresh: Any) -> None:
     backends = _column(fresh, "backend")
     judged = {(d, a) for d, a, b in zip(dtypes, accumulators, backends) if b == "numpy" and a}
     assert ("float16", "float32") in judged and ("float32", "float32") in judged
-    headers = fresh.execute_script("return [...document.querySelectorAll('#results-head th')].map(th => th.dataset.column)")
+    headers = fresh.execute_script(
+        "return [...document.querySelectorAll('#results-head th')].map(th => th.dataset.column)")
     assert {"rms", "ratio", "identical", "model"} <= set(headers)

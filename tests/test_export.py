@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from conformance.cases.case import Case
-from conformance.judging.compare import compare
 from conformance.cases.data import materialize, numpy_dtype
 from conformance.files import BFLOAT16_STORAGE
-from conformance.tools.export import export_pack
-from conformance.judging.reference import tensorflow_missing
-from conformance.judging.tolerance import Tolerance
 from conformance.impls.numpy_backend import separable_conv2d
+from conformance.judging.compare import compare
+from conformance.judging.reference import tensorflow_missing
 from conformance.judging.references import OracleReference, TensorFlowReference
+from conformance.judging.tolerance import Tolerance
+from conformance.tools.export import export_pack
 
 FLOAT32_SAME = Case(input=(2, 5, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
                     rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.judging.references import OracleReference
+from conformance.cases.case import Case
 from conformance.execution import runner
 from conformance.execution.backends import Backend, resolve_backend
-from conformance.cases.case import Case
 from conformance.execution.external import ExternalCommand
 from conformance.execution.isolation import IsolatedBackend, probe_backend
 from conformance.execution.journal import FolderLock
+from conformance.judging.references import OracleReference
 from tests.conftest import SMALL_CASE, cli
 
 VALID = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(2, 1),
@@ -210,7 +210,8 @@ def test_a_broken_pipe_to_a_live_child_is_a_harness_fault_and_to_a_dead_one_a_cr
     backend._process.join(10)
     backend._connection = Broken()  # type: ignore[assignment]
     # Alive when the call starts, dead by the time the send fails: it died during the send.
-    backend._process.is_alive = lambda states=iter([True]): next(states, False)  # type: ignore[method-assign]
+    states = iter([True])
+    backend._process.is_alive = lambda: next(states, False)  # type: ignore[method-assign]
     with pytest.raises(Exception, match="killed by signal SIGKILL"):
         backend(np.zeros(1))
     backend.close()
@@ -567,7 +568,8 @@ def test_export_of_a_case_with_a_very_long_name(tmp_path):
 
 
 def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path, small):
-    (tmp_path / "segv.py").write_text("import ctypes\nfrom conformance.impls.numpy_backend import separable_conv2d as c\n"
+    (tmp_path / "segv.py").write_text("import ctypes\n"
+                                      "from conformance.impls.numpy_backend import separable_conv2d as c\n"
                                       "def fn(x, *a, **k):\n    if x.shape[-1] == 2:\n        ctypes.string_at(0)\n"
                                       "    return c(x, *a, **k)\n")
     done = run_oracle(tmp_path, small, "--backend", "segv.py:fn", "--no-isolate", "-n", "2")  # 17

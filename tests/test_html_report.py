@@ -14,16 +14,14 @@ import numpy as np
 import pytest
 
 from conformance import cli
-
-from conformance.judging import diagnostics
-
-from conformance.reporting import html_report
-from conformance.judging.compare import compare
-from conformance.judging.reference import tensorflow_missing
-from conformance.result import FAILING_STATUSES, STATUSES
 from conformance.execution.config import RunConfig
 from conformance.execution.session import run_suite
+from conformance.judging import diagnostics
+from conformance.judging.compare import compare
+from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
+from conformance.reporting import html_report
+from conformance.result import FAILING_STATUSES, STATUSES
 
 XSS = '<img src=x onerror="window.__xss = 1"> & </script><!-- <b>bold</b>'
 
@@ -168,8 +166,8 @@ def test_a_wrong_border_is_named_as_such(tmp_path, case_file):
         cases:
           - {input: [1, 14, 13, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}
     """)
-    run_suite(RunConfig(cases=[str(cases)], backends=["conformance.impls.mutants:replicate_padding"], out=str(tmp_path / "out"),
-                         reference="oracle", no_isolate=True, quiet=True))
+    run_suite(RunConfig(cases=[str(cases)], backends=["conformance.impls.mutants:replicate_padding"],
+                        out=str(tmp_path / "out"), reference="oracle", no_isolate=True, quiet=True))
     document = html_report.load_results(tmp_path / "out" / "results.json")
     [record] = document["results"]
     assert record["status"] == "fail" and record["details"]["border"] == 1

@@ -17,8 +17,8 @@ from conformance.impls import mutants
 from conformance.impls.numpy_backend import separable_conv2d
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.reference import REFERENCE_STATUSES, Reference
-from conformance.reporting.results_file import load_results, results_of
 from conformance.judging.references import GoldenReference, OracleReference, TensorFlowReference
+from conformance.reporting.results_file import load_results, results_of
 from conformance.result import (
     FAILING_STATUSES,
     JUDGED_STATUSES,
