@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from conformance.execution.external import ExternalCommand
 from conformance.execution.isolation import IsolatedBackend, probe_backend
 from conformance.execution.journal import FolderLock
 from conformance.judging.references import OracleReference
-from tests.conftest import SMALL_CASE, cli
+from tests.conftest import SMALL_BANK, SMALL_CASE, cli, cli_here
 
 VALID = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(2, 1),
              rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")
@@ -37,7 +38,6 @@ ZOO = '''
 import ctypes, os, signal, sys, time
 import numpy as np
 from conformance.impls.numpy_backend import separable_conv2d as correct
-from conformance.judging.references import OracleReference
 
 def masked_zeros(*args, **kwargs):  # the mask hides that every value is wrong
     out = correct(*args, **kwargs)
@@ -457,14 +457,23 @@ def wait_for_results(folder: Path, count: int, process: subprocess.Popen[str], l
 
 
 # --- merge and report: what a results file must prove ---------------------------------------------------
-@pytest.fixture
-def shards(tmp_path: Path, small: Path) -> list[Path]:
-    """Two complete shards of one split, one result each (the small bank's two cases hash apart)."""
-    folders = []
+@pytest.fixture(scope="module")
+def shard_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two complete shards of one split, run once for the module (the runs are what takes time)."""
+    folder = tmp_path_factory.mktemp("shards")
+    (folder / "cases.yaml").write_text(SMALL_BANK, encoding="utf-8")
     for k in (1, 2):
-        assert run_oracle(tmp_path, small, "--shard", f"{k}/2", out=f"shard{k}").returncode == 0
-        folders.append(tmp_path / f"shard{k}")
-    return folders
+        assert run_oracle(folder, folder / "cases.yaml", "--shard", f"{k}/2", out=f"shard{k}").returncode == 0
+    return folder
+
+
+@pytest.fixture
+def shards(tmp_path: Path, shard_runs: Path) -> list[Path]:
+    """A fresh copy of the two shards, one result each (SMALL_BANK's two cases hash apart), for a test to
+    edit."""
+    for k in (1, 2):
+        shutil.copytree(shard_runs / f"shard{k}", tmp_path / f"shard{k}")
+    return [tmp_path / "shard1", tmp_path / "shard2"]
 
 
 def edit(folder: Path, change: object) -> None:
@@ -475,7 +484,7 @@ def edit(folder: Path, change: object) -> None:
 
 
 def merge(tmp_path: Path, *folders: Path) -> subprocess.CompletedProcess[str]:
-    return cli("merge", *map(str, folders), "--out", str(tmp_path / "merged"), cwd=tmp_path)
+    return cli_here("merge", *map(str, folders), "--out", str(tmp_path / "merged"), cwd=tmp_path)
 
 
 def test_merge_of_a_complete_split_conforms(tmp_path, shards):
@@ -518,7 +527,7 @@ def test_merge_of_zero_results_judges_nothing(tmp_path, shards):
 ])
 def test_malformed_results_files_are_usage_errors_for_merge_and_report(tmp_path, shards, text):
     (shards[1] / "results.json").write_text(text, errors="surrogateescape")
-    for done in (merge(tmp_path, *shards), cli("report", str(shards[1]), cwd=tmp_path)):  # 18
+    for done in (merge(tmp_path, *shards), cli_here("report", str(shards[1]), cwd=tmp_path)):  # 18
         assert done.returncode == 2 and "results.json" in done.stderr, done.stdout + done.stderr
         assert "Traceback" not in done.stderr
 
@@ -533,7 +542,7 @@ def test_control_characters_in_a_message_leave_junit_valid(tmp_path, shards):
 
 def test_report_of_an_unproven_results_file_says_so(tmp_path, shards):
     edit(shards[0], lambda d: d["run"].pop("completion"))
-    assert cli("report", str(shards[0]), cwd=tmp_path).returncode == 0
+    assert cli_here("report", str(shards[0]), cwd=tmp_path).returncode == 0
     assert "UNPROVEN" in (shards[0] / "report.html").read_text()
 
 
@@ -546,7 +555,7 @@ def test_report_of_an_unproven_results_file_says_so(tmp_path, shards):
 ])
 def test_report_refuses_mistyped_results_files_naming_the_field(tmp_path, shards, change, words):
     edit(shards[0], change)
-    done = cli("report", str(shards[0]), cwd=tmp_path)
+    done = cli_here("report", str(shards[0]), cwd=tmp_path)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
@@ -580,7 +589,7 @@ def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path
 
 def test_the_report_page_counts_an_unknown_status_as_failing(tmp_path, shards):
     edit(shards[0], lambda d: d["results"][0].update(status="FAIL"))  # 6: e.g. a hand-edited file
-    assert cli("report", str(shards[0]), cwd=tmp_path).returncode == 0
+    assert cli_here("report", str(shards[0]), cwd=tmp_path).returncode == 0
     page = (shards[0] / "report.html").read_text()
     assert "DOES NOT CONFORM: unknown status(es) FAIL" in page
     from conformance.reporting.html_report import page_data
