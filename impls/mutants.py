@@ -52,6 +52,85 @@ def _flush_subnormals(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return np.where(np.abs(values.astype(np.float64)) < tiny, values * 0, values).astype(values.dtype)
 
 
+# Output rows are summed a block at a time: a block and its scratch stay in cache through the k loop.
+_BLOCK_ELEMENTS = 1 << 15
+_F16_MAGIC = np.uint32((13 << 23) | 0x400000)  # added to a float32's exponent bits: 1.5 * 2**(e + 13)
+
+
+class _Rounding:
+    """Rounds float32 blocks, in place, to the nearest float16 or bfloat16 value (ties to even), kept in
+    float32: what converting to the dtype and back gives, with scratch space for blocks up to `shape`."""
+
+    def __init__(self, dtype: np.dtype, shape: tuple[int, int], overflow: bool):
+        self.float16 = dtype == np.float16
+        self.overflow = overflow  # False: no value can reach float16's overflow threshold (checks skipped)
+        self.narrow = np.empty(shape, dtype)
+        self.magic = np.empty(shape, np.float32)
+        self.sum = np.empty(shape, np.float32)
+        self.big = np.empty(shape, bool)
+
+    def __call__(self, values: np.ndarray) -> None:
+        rows = len(values)
+        if not self.float16:  # ml_dtypes' conversions are fast: to bfloat16 and back
+            np.copyto(self.narrow[:rows], values, casting="unsafe")
+            np.copyto(values, self.narrow[:rows], casting="unsafe")
+            return
+        # NumPy's float16 conversions are slow, so float16 rounding is done in float32: for 2**e <= |x| <
+        # 2**(e+1), c = 1.5 * 2**(e + 13) puts x + c in [2**(e+13), 2**(e+14)), where float32's spacing is
+        # float16's at x, so the addition rounds x as float16 does and (x + c) - c is exact; c is an even
+        # multiple of that spacing (ties go to even), and c >= 0.75 keeps the spacing at least 2**-24, that
+        # of float16's subnormals. copysign keeps the sign of a zero; from 65520 up float16 overflows.
+        magic, total = self.magic[:rows], self.sum[:rows]
+        np.bitwise_and(values.view(np.uint32), np.uint32(0x7F800000), out=magic.view(np.uint32))
+        np.add(magic.view(np.uint32), _F16_MAGIC, out=magic.view(np.uint32))
+        np.maximum(magic, np.float32(0.75), out=magic)
+        np.add(values, magic, out=total)
+        np.subtract(total, magic, out=total)
+        np.copysign(total, values, out=values)
+        if self.overflow:
+            big = self.big[:rows]
+            np.greater_equal(np.abs(values, out=magic), np.float32(65536), out=big)
+            if big.any():
+                np.copysign(np.float32(np.inf), values, out=values, where=big)
+
+
+def _running_sum_in_dtype(intermediate: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """intermediate @ terms (both float16 or both bfloat16) as a kernel accumulating in that dtype computes
+    it: out = x[:, 0] * w[0], then out = out + x[:, k] * w[k] for k = 1, 2, ... in order, every product
+    and every sum rounded to the dtype.
+
+    Computed in float32, each product and each sum rounded to the dtype right away (_Rounding): what
+    NumPy's float16 and ml_dtypes' bfloat16 arithmetic do element by element (the same bits), vectorized
+    over a block of outputs, which is many times faster. A product of two 16-bit values is exact in float32
+    (11 + 11 or 8 + 8 significand bits; for bfloat16, beyond float32's range aside), so it is rounded once,
+    correctly; a sum can be rounded twice (to float32, then to the dtype), which differs from a native
+    16-bit adder only on rare ties: harmless for a mutant, whose point is an error growing with C*M."""
+    dtype = intermediate.dtype
+    columns = np.ascontiguousarray(intermediate.T, dtype=np.float32)  # row k: x[:, k], contiguous
+    weights = terms.astype(np.float32)
+    rows, count = columns.shape[1], len(columns)
+    # Every partial sum is at most sum_k max|x[:, k]| * max|w[k]|, grown by at most (1 + 2**-11) per
+    # rounding (and 2**-25 per subnormal one): below 65520, float16 cannot overflow (NaN: check).
+    largest = float(np.max(np.abs(columns), axis=1, initial=0).astype(np.float64)
+                    @ np.max(np.abs(weights), axis=1, initial=0))
+    overflow = not largest * (1 + 2.0 ** -11) ** (2 * count) + count * 2.0 ** -24 < 65520
+    out = np.empty((rows, weights.shape[1]), np.float32)
+    block = max(1, min(rows, _BLOCK_ELEMENTS // max(1, weights.shape[1])))
+    rounded = _Rounding(dtype, (block, weights.shape[1]), overflow)
+    scratch = np.empty((block, weights.shape[1]), np.float32)
+    for start in range(0, rows, block):
+        total = out[start:start + block]
+        product = scratch[:len(total)]
+        np.multiply(columns[0, start:start + block, None], weights[0], out=total)
+        rounded(total)
+        for k in range(1, count):
+            np.multiply(columns[k, start:start + block, None], weights[k], out=product)
+            rounded(product)
+            total += product
+            rounded(total)
+    return out.astype(dtype)
+
+
 def _wraparound_padded(nhwc: np.ndarray, pads: tuple[int, int, int, int], dtype: Any) -> np.ndarray:
     """Zero padding above and below, but left/right halo pixels read through flat addressing without a
     column bounds check: column x of row y is pixel y*W + x of the image, i.e. the previous row's end or
@@ -169,11 +248,7 @@ def _conv(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Seq
             intermediate = intermediate.astype(_LOWER[dtype.name])
         if bug == "dtype_accumulation" and dtype.name in ("float16", "bfloat16"):
             # The pointwise sum held in the dtype: a running sum over k, rounded after every product and add.
-            terms = pw[0, 0]
-            out = intermediate[:, 0:1] * terms[0]
-            for k in range(1, terms.shape[0]):
-                out = out + intermediate[:, k:k + 1] * terms[k]
-            out = out.reshape(n, out_h, out_w, -1)
+            out = _running_sum_in_dtype(intermediate, pw[0, 0]).reshape(n, out_h, out_w, -1)
         else:
             intermediate = intermediate.astype(compute)
             pointwise = pw[0, 0].astype(compute)

@@ -21,6 +21,18 @@ cases:
     strides: [2, 1]
 """
 
+# SMALL_CASE plus a case the contract forbids (rate 2 with stride 2); their ids hash into different shards of 2.
+SMALL_BANK = SMALL_CASE + """
+  - input: [1, 5, 5, 2]
+    kernel: [3, 3]
+    channel_multiplier: 1
+    out_channels: 2
+    padding: SAME
+    strides: [2, 2]
+    rates: [2, 2]
+    expect: error
+"""
+
 WRONG_BACKEND = '''
 from conformance.impls.numpy_backend import separable_conv2d
 
@@ -43,17 +55,8 @@ def case_file(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def small(case_file: Callable[..., Path]) -> Path:
-    """SMALL_CASE plus a case the contract forbids (rate 2 with stride 2)."""
-    return case_file(SMALL_CASE + """
-  - input: [1, 5, 5, 2]
-    kernel: [3, 3]
-    channel_multiplier: 1
-    out_channels: 2
-    padding: SAME
-    strides: [2, 2]
-    rates: [2, 2]
-    expect: error
-""")
+    """SMALL_BANK: SMALL_CASE plus a case the contract forbids."""
+    return case_file(SMALL_BANK)
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -61,3 +64,24 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     """`sepconv-conformance ARGS...` as a user runs it, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "conformance", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
+
+
+def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`sepconv-conformance ARGS...` in this process, for commands whose failures cannot take the harness
+    down (merge, report, list, validate): what cli() gives, without starting an interpreter."""
+    import contextlib
+    import io
+    import os
+
+    from conformance.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["sepconv-conformance", *args], code, out.getvalue(), err.getvalue())
+

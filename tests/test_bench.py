@@ -1,8 +1,11 @@
-"""`sepconv-conformance bench` (run as a user runs it), and the speed paths of the NumPy backend it times."""
+"""`sepconv-conformance bench` (through its command line: in this process, which has TensorFlow imported
+already, or in a process of its own where TensorFlow must start afresh), and the speed paths of the NumPy
+backend it times."""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -11,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.tools.bench import flop_count
-from conformance.cli import main
 from conformance.cases.loader import load_cases
+from conformance.cli import main
+from conformance.tools.bench import flop_count
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,9 +80,23 @@ def conv(*args, **kwargs):
 
 
 def bench(*args: str, cwd: Path, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """`bench ARGS...` in a process of its own: for --threads (TensorFlow's thread pool is set before its first
+    op) and for an environment without TensorFlow."""
     code = f"import sys; {prelude}from conformance.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, "bench", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, check=False)
+
+
+@pytest.fixture
+def bench_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`bench ARGS...` in this process, in folder `cwd`: (exit code, stdout). This module has TensorFlow
+    imported already, so there is no start-up to pay."""
+    def run(*args: str, cwd: Path) -> tuple[int, str]:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))  # bench sets it
+        code = main(["bench", *args])
+        return code, capsys.readouterr().out
+    return run
 
 
 def test_flop_count_is_depthwise_plus_pointwise(case_file):
@@ -87,13 +104,13 @@ def test_flop_count_is_depthwise_plus_pointwise(case_file):
     assert flop_count(case) == 2 * (2 * 5 * 4) * (3 * 2) * 3 * 3 + 2 * (2 * 5 * 4) * (3 * 2) * 5
 
 
-def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(case_file, tmp_path):
+def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(case_file, tmp_path, bench_here):
     cases = case_file(BENCH_CASES)
     (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
-    done = bench("--cases", str(cases), "--backend", "numpy", "--backend", "wrong.py:off", "--repeats", "3",
-                 "--warmup", "1", "--json", "out/bench.json", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr  # a wrong backend makes the bench fail
-    lines = done.stdout.splitlines()
+    code, out = bench_here("--cases", str(cases), "--backend", "numpy", "--backend", "wrong.py:off", "--repeats", "3",
+                           "--warmup", "1", "--json", "out/bench.json", cwd=tmp_path)
+    assert code == 1, out  # a wrong backend makes the bench fail
+    lines = out.splitlines()
     assert any("timed" in line and "numpy" in line and line.rstrip().endswith("ok") for line in lines)
     assert any("timed" in line and "wrong.py:off" in line and "WRONG: " in line for line in lines)
     assert any("refused" in line and "TF n/a" in line for line in lines)
@@ -123,7 +140,7 @@ def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(ca
     assert numpy_summary["median_ratio"] == numpy_summary["worst_ratio"] == pytest.approx(numpy_side["ratio"])
 
 
-def test_dtype_threads_and_schedule_options(case_file, tmp_path):
+def test_dtype_threads_and_schedule_options(case_file, tmp_path, bench_here):
     cases = case_file(BENCH_CASES)
     case_id = load_cases([cases])[0].id
     done = bench("--cases", str(cases), "--id", case_id, "--dtype", "float64", "--dtype", "bfloat16",
@@ -138,9 +155,9 @@ def test_dtype_threads_and_schedule_options(case_file, tmp_path):
     (tmp_path / "counting.py").write_text(COUNTING_BACKEND)
     for options, calls in ((["--pause", "0.01"], 1 + 1 + 2 * 2), (["--no-prime"], 1 + 1 + 2)):
         (tmp_path / "calls.txt").unlink(missing_ok=True)
-        done = bench("--cases", str(cases), "--id", case_id, "--backend", "counting.py:conv", "--repeats", "2",
-                     "--warmup", "1", *options, cwd=tmp_path)
-        assert done.returncode == 0, done.stdout + done.stderr
+        code, out = bench_here("--cases", str(cases), "--id", case_id, "--backend", "counting.py:conv", "--repeats",
+                               "2", "--warmup", "1", *options, cwd=tmp_path)
+        assert code == 0, out
         assert len((tmp_path / "calls.txt").read_text().splitlines()) == calls
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conformance.cases import loader
-from conformance.execution import budget
-from conformance.execution.budget import GIB, case_bytes, default_case_budget, elements, over_budget
 from conformance.cases.case import Case, Origin
 from conformance.cases.loader import CaseFileError, load_cases
+from conformance.execution import budget
+from conformance.execution.budget import GIB, case_bytes, default_case_budget, elements, over_budget
 
 BASE = "{input: [1, 5, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME}"
 

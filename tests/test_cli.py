@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_CASE, WRONG_BACKEND, cli
+from tests.conftest import BANK, SMALL_BANK, SMALL_CASE, WRONG_BACKEND, cli, cli_here
+
+# Runs whose point is the harness's mechanics (shards, resume, merge, reproducers, the plugin) are judged
+# against the oracle: no TensorFlow process to start. TensorFlow stays where it is what is checked.
+ORACLE = ("--reference", "oracle")
 
 
 def test_run_passes_and_writes_reports(small, tmp_path):
@@ -32,12 +38,14 @@ def test_run_passes_and_writes_reports(small, tmp_path):
 
 def test_nonconforming_backend_exits_1_with_a_reproducer(small, tmp_path):
     (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
-    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--out", "out", cwd=tmp_path)
+    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", *ORACLE, "--out", "out",
+               cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "DOES NOT CONFORM" in done.stdout
     reproducer = next(line.strip() for line in done.stdout.splitlines()
                       if line.strip().startswith("sepconv-conformance run"))
     assert "--id n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32" in reproducer
+    assert "--reference oracle" in reproducer  # the run's options come along
     # The error maps go to results.json (and the HTML report), not into junit.xml's result property.
     failed = next(r for r in json.loads((tmp_path / "out" / "results.json").read_text())["results"]
                   if r["status"] == "fail")
@@ -93,7 +101,7 @@ def test_skip_tag_leaves_out_the_tagged_cases_of_list_golden_and_export(case_fil
 
 def test_pytest_plugin_runs_case_files_with_xdist(small, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--backend", "numpy",
-                           "--cases", str(small), "-n", "2", "--report-dir", "out", "-k", "NHWC"],
+                           "--cases", str(small), "-n", "2", "--report-dir", "out", "-k", "NHWC", *ORACLE],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
@@ -109,7 +117,6 @@ def test_plugin_is_inert_without_backend(small, tmp_path):
 def test_shards_partition_the_bank_deterministically(tmp_path):
     from conformance.cases.loader import load_cases
     from conformance.execution.plugin import in_shard
-    from tests.conftest import BANK
 
     ids = [c.id for c in load_cases([BANK])]
     shards = [[i for i in ids if in_shard(i, (k, 3))] for k in (1, 2, 3)]
@@ -118,14 +125,22 @@ def test_shards_partition_the_bank_deterministically(tmp_path):
     assert shards[0] == [i for i in ids if in_shard(i, (1, 3))]
 
 
-def test_shard_option_runs_one_shard_and_rejects_bad_values(small, tmp_path):
-    counts = []
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with SMALL_BANK in cases.yaml, and in shard1 and shard2 the results of `run --shard 1/2` and
+    `--shard 2/2` on it (shared: the shard test reads them, the merge test merges copies)."""
+    folder = tmp_path_factory.mktemp("shards")
+    (folder / "cases.yaml").write_text(SMALL_BANK)
     for k in (1, 2):
-        done = cli("run", "--cases", str(small), "--shard", f"{k}/2", "--out", f"out{k}", cwd=tmp_path)
+        done = cli("run", "--cases", "cases.yaml", "--shard", f"{k}/2", *ORACLE, "--out", f"shard{k}", cwd=folder)
         assert done.returncode in (0, 2), done.stdout + done.stderr  # 2: this shard holds no case
-        counts.append(json.loads((tmp_path / f"out{k}" / "results.json").read_text())["summary"]["total"])
+    return folder
+
+
+def test_shard_option_runs_one_shard_and_rejects_bad_values(shards, tmp_path):
+    counts = [json.loads((shards / f"shard{k}" / "results.json").read_text())["summary"]["total"] for k in (1, 2)]
     assert sum(counts) == 2
-    done = cli("run", "--cases", str(small), "--shard", "3/2", "--out", "bad", cwd=tmp_path)
+    done = cli("run", "--cases", str(shards / "cases.yaml"), "--shard", "3/2", "--out", "bad", cwd=tmp_path)
     assert done.returncode == 2 and "expected K/N" in done.stderr + done.stdout
 
 
@@ -141,19 +156,22 @@ def dies_once(*args, **kwargs):
     CALLS.write_text(str(calls + 1))
     if calls == 2 and not Path(__file__).with_name("survived").exists():
         Path(__file__).with_name("survived").write_text("")
-        os.kill(os.getppid(), signal.SIGKILL)  # `kill -9` on the run (this backend runs in its child)
-        time.sleep(10)
+        run = os.getppid()
+        os.kill(run, signal.SIGKILL)  # `kill -9` on the run (this backend runs in its child)
+        for _ in range(6000):  # no answer before the run is gone (then this child is another's)
+            if os.getppid() != run:
+                break
+            time.sleep(0.01)
     return separable_conv2d(*args, **kwargs)
 '''
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_a_case(tmp_path):
     from conformance.cases.loader import load_cases
-    from tests.conftest import BANK
 
     (tmp_path / "backend.py").write_text(KILLED_MIDWAY)
     args = ["run", "--cases", str(BANK / "geometry.yaml"), "--backend", "backend.py:dies_once", "-k", "edge",
-            "--out", "out"]
+            *ORACLE, "--out", "out"]
     first = cli(*args, cwd=tmp_path)
     assert first.returncode == -9, first.stdout + first.stderr
     header, *journal = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
@@ -171,27 +189,27 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_case(tmp_path):
 
 def test_resumed_failures_keep_the_gate_red(small, tmp_path):
     (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
-    args = ["run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--out", "out"]
+    args = ["run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", *ORACLE, "--out", "out"]
     assert cli(*args, cwd=tmp_path).returncode == 1
     again = cli(*args, "--resume", cwd=tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
     assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["total"] == 2
 
 
-def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(small, case_file, tmp_path):
+def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(shards, case_file, tmp_path):
     for k in (1, 2):
-        cli("run", "--cases", str(small), "--shard", f"{k}/2", "--out", f"shard{k}", cwd=tmp_path)
-    done = cli("merge", "shard1", "shard2", "--out", "merged", cwd=tmp_path)
+        shutil.copytree(shards / f"shard{k}", tmp_path / f"shard{k}")
+    done = cli_here("merge", "shard1", "shard2", "--out", "merged", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert merged["summary"]["total"] == 2 and merged["run"]["merged_from"] == ["shard1", "shard2"]
     assert ET.parse(tmp_path / "merged" / "junit.xml").getroot().find("testsuite").get("tests") == "2"
     assert (tmp_path / "merged" / "report.html").is_file()
-    overlapping = cli("merge", "shard1", "shard2", "shard2", "--out", "again", cwd=tmp_path)
+    overlapping = cli_here("merge", "shard1", "shard2", "shard2", "--out", "again", cwd=tmp_path)
     assert overlapping.returncode == 2 and "are both shard 2/2" in overlapping.stderr
     other = case_file(SMALL_CASE.replace("[2, 1]", "[1, 1]"), "other.yaml")
-    cli("run", "--cases", str(other), "--out", "other", cwd=tmp_path)
-    mismatched = cli("merge", "shard1", "other", "--out", "bad", cwd=tmp_path)
+    cli("run", "--cases", str(other), *ORACLE, "--out", "other", cwd=tmp_path)
+    mismatched = cli_here("merge", "shard1", "other", "--out", "bad", cwd=tmp_path)
     assert mismatched.returncode == 2 and "differ in bank_digest" in mismatched.stderr
 
 

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from conformance.execution.backends import Backend
-from conformance.result import FAILING_STATUSES, Result
 from conformance.impls import cupy_backend, cupy_kernels
 from conformance.impls.cupy_backend import (
     bfloat16_bits_to_float32,
@@ -32,6 +31,7 @@ from conformance.impls.cupy_backend import (
     unavailable_reason,
 )
 from conformance.impls.cupy_kernels import DepthwiseGeometry, check_launch, depthwise_standin, layout_steps
+from conformance.result import FAILING_STATUSES, Result
 from tests.conftest import BANK, REPO
 
 STANDIN = Backend("cupy-standin", separable_conv2d_standin)
@@ -42,21 +42,29 @@ DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.f
 
 @pytest.fixture(scope="module")
 def bank_verdicts() -> list[tuple[object, Result]]:
+    """The stand-in pipeline on every case of the bank but the full-size layers (tags bench and network),
+    judged against TensorFlow as a run judges it."""
     pytest.importorskip("tensorflow")
     from conformance.cases.loader import load_cases
-    from conformance.execution.runner import isolated_reference, run_case
+    from conformance.execution.reference_process import opened_reference
+    from conformance.execution.runner import run_case
 
-    with isolated_reference():  # TensorFlow aborts on some of the bank's cases (a stride beyond int32)
-        return [(case, run_case(case, STANDIN)) for case in load_cases([BANK])]
+    cases = [c for c in load_cases([BANK]) if not {"bench", "network"} & set(c.tags)]
+    # TensorFlow in a process of its own: it aborts on some of the bank's cases (a stride beyond int32).
+    with opened_reference("tensorflow") as source:
+        return [(case, run_case(case, STANDIN, source)) for case in cases]
 
 
 def test_standin_pipeline_conforms_on_the_whole_bank(bank_verdicts):
+    """The bank without its full-size layers: those are the same code paths at real sizes (the next test
+    checks that the rest still reaches every feature, chunking included) and would take most of the time;
+    the long low-precision reductions they hold are in cases/low_precision.yaml too."""
     failures = [f"{r.case}: {r.status}: {r.message}" for _, r in bank_verdicts if r.status != "pass"]
     assert not failures, f"{len(failures)} of {len(bank_verdicts)} cases:\n" + "\n".join(failures[:10])
 
 
 def test_the_bank_exercises_every_feature_of_the_pipeline(bank_verdicts):
-    """The previous test means something only while the bank covers every code path."""
+    """The previous test means something only while the cases it runs cover every code path."""
     from conformance.cases.contract import geometry as case_geometry
 
     valid = [case for case, _ in bank_verdicts if not case.expect_error]

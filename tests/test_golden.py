@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,8 @@ import pytest
 
 from conformance.cases.case import Case
 from conformance.cases.data import materialize, numpy_dtype
-from conformance.judging.golden import GoldenError, GoldenStore, golden_key, version_note
 from conformance.cases.loader import load_cases
+from conformance.judging.golden import GoldenError, GoldenStore, golden_key, version_note
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.reference import Reference
 from tests.conftest import BANK, cli
@@ -38,18 +39,47 @@ sys.meta_path.insert(0, HideTensorFlow())
 """
 
 
+GOLDEN_BANK = """
+sweeps:
+  - base: {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4}
+    grid:
+      padding: [SAME, VALID]
+      dtype: [float16, bfloat16, float32]
+cases:
+  - {input: [1, 5, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME,
+     strides: [2, 2], rates: [2, 2], expect: error}
+"""
+# A case that differs from GOLDEN_BANK's SAME float32 case by its name only; SAME_BUT_NAMED holds both.
+NAMED = """
+cases:
+  - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME, name: again}
+"""
+SAME_BUT_NAMED = """
+cases:
+  - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME}
+  - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME, name: again}
+"""
+
+
 @pytest.fixture
 def small_bank(case_file) -> Path:
-    return case_file("""
-        sweeps:
-          - base: {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4}
-            grid:
-              padding: [SAME, VALID]
-              dtype: [float16, bfloat16, float32]
-        cases:
-          - {input: [1, 5, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME,
-             strides: [2, 2], rates: [2, 2], expect: error}
-        """)
+    return case_file(GOLDEN_BANK)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `golden build` (TensorFlow) for the tests that need real entries, which work on copies of it:
+    GOLDEN_BANK's cases and NAMED's, built together into gold/."""
+    folder = tmp_path_factory.mktemp("built")
+    (folder / "bank.yaml").write_text(GOLDEN_BANK)
+    (folder / "named.yaml").write_text(NAMED)
+    done = cli("golden", "build", "--cases", "bank.yaml", "--cases", "named.yaml", "--out", "gold", cwd=folder)
+    assert done.returncode == 0 and done.stdout.startswith("8 golden entries"), done.stdout + done.stderr
+    return folder / "gold"
+
+
+def copy_of(built: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built, tmp_path / "gold"))
 
 
 def without_tensorflow(tmp_path: Path) -> dict[str, str]:
@@ -64,8 +94,8 @@ def results(folder: Path) -> dict[str, dict]:
     return {r["case"]: r for r in json.loads((folder / "results.json").read_text())["results"]}
 
 
-def test_goldens_let_a_machine_without_tensorflow_conform(small_bank, tmp_path):
-    assert cli("golden", "build", "--cases", str(small_bank), "--out", "gold", cwd=tmp_path).returncode == 0
+def test_goldens_let_a_machine_without_tensorflow_conform(small_bank, built, tmp_path):
+    copy_of(built, tmp_path)
     env = without_tensorflow(tmp_path)
     plain = cli("run", "--cases", str(small_bank), "--out", "plain", cwd=tmp_path, env=env)
     assert plain.returncode == 2 and "TensorFlow is not installed" in plain.stderr
@@ -77,8 +107,8 @@ def test_goldens_let_a_machine_without_tensorflow_conform(small_bank, tmp_path):
     assert {r["reference_status"] for r in found.values() if r["expect"] == "result"} == {"ok"}
 
 
-def test_missing_or_corrupted_entries_are_errors_never_passes(small_bank, tmp_path):
-    assert cli("golden", "build", "--cases", str(small_bank), "--out", "gold", cwd=tmp_path).returncode == 0
+def test_missing_or_corrupted_entries_are_errors_never_passes(small_bank, built, tmp_path):
+    copy_of(built, tmp_path)
     cases = load_cases([small_bank])
     store = GoldenStore(tmp_path / "gold")
     corrupted, missing = store.paths(cases[0])[0], store.paths(cases[1])[1]
@@ -104,15 +134,11 @@ def test_entries_are_addressed_by_what_is_computed_not_by_labels(small_bank):
     assert golden_key(dataclasses.replace(case, name="renamed")) != golden_key(case)  # the id seeds the data
 
 
-def test_cases_that_differ_only_by_name_have_entries_of_their_own(case_file, tmp_path):
-    """Same parameters, different names: different ids, so different data and different references."""
-    cases = case_file("""
-        cases:
-          - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME}
-          - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME,
-             name: again}
-        """)
-    assert cli("golden", "build", "--cases", str(cases), "--out", "gold", cwd=tmp_path).returncode == 0
+def test_cases_that_differ_only_by_name_have_entries_of_their_own(case_file, built, tmp_path):
+    """Same parameters, different names: different ids, so different data and different references (an
+    entry shared by the two would fail verification for one of them)."""
+    cases = case_file(SAME_BUT_NAMED)
+    copy_of(built, tmp_path)
     done = cli("run", "--cases", str(cases), "--reference", "golden", "--golden", "gold", "--out", "out",
                cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conformance.execution.backends import BackendError, resolve_backend
 from conformance.cases.case import Case, Origin
+from conformance.execution.backends import BackendError, resolve_backend
 from conformance.execution.runner import run_case
 from conformance.execution.support import Support, SupportError
-from tests.conftest import REPO
-from tests.conftest import cli
+from conformance.judging.references import OracleReference
+from tests.conftest import REPO, cli
 
 EXAMPLE = REPO / "examples" / "sepconv-example-backend"
 
@@ -62,10 +62,12 @@ def test_backends_lists_an_installed_package_with_its_version(example_site, tmp_
 
 def test_example_package_runs_through_its_entry_point(example_site, case_file, tmp_path):
     """Unsupported dtypes are skipped with the reason; the contract cases it is known to get wrong are
-    xfail through the expectations file it ships; everything else passes against TensorFlow."""
+    xfail through the expectations file it ships; everything else passes. Against the oracle: what is
+    tested is how a packaged backend plugs in (TensorFlow as the reference has tests of its own)."""
     mixed = case_file(MIXED_DTYPES)
     done = cli("run", "--backend", "example", "--cases", str(mixed), "--cases",
-               str(REPO / "cases" / "contract_errors.yaml"), "--out", "out", cwd=tmp_path, env=_env(example_site))
+               str(REPO / "cases" / "contract_errors.yaml"), "--reference", "oracle", "--out", "out", cwd=tmp_path,
+               env=_env(example_site))
     assert done.returncode == 0, done.stdout + done.stderr
     document = json.loads((tmp_path / "out" / "results.json").read_text())
     statuses = document["summary"]["statuses"]
@@ -111,7 +113,7 @@ def test_case_outside_the_declaration_is_skipped_with_the_reason(declared, reaso
     backend = Backend("limited", lambda *args, **kwargs: calls.append(args), None, Support.from_mapping(declared))
     case = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=1, out_channels=2, strides=(1, 1),
                 rates=(2, 1), padding="SAME", data_format="NHWC", dtype="float32", origin=Origin("x.yaml", 1))
-    result = run_case(case, backend, use_tensorflow=False)
+    result = run_case(case, backend, OracleReference())
     assert result.status == "skip" and reason in result.message
     assert not calls  # never called
     assert Support.from_mapping({}).reason_to_skip(case) is None

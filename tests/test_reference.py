@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.judging import reference as reference_module
-from conformance.execution.backends import resolve_backend
 from conformance.cases.case import Case
 from conformance.cases.data import materialize
-from conformance.judging.reference import build_reference
+from conformance.execution.backends import resolve_backend
 from conformance.execution.runner import prepare, run_case
+from conformance.judging import reference as reference_module
+from conformance.judging.reference import build_reference
+from conformance.judging.references import OracleReference, TensorFlowReference
 
 CASE = Case(input=(1, 6, 6, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1),
             rates=(1, 1), padding="SAME", data_format="NHWC", dtype="float32")
@@ -31,7 +32,7 @@ def test_healthy_tensorflow_is_the_reference():
 
 def test_refusal_is_recorded_and_the_backend_judged_against_the_oracle():
     case = Case(**{**CASE.__dict__, "dtype": "float64", "strides": (1, 2)})
-    result = run_case(case, resolve_backend("numpy"))
+    result = run_case(case, resolve_backend("numpy"), TensorFlowReference())
     assert result.status == "pass"
     assert (result.reference, result.reference_status) == ("oracle", "refused")
     assert "equal length strides" in result.reference_detail
@@ -40,7 +41,7 @@ def test_refusal_is_recorded_and_the_backend_judged_against_the_oracle():
 def test_wrong_tensorflow_values_are_a_mismatch_not_a_backend_failure(monkeypatch):
     real = reference_module.run_tensorflow
     monkeypatch.setattr(reference_module, "run_tensorflow", lambda case, inputs: real(case, inputs) * 1.01)
-    result = run_case(CASE, resolve_backend("numpy"))
+    result = run_case(CASE, resolve_backend("numpy"), TensorFlowReference())
     assert (result.status, result.reference, result.reference_status) == ("pass", "oracle", "mismatch")
     assert result.metrics["tf_max_error_in_limits"] > 1
 
@@ -63,7 +64,7 @@ def test_run_to_run_differences_are_nondeterminism(monkeypatch):
 
 def test_tensorflow_accepting_a_forbidden_case_is_a_deviation():
     case = Case(**{**CASE.__dict__, "strides": (2, 2), "rates": (2, 2), "expect_error": True})
-    result = run_case(case, resolve_backend("numpy"))
+    result = run_case(case, resolve_backend("numpy"), TensorFlowReference())
     assert result.status == "pass" and result.reference_status == "mismatch"
     assert "TensorFlow accepts input the contract forbids" in result.reference_detail
 
@@ -73,12 +74,12 @@ def test_malformed_ranks_are_never_sent_to_tensorflow(monkeypatch):
         raise AssertionError("TensorFlow must not be called: it aborts the process on malformed ranks")
     monkeypatch.setattr(reference_module, "run_tensorflow", explode)
     case = Case(**{**CASE.__dict__, "depthwise_filter_shape": (3, 3, 3), "expect_error": True})
-    result = run_case(case, resolve_backend("numpy"))
+    result = run_case(case, resolve_backend("numpy"), TensorFlowReference())
     assert (result.status, result.reference_status) == ("pass", "not_run")
 
 
 def test_oracle_only_mode_does_not_touch_tensorflow(monkeypatch):
     monkeypatch.setattr(reference_module, "run_tensorflow", lambda *a: pytest.fail("TensorFlow called"))
-    result = run_case(CASE, resolve_backend("numpy"), use_tensorflow=False)
+    result = run_case(CASE, resolve_backend("numpy"), OracleReference())
     assert (result.status, result.reference, result.reference_status) == ("pass", "oracle", "not_run")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from conformance.execution.backends import Backend
 from conformance.cases.case import Case, Origin
+from conformance.execution.backends import Backend
 from conformance.execution.runner import run_case
 from conformance.impls.numpy_backend import separable_conv2d
+from conformance.judging.references import OracleReference
 from tests.conftest import cli
 
 # Like a kernel whose atomics land in a different order on each launch: the last bit of one element moves.
@@ -47,7 +48,7 @@ def test_racy_backend_is_nondeterministic_and_the_message_says_where(small, tmp_
 
 
 def test_deterministic_backend_passes_with_repeats():
-    result = run_case(CASE, Backend("numpy", separable_conv2d), use_tensorflow=False, repeat=3)
+    result = run_case(CASE, Backend("numpy", separable_conv2d), OracleReference(), repeat=3)
     assert result.status == "pass", result.message
 
 
@@ -60,7 +61,7 @@ def test_a_backend_that_raises_only_sometimes_is_nondeterministic():
             raise RuntimeError("device busy")
         return separable_conv2d(*args, **kwargs)
 
-    result = run_case(CASE, Backend("flaky", flaky), use_tensorflow=False, repeat=2)
+    result = run_case(CASE, Backend("flaky", flaky), OracleReference(), repeat=2)
     assert result.status == "nondeterministic"
     assert "call 2 gave RuntimeError: device busy" in result.message
 
@@ -91,5 +92,5 @@ def test_array_likes_are_compared_by_value_across_repeats():
             out.flat[0] += 1.0
         return Tensor(out)
 
-    result = run_case(CASE, Backend("listy", listy), use_tensorflow=False, repeat=2)
+    result = run_case(CASE, Backend("listy", listy), OracleReference(), repeat=2)
     assert result.status == "nondeterministic"

@@ -9,13 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from conformance.execution.backends import Backend
 from conformance.cases.case import Case
 from conformance.cases.loader import load_cases
+from conformance.execution.backends import Backend
 from conformance.execution.runner import run_case
-from conformance.judging.tolerance import RANDOM_DATA, RMS_MIN_ELEMENTS
 from conformance.impls import mutants
 from conformance.impls.numpy_backend import separable_conv2d
+from conformance.judging.references import OracleReference
+from conformance.judging.tolerance import RANDOM_DATA, RMS_MIN_ELEMENTS
 from tests.conftest import BANK, cli
 
 LOW = ("float16", "bfloat16")
@@ -48,7 +49,7 @@ def caught_share(name: str, cases: list[Case]) -> tuple[int, int]:
     eligible, share = GOALS[name]
     chosen = [c for c in cases if eligible(c)]
     backend = Backend(name, mutants.MUTANTS[name])
-    caught = sum(run_case(c, backend, use_tensorflow=False).status == "fail" for c in chosen)
+    caught = sum(run_case(c, backend, OracleReference()).status == "fail" for c in chosen)
     return caught, len(chosen)
 
 
@@ -61,20 +62,20 @@ def test_each_low_precision_mutant_is_caught_case_by_case(low_precision_cases, n
 
 def test_correct_float32_accumulation_passes_every_low_precision_case(low_precision_cases):
     failing = [c.id for c in low_precision_cases
-               if run_case(c, Backend("numpy", separable_conv2d), use_tensorflow=False).status != "pass"]
+               if run_case(c, Backend("numpy", separable_conv2d), OracleReference()).status != "pass"]
     assert failing == []
 
 
 def test_dtype_accumulation_passes_when_declared_and_fails_when_not(low_precision_cases):
     long = next(c for c in low_precision_cases if c.depthwise_channels >= 512 and c.dtype == "float16")
-    undeclared = run_case(long, Backend("native", mutants.MUTANTS["dtype_accumulation"]), use_tensorflow=False)
+    undeclared = run_case(long, Backend("native", mutants.MUTANTS["dtype_accumulation"]), OracleReference())
     assert undeclared.status == "fail" and "SUPPORTS accumulator" in undeclared.message
     assert "float32 accumulator" in undeclared.metrics["error_model"]
     from conformance.execution.support import Support
 
     declared = Backend("native", mutants.MUTANTS["dtype_accumulation"],
                        support=Support.from_mapping({"accumulator": {"float16": "float16"}}))
-    assert run_case(long, declared, use_tensorflow=False).status == "pass"
+    assert run_case(long, declared, OracleReference()).status == "pass"
 
 
 def test_float32_and_float64_limits_are_the_classic_ones():

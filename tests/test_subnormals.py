@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from conformance.execution.backends import Backend
 from conformance.cases.loader import load_cases
+from conformance.execution.backends import Backend
 from conformance.execution.runner import run_case
 from conformance.execution.support import Support, SupportError
 from conformance.impls import mutants
+from conformance.judging.references import OracleReference
 from tests.conftest import BANK
 
 
@@ -26,7 +27,7 @@ def subnormal_cases() -> list:
 
 
 def test_flushing_passes_by_default_and_the_record_says_so(subnormal_cases):
-    results = [run_case(c, Backend("ftz", flushes), use_tensorflow=False) for c in subnormal_cases]
+    results = [run_case(c, Backend("ftz", flushes), OracleReference()) for c in subnormal_cases]
     assert [r.case for r in results if r.status != "pass"] == []
     assert {r.metrics["subnormal_policy"] for r in results} == {"either"}
     did = {r.metrics["subnormals"] for r in results if r.parameters["dtype"] == "float32"}
@@ -35,17 +36,17 @@ def test_flushing_passes_by_default_and_the_record_says_so(subnormal_cases):
 
 def test_a_backend_that_declares_preserve_and_flushes_fails(subnormal_cases):
     liar = Backend("ftz", flushes, support=Support.from_mapping({"subnormals": "preserve"}))
-    results = [run_case(c, liar, use_tensorflow=False) for c in subnormal_cases if c.dtype == "float32"]
+    results = [run_case(c, liar, OracleReference()) for c in subnormal_cases if c.dtype == "float32"]
     assert results and all(r.status == "fail" and "declared subnormals: preserve" in r.message for r in results)
     mutant = Backend("denormals_flushed", mutants.denormals_flushed,
                      support=Support.from_mapping(mutants.denormals_flushed.supports))
-    assert run_case(subnormal_cases[0], mutant, use_tensorflow=False).status == "fail"
+    assert run_case(subnormal_cases[0], mutant, OracleReference()).status == "fail"
 
 
 def test_preserving_backends_are_recorded_as_preserving(subnormal_cases):
     from conformance.impls.numpy_backend import separable_conv2d
 
-    results = [run_case(c, Backend("numpy", separable_conv2d), use_tensorflow=False) for c in subnormal_cases]
+    results = [run_case(c, Backend("numpy", separable_conv2d), OracleReference()) for c in subnormal_cases]
     assert all(r.status == "pass" and r.metrics["subnormals"] == "preserved" for r in results)
 
 
