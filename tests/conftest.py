@@ -33,6 +33,9 @@ SMALL_BANK = SMALL_CASE + """
     expect: error
 """
 
+# Tags of the bank's full-size layers: the whole-bank tests leave them out (same code paths at real sizes).
+FULL_SIZE_TAGS = frozenset({"bench", "network"})
+
 WRONG_BACKEND = '''
 from conformance.impls.numpy_backend import separable_conv2d
 
@@ -85,3 +88,10 @@ def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         os.chdir(previous)
     return subprocess.CompletedProcess(["sepconv-conformance", *args], code, out.getvalue(), err.getvalue())
 
+
+def bank_but_full_size() -> list:
+    """The default bank's cases but its full-size layers (FULL_SIZE_TAGS): what the whole-bank tests run
+    (the correct implementations and the CuPy stand-in in test_selftest; test_cupy_backend's coverage)."""
+    from conformance.cases.loader import load_cases
+
+    return [c for c in load_cases([BANK]) if not FULL_SIZE_TAGS & set(c.tags)]

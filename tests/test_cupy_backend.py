@@ -1,6 +1,7 @@
-"""The CuPy backend: its whole pipeline on the bank with NumPy standing in for CuPy and the kernel (judged
-against TensorFlow), its availability messages, its CUDA source (compiled where nvcc or NVRTC is), and,
-on a CUDA machine (`gpu` marker), the kernel against its stand-in bit for bit and the bank on the device."""
+"""The CuPy backend: its whole pipeline with NumPy standing in for CuPy and the kernel (judged against
+TensorFlow on the bank in tests/test_selftest.py; here, that the bank reaches all of it), its availability
+messages, its CUDA source (compiled where nvcc or NVRTC is), and, on a CUDA machine (`gpu` marker), the
+kernel against its stand-in bit for bit and the bank on the device."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from conformance.execution.backends import Backend
 from conformance.impls import cupy_backend, cupy_kernels
 from conformance.impls.cupy_backend import (
     bfloat16_bits_to_float32,
@@ -31,43 +31,23 @@ from conformance.impls.cupy_backend import (
     unavailable_reason,
 )
 from conformance.impls.cupy_kernels import DepthwiseGeometry, check_launch, depthwise_standin, layout_steps
-from conformance.result import FAILING_STATUSES, Result
-from tests.conftest import BANK, REPO
+from conformance.result import FAILING_STATUSES
+from tests.conftest import REPO, bank_but_full_size
 
-STANDIN = Backend("cupy-standin", separable_conv2d_standin)
 DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32, "float64": np.float64}
 
 
 # --- the pipeline on the bank, NumPy standing in for the device --------------------------------------------
 
-@pytest.fixture(scope="module")
-def bank_verdicts() -> list[tuple[object, Result]]:
-    """The stand-in pipeline on every case of the bank but the full-size layers (tags bench and network),
-    judged against TensorFlow as a run judges it."""
-    pytest.importorskip("tensorflow")
-    from conformance.cases.loader import load_cases
-    from conformance.execution.reference_process import opened_reference
-    from conformance.execution.runner import run_case
-
-    cases = [c for c in load_cases([BANK]) if not {"bench", "network"} & set(c.tags)]
-    # TensorFlow in a process of its own: it aborts on some of the bank's cases (a stride beyond int32).
-    with opened_reference("tensorflow") as source:
-        return [(case, run_case(case, STANDIN, source)) for case in cases]
-
-
-def test_standin_pipeline_conforms_on_the_whole_bank(bank_verdicts):
-    """The bank without its full-size layers: those are the same code paths at real sizes (the next test
-    checks that the rest still reaches every feature, chunking included) and would take most of the time;
-    the long low-precision reductions they hold are in cases/low_precision.yaml too."""
-    failures = [f"{r.case}: {r.status}: {r.message}" for _, r in bank_verdicts if r.status != "pass"]
-    assert not failures, f"{len(failures)} of {len(bank_verdicts)} cases:\n" + "\n".join(failures[:10])
-
-
-def test_the_bank_exercises_every_feature_of_the_pipeline(bank_verdicts):
-    """The previous test means something only while the cases it runs cover every code path."""
+def test_the_bank_exercises_every_feature_of_the_pipeline():
+    """The stand-in pipeline is judged against TensorFlow on every case of the bank but the full-size layers
+    (tags bench and network) in tests/test_selftest.py, as one more correct implementation beside the zoo's
+    (one pass of TensorFlow over the bank for all of them). That means something only while those cases
+    reach every code path, chunking included: the full-size layers are the same paths at real sizes."""
     from conformance.cases.contract import geometry as case_geometry
 
-    valid = [case for case, _ in bank_verdicts if not case.expect_error]
+    cases = bank_but_full_size()
+    valid = [case for case in cases if not case.expect_error]
     seen = Counter()
     for case in valid:
         g = case_geometry(case)
@@ -80,7 +60,7 @@ def test_the_bank_exercises_every_feature_of_the_pipeline(bank_verdicts):
     wanted = ["float16", "bfloat16", "float32", "float64", "NHWC", "NCHW", "SAME", "VALID", "explicit",
               "stride>1", "rate>1", "multiplier>1", "integers", "nonfinite", "subnormal", "chunked"]
     assert all(seen[feature] for feature in wanted), {feature: seen[feature] for feature in wanted}
-    assert sum(case.expect_error for case, _ in bank_verdicts) >= 20
+    assert sum(case.expect_error for case in cases) >= 20
 
 
 @pytest.mark.parametrize("kwargs, message", [

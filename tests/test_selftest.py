@@ -18,7 +18,7 @@ from conformance.impls import mutants
 from conformance.impls.alternatives import ALTERNATIVES
 from conformance.impls.mutants import MUTANTS
 from conformance.tools import selftest
-from tests.conftest import BANK, SMALL_CASE
+from tests.conftest import BANK, SMALL_CASE, bank_but_full_size
 
 
 def _selftest(tmp_path: Path, *arguments: str) -> tuple[int, dict]:
@@ -56,21 +56,35 @@ def test_quick_subset_catches_every_mutant_and_passes_every_correct_implementati
     assert report["cases"] == len(quick) <= 20
 
 
+def cupy_standin(*args, **kwargs):
+    """The CuPy backend's pipeline with NumPy standing in for CuPy and its kernel, as a backend that loads
+    anywhere (conformance.impls.cupy_backend itself refuses to load without CuPy and a CUDA device)."""
+    from conformance.impls.cupy_backend import separable_conv2d_standin
+
+    return separable_conv2d_standin(*args, **kwargs)
+
+
+# Judged on the bank with the zoo's correct implementations, in the same pass of TensorFlow over it
+# (tests/test_cupy_backend.py checks that those cases reach every part of the pipeline).
+CUPY_STANDIN = selftest.Member("cupy-standin", f"{__name__}:cupy_standin", selftest.CORRECT)
+
+
 def test_bank_passes_every_correct_implementation_and_catches_every_mutant():
     """The whole bank but the full-size layers (tags bench and network: `selftest` on all of them takes
     about 6 minutes on 2 cores; docs/tolerance.md has that run), against TensorFlow.
 
-    No false alarm: every correct implementation runs on every case, through the loop `selftest` runs
-    (run_cases, tally), and passes each, every case judged. Every mutant caught: a catch is one case's
-    verdict, whatever the other cases, and every mutant is caught on the quick subset (the previous test,
-    also against TensorFlow), which is part of this selection; so the mutants are not run again here."""
+    No false alarm: every correct implementation (and the CuPy stand-in pipeline) runs on every case,
+    through the loop `selftest` runs (run_cases, tally), and passes each, every case judged. Every mutant
+    caught: a catch is one case's verdict, whatever the other cases, and every mutant is caught on the
+    quick subset (the previous test, also against TensorFlow), which is part of this selection; so the
+    mutants are not run again here."""
     pytest.importorskip("tensorflow")
-    bank = load_cases([BANK])
-    cases = [c for c in bank if not {"bench", "network"} & set(c.tags)]
-    quick = {c.id for c in bank if selftest.QUICK_TAG in c.tags}
+    cases = bank_but_full_size()
+    quick = {c.id for c in load_cases([BANK]) if selftest.QUICK_TAG in c.tags}
     assert quick and quick <= {c.id for c in cases}  # the catches of the quick subset are catches here
-    correct = [m for m in selftest.zoo_members() if m.role == selftest.CORRECT]
-    assert {m.name for m in correct} == {"numpy", "mutants_baseline", *ALTERNATIVES}
+    zoo = [m for m in selftest.zoo_members() if m.role == selftest.CORRECT]
+    assert {m.name for m in zoo} == {"numpy", "mutants_baseline", *ALTERNATIVES}
+    correct = [*zoo, CUPY_STANDIN]
     outcomes = selftest.run_cases(cases, correct, "tensorflow")
     tallies = selftest.tally(correct, outcomes)
     false_alarms = {t.member.name: [(f.case, f.status, f.message) for f in t.failures[:3]]
