@@ -42,6 +42,7 @@ from conformance.execution.faults import (
 )
 
 BACKEND_ROLE = "the backend's process"
+LOAD_TIMEOUT_S = 120.0  # the least time a backend's import and handshake get, whatever the per-call limit
 POLL_S = 0.5  # how often a waiting harness checks that the child is still alive
 
 
@@ -109,6 +110,8 @@ class IsolatedBackend:
     """A callable with the backend signature that runs `spec` in a child process.
 
     timeout: seconds per call (None: none; the harness's commands pass DEFAULT_TIMEOUT_S at least);
+        loading the backend (the import and the handshake) may take max(timeout, LOAD_TIMEOUT_S): an import is
+        not a case, and a short per-case limit on a busy machine must not turn a slow import into a fault;
     role: how messages name the process ("the backend's process", "TensorFlow's reference process");
     environment: the child's whole environment (None: the harness's at the time of the start).
     """
@@ -138,7 +141,8 @@ class IsolatedBackend:
             self._process.start()
         child.close()
         self._connection = parent
-        reply = self._receive("while loading the backend")
+        reply = self._receive("while loading the backend",
+                              None if self.timeout is None else max(self.timeout, LOAD_TIMEOUT_S))
         if reply[0] == "unusable":
             self.close()
             raise BackendError(reply[1])
@@ -164,18 +168,18 @@ class IsolatedBackend:
         return BackendCrash(f"{self.role} {describe_exit(process.exitcode)} {when}"
                             + (f"; stderr ends with: {tail}" if tail else ""))
 
-    def _receive(self, when: str) -> tuple[Any, ...]:
-        """The child's next message, waiting at most `timeout`, noticing a death even where a helper the
-        backend forked keeps the pipe open."""
+    def _receive(self, when: str, limit: float | None) -> tuple[Any, ...]:
+        """The child's next message, waiting at most `limit` seconds (None: no limit), noticing a death even
+        where a helper the backend forked keeps the pipe open."""
         assert self._connection is not None and self._process is not None
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = None if limit is None else time.monotonic() + limit
         while not self._connection.poll(POLL_S if deadline is None
                                         else max(0.0, min(POLL_S, deadline - time.monotonic()))):
             if not self._process.is_alive() and not self._connection.poll(0):
                 raise self._died(when)
             if deadline is not None and time.monotonic() >= deadline:
                 self.close()
-                raise BackendTimeout(f"{self.role} gave no answer within {self.timeout:g} s {when}; "
+                raise BackendTimeout(f"{self.role} gave no answer within {limit:g} s {when}; "
                                      "it was killed with its process group")
         try:
             return self._connection.recv()
@@ -199,7 +203,7 @@ class IsolatedBackend:
             self.close()
             raise HarnessFault("pipe", f"cannot send the case to {self.role}: {type(error).__name__}: {error}") \
                 from None
-        reply = self._receive("during the call")
+        reply = self._receive("during the call", self.timeout)
         if reply[0] == "raised":
             raise RemoteError(reply[1], reply[2])
         if reply[0] == "aborted":
