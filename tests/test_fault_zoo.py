@@ -435,7 +435,8 @@ def test_an_interrupted_run_says_so_and_is_never_green(tmp_path, small):
                                         "    grid: {seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}\n")
     process = subprocess.Popen([sys.executable, "-m", "conformance", "run", "--cases", "many.yaml", "--reference",
                                 "oracle", "--backend", "slow.py:fn", "--out", "out"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=heed_interrupts)
     wait_for_results(tmp_path / "out", 2, process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -443,6 +444,12 @@ def test_an_interrupted_run_says_so_and_is_never_green(tmp_path, small):
     run = json.loads((tmp_path / "out" / "results.json").read_text())["run"]
     assert run["completion"] == "interrupted" and run["verdict"]["exit_code"] == 130
     assert cli("merge", "out", "--out", "merged", cwd=tmp_path).returncode == 2  # 5: never merged as a pass
+
+
+def heed_interrupts() -> None:
+    """In the run's process before exec: SIGINT handled by default, as in a terminal. A test session started in
+    the background of a non-interactive shell ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_results(folder: Path, count: int, process: subprocess.Popen[str], limit: float = 120) -> None:
