@@ -216,21 +216,24 @@ class IsolatedBackend:
 
 
 def probe_backend(spec: str, timeout: float | None = DEFAULT_TIMEOUT_S,
-                  declared: dict[str, Any] | None = None) -> Backend:
+                  declared: dict[str, Any] | None = None, keep: bool = True) -> Backend:
     """Load a Python backend in a child process and return it as a Backend whose calls run in a child
     process of their own. Raises BackendError (exit code 2) when it cannot be loaded, or when importing it
-    crashes, exits or hangs: the harness itself never imports it. `declared`: what an earlier probe of the
-    same spec found (`Backend.declared`), so a pytest-xdist worker need not load it once more."""
+    crashes, exits or hangs: the harness itself never imports it. The probing child goes on to serve the
+    calls (one start, not two); keep=False stops it once it has answered. `declared`: what an earlier probe
+    of the same spec found (`Backend.declared`), so a pytest-xdist worker need not load it once more; its
+    child then starts at the first call."""
+    child = IsolatedBackend(spec, timeout)
     if declared is None:
-        probe = IsolatedBackend(spec, timeout)
         try:
-            declared = probe.start(probe_only=True)
+            declared = child.start(probe_only=not keep)
         except (BackendCrash, BackendTimeout) as error:
             raise BackendError(f"backend {spec!r} cannot be loaded: {error}") from None
         finally:
-            probe.close()
-    return Backend(spec, IsolatedBackend(spec, timeout), declared["version"], declared["support"],
-                   declared["expectations"], declared["fingerprint"])
+            if not keep:
+                child.close()
+    return Backend(spec, child, declared["version"], declared["support"], declared["expectations"],
+                   declared["fingerprint"])
 
 
 def declarations(backend: Backend) -> dict[str, Any]:
@@ -249,5 +252,5 @@ def load_backend(spec: str, timeout: float = DEFAULT_TIMEOUT_S, isolate: bool = 
         backend = resolve_backend(spec)
         assert isinstance(backend.fn, ExternalCommand)
         return dataclasses.replace(backend, fn=ExternalCommand(backend.fn.argv, timeout, spec))
-    probed = probe_backend(spec, timeout, declared)
+    probed = probe_backend(spec, timeout, declared, keep=isolate)
     return probed if isolate else resolve_backend(spec)

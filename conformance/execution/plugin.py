@@ -85,9 +85,10 @@ def _load_backends(config: pytest.Config, run: RunConfig) -> list[Backend]:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist, on the controller, before a worker starts: hand it the backends' probe results."""
-    backends = node.config.stash.get(BACKENDS, [])
-    probed = {b.name: declarations(b) for b in backends if isinstance(b.fn, IsolatedBackend)}
-    node.workerinput[PROBED_INPUT] = pickle.dumps(probed)
+    isolated = [b for b in node.config.stash.get(BACKENDS, []) if isinstance(b.fn, IsolatedBackend)]
+    node.workerinput[PROBED_INPUT] = pickle.dumps({b.name: declarations(b) for b in isolated})
+    for backend in isolated:  # the workers call the backends; the controller's probing children may go
+        backend.fn.close()
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml's configure reads --junitxml
