@@ -592,6 +592,9 @@ def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads((tmp_path / "out" / "results.json").read_text())
     assert document["run"]["completion"] == "complete" and document["summary"]["statuses"] == {"crash": 1, "pass": 1}
+    # Run once: xdist's loadgroup alone would give the crashing case to each replacement worker in turn,
+    # until its restart limit stopped the run (conformance.execution.scheduling).
+    assert done.stdout.count("node down") == 1, done.stdout
 
 
 def test_the_report_page_counts_an_unknown_status_as_failing(tmp_path, shards):

@@ -83,6 +83,16 @@ def _load_backends(config: pytest.Config, run: RunConfig) -> list[Backend]:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist, on the controller: a run's items go out by case (conformance.execution.scheduling)."""
+    if RUN in config.stash and config.getoption("dist") == "loadgroup":
+        from conformance.execution.scheduling import CaseGroupScheduling  # xdist is there: it calls this
+
+        return CaseGroupScheduling(config, log)
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist, on the controller, before a worker starts: hand it the backends' probe results."""
     isolated = [b for b in node.config.stash.get(BACKENDS, []) if isinstance(b.fn, IsolatedBackend)]
