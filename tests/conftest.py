@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from conformance.execution.config import RunConfig
+from conformance.execution.session import run_suite
 
 REPO = Path(__file__).resolve().parent.parent
 BANK = REPO / "cases"
@@ -21,8 +26,8 @@ cases:
     strides: [2, 1]
 """
 
-# SMALL_CASE plus a case the contract forbids (rate 2 with stride 2); their ids hash into different shards of 2.
-SMALL_BANK = SMALL_CASE + """
+# A case the contract forbids (rate 2 with stride 2), as an entry of a `cases:` list.
+FORBIDDEN_CASE = """
   - input: [1, 5, 5, 2]
     kernel: [3, 3]
     channel_multiplier: 1
@@ -32,6 +37,9 @@ SMALL_BANK = SMALL_CASE + """
     rates: [2, 2]
     expect: error
 """
+
+# SMALL_CASE plus FORBIDDEN_CASE; their ids hash into different shards of 2.
+SMALL_BANK = SMALL_CASE + FORBIDDEN_CASE
 
 # Tags of the bank's full-size layers: the whole-bank tests leave them out (same code paths at real sizes).
 FULL_SIZE_TAGS = frozenset({"bench", "network"})
@@ -95,3 +103,69 @@ def bank_but_full_size() -> list:
     from conformance.cases.loader import load_cases
 
     return [c for c in load_cases([BANK]) if not FULL_SIZE_TAGS & set(c.tags)]
+
+
+# --- the report tests' run (test_html_report, test_browser) ----------------------------------------
+XSS = '<img src=x onerror="window.__xss = 1"> & </script><!-- <b>bold</b>'
+
+REPORT_CASES = f"""
+cases:
+  - input: [2, 7, 6, 5]
+    kernel: [3, 3]
+    channel_multiplier: 2
+    out_channels: 6
+    padding: SAME
+    description: '{XSS}'
+    tags: [xss]
+  - input: [1, 8, 7, 3]
+    kernel: [2, 2]
+    channel_multiplier: 1
+    out_channels: 4
+    padding: SAME
+    data_format: NCHW
+    dtype: float16
+  - input: [1, 6, 5, 3]
+    kernel: [3, 3]
+    channel_multiplier: 2
+    out_channels: 4
+    padding: VALID
+    data: integers
+""" + FORBIDDEN_CASE
+
+# Raises on every call, with markup and a script breakout in its message.
+EVIL = '''
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    raise ValueError("</script><script>window.__xss = 2</script><img src=x onerror=\\"window.__xss = 3\\">")
+'''
+
+# Right, except that it dies on batch 2 and hangs on float16.
+FLAKY = '''
+import os
+import time
+
+from conformance.impls.numpy_backend import separable_conv2d
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    if input.dtype.name == "float16":
+        time.sleep(60)
+    if input.shape[0] == 2:
+        os.abort()
+    return separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+'''
+
+REPORT_MUTANTS = ["conformance.impls.mutants:last_channel_dropped", "conformance.impls.mutants:same_split_before"]
+
+
+def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
+    """Run REPORT_CASES against the NumPy backend, two mutants, EVIL and FLAKY (isolated, 3 s timeout) into
+    folder/out; returns the parsed results.json (test_html_report, test_browser)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cases.yaml").write_text(textwrap.dedent(REPORT_CASES).lstrip(), encoding="utf-8")
+    (folder / "evil.py").write_text(EVIL, encoding="utf-8")
+    (folder / "flaky.py").write_text(FLAKY, encoding="utf-8")
+    backends = ["numpy", *REPORT_MUTANTS, f"{folder / 'evil.py'}:conv", f"{folder / 'flaky.py'}:conv"]
+    code = run_suite(RunConfig(cases=[str(folder / "cases.yaml")], backends=backends, out=str(folder / "out"),
+                                reference=reference, timeout=3.0, quiet=True))
+    assert code == 1  # the mutants and the misbehaving backends do not conform
+    return json.loads((folder / "out" / "results.json").read_text(encoding="utf-8"))

@@ -17,8 +17,7 @@ import pytest
 from conformance.cases.loader import load_cases
 from conformance.cli import main
 from conformance.tools.bench import flop_count
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import FORBIDDEN_CASE
 
 BENCH_CASES = """
 cases:
@@ -40,16 +39,7 @@ cases:
     data_format: NCHW
     dtype: float64
     tags: [bench]
-  - name: not_timed_error_case
-    input: [1, 5, 5, 2]
-    kernel: [3, 3]
-    channel_multiplier: 1
-    out_channels: 2
-    padding: SAME
-    strides: [2, 2]
-    rates: [2, 2]
-    expect: error
-    tags: [bench]
+""" + FORBIDDEN_CASE.replace("- input", "- name: not_timed_error_case\n    tags: [bench]\n    input") + """
   - name: untagged
     input: [1, 5, 5, 2]
     kernel: [3, 3]

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from conformance.reporting import html_report
-from tests.test_html_report import XSS, write_run
+from tests.conftest import XSS, write_run
 
 pytestmark = pytest.mark.browser
 

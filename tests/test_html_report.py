@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,78 +21,7 @@ from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
 from conformance.reporting import html_report
 from conformance.result import FAILING_STATUSES, STATUSES
-
-XSS = '<img src=x onerror="window.__xss = 1"> & </script><!-- <b>bold</b>'
-
-CASES = f"""
-cases:
-  - input: [2, 7, 6, 5]
-    kernel: [3, 3]
-    channel_multiplier: 2
-    out_channels: 6
-    padding: SAME
-    description: '{XSS}'
-    tags: [xss]
-  - input: [1, 8, 7, 3]
-    kernel: [2, 2]
-    channel_multiplier: 1
-    out_channels: 4
-    padding: SAME
-    data_format: NCHW
-    dtype: float16
-  - input: [1, 6, 5, 3]
-    kernel: [3, 3]
-    channel_multiplier: 2
-    out_channels: 4
-    padding: VALID
-    data: integers
-  - input: [1, 5, 5, 2]
-    kernel: [3, 3]
-    channel_multiplier: 1
-    out_channels: 2
-    padding: SAME
-    strides: [2, 2]
-    rates: [2, 2]
-    expect: error
-"""
-
-# Raises on every call, with markup and a script breakout in its message.
-EVIL = '''
-def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
-    raise ValueError("</script><script>window.__xss = 2</script><img src=x onerror=\\"window.__xss = 3\\">")
-'''
-
-# Right, except that it dies on batch 2 and hangs on float16.
-FLAKY = '''
-import os
-import time
-
-from conformance.impls.numpy_backend import separable_conv2d
-
-
-def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
-    if input.dtype.name == "float16":
-        time.sleep(60)
-    if input.shape[0] == 2:
-        os.abort()
-    return separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
-'''
-
-MUTANTS = ["conformance.impls.mutants:last_channel_dropped", "conformance.impls.mutants:same_split_before"]
-
-
-def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
-    """Run CASES against the NumPy backend, two mutants, EVIL and FLAKY (isolated, 3 s timeout) into
-    folder/out; returns the parsed results.json. Shared with test_browser."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cases.yaml").write_text(textwrap.dedent(CASES).lstrip(), encoding="utf-8")
-    (folder / "evil.py").write_text(EVIL, encoding="utf-8")
-    (folder / "flaky.py").write_text(FLAKY, encoding="utf-8")
-    backends = ["numpy", *MUTANTS, f"{folder / 'evil.py'}:conv", f"{folder / 'flaky.py'}:conv"]
-    code = run_suite(RunConfig(cases=[str(folder / "cases.yaml")], backends=backends, out=str(folder / "out"),
-                                reference=reference, timeout=3.0, quiet=True))
-    assert code == 1  # the mutants and the misbehaving backends do not conform
-    return json.loads((folder / "out" / "results.json").read_text(encoding="utf-8"))
+from tests.conftest import XSS, write_run
 
 
 def embedded(page: str) -> dict[str, Any]:
