@@ -78,8 +78,10 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 
 def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`sepconv-conformance ARGS...` in this process, for commands whose failures cannot take the harness
-    down (merge, report, list, validate): what cli() gives, without starting an interpreter."""
+    """`sepconv-conformance ARGS...` in this process: what cli() gives, without starting an interpreter.
+    For commands whose failures cannot take the harness down: merge, report, list, validate, and runs whose
+    backends are isolated in child processes (the default). A run with --no-isolate (a crash would end
+    this process), pytest-xdist workers (-n), a signal to send or an environment of its own uses cli()."""
     import contextlib
     import io
     import os

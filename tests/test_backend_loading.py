@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import SMALL_CASE, cli
+from tests.conftest import SMALL_CASE, cli, cli_here
 
 COUNTED = '''
 import os
@@ -40,7 +40,7 @@ def test_a_plain_run_imports_the_backend_once_in_the_child_that_probed_it(tmp_pa
 
 def test_xdist_workers_take_the_controllers_probe_and_the_harness_never_imports_it(tmp_path: Path) -> None:
     counter = counted_backend_and_cases(tmp_path)
-    done = cli("run", "--cases", "cases.yaml", "--backend", "counted.py:separable_conv2d", "--reference", "oracle",
+    done = cli_here("run", "--cases", "cases.yaml", "--backend", "counted.py:separable_conv2d", "--reference", "oracle",
                "-n", "2", "--out", "out", "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     imports = counter.read_text(encoding="utf-8").split()

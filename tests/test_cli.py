@@ -38,7 +38,7 @@ def test_run_passes_and_writes_reports(small, tmp_path):
 
 def test_nonconforming_backend_exits_1_with_a_reproducer(small, tmp_path):
     (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
-    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", *ORACLE, "--out", "out",
+    done = cli_here("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", *ORACLE, "--out", "out",
                cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "DOES NOT CONFORM" in done.stdout
@@ -64,7 +64,7 @@ def test_nonconforming_backend_exits_1_with_a_reproducer(small, tmp_path):
     (["--backend", "numpy:no_such_function"], "no callable"),
 ])
 def test_usage_errors_exit_2_without_traceback(small, tmp_path, args, message):
-    done = cli("run", "--cases", str(small), "--out", "out", *args, cwd=tmp_path)
+    done = cli_here("run", "--cases", str(small), "--out", "out", *args, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
@@ -132,7 +132,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("shards")
     (folder / "cases.yaml").write_text(SMALL_BANK)
     for k in (1, 2):
-        done = cli("run", "--cases", "cases.yaml", "--shard", f"{k}/2", *ORACLE, "--out", f"shard{k}", cwd=folder)
+        done = cli_here("run", "--cases", "cases.yaml", "--shard", f"{k}/2", *ORACLE, "--out", f"shard{k}", cwd=folder)
         assert done.returncode in (0, 2), done.stdout + done.stderr  # 2: this shard holds no case
     return folder
 
@@ -140,7 +140,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_shard_option_runs_one_shard_and_rejects_bad_values(shards, tmp_path):
     counts = [json.loads((shards / f"shard{k}" / "results.json").read_text())["summary"]["total"] for k in (1, 2)]
     assert sum(counts) == 2
-    done = cli("run", "--cases", str(shards / "cases.yaml"), "--shard", "3/2", "--out", "bad", cwd=tmp_path)
+    done = cli_here("run", "--cases", str(shards / "cases.yaml"), "--shard", "3/2", "--out", "bad", cwd=tmp_path)
     assert done.returncode == 2 and "expected K/N" in done.stderr + done.stdout
 
 
@@ -208,7 +208,7 @@ def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(shards
     overlapping = cli_here("merge", "shard1", "shard2", "shard2", "--out", "again", cwd=tmp_path)
     assert overlapping.returncode == 2 and "are both shard 2/2" in overlapping.stderr
     other = case_file(SMALL_CASE.replace("[2, 1]", "[1, 1]"), "other.yaml")
-    cli("run", "--cases", str(other), *ORACLE, "--out", "other", cwd=tmp_path)
+    cli_here("run", "--cases", str(other), *ORACLE, "--out", "other", cwd=tmp_path)
     mismatched = cli_here("merge", "shard1", "other", "--out", "bad", cwd=tmp_path)
     assert mismatched.returncode == 2 and "differ in bank_digest" in mismatched.stderr
 

@@ -9,7 +9,7 @@ import pytest
 from conformance.cases.loader import CaseFileError
 from conformance.execution.expectations import Expectation, apply_expectation, load_expectations
 from conformance.result import Kind, Result
-from tests.conftest import WRONG_BACKEND, cli
+from tests.conftest import WRONG_BACKEND, cli_here
 
 ENTRY = Expectation(status="xfail", reason="known", origin="e.yaml:3", case_globs=("*",))
 
@@ -57,7 +57,7 @@ expectations:
     status: xfail
     reason: a stale entry
 """)
-    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--expectations",
+    done = cli_here("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--expectations",
                str(expectations), "--reference", "oracle", "--out", "out", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"warning: expectations entry {expectations}:10: matches no case" in done.stdout
@@ -72,11 +72,11 @@ def test_a_listed_case_that_passes_fails_the_gate_unless_not_strict(small, tmp_p
     expectations = tmp_path / "numpy.yaml"
     expectations.write_text("backend: numpy\nexpectations:\n  - cases: 'n1_h6w5_c3_*'\n    status: xfail\n"
                             "    reason: was broken\n")
-    strict = cli("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
+    strict = cli_here("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
                  "--out", "out", cwd=tmp_path)
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert "XPASS" in strict.stdout and "take it off the list" in strict.stdout
-    lenient = cli("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
+    lenient = cli_here("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
                   "--no-strict-expectations", "--out", "out2", cwd=tmp_path)
     assert lenient.returncode == 0, lenient.stdout + lenient.stderr
 
@@ -84,7 +84,7 @@ def test_a_listed_case_that_passes_fails_the_gate_unless_not_strict(small, tmp_p
 def test_an_expectations_file_for_another_backend_is_not_applied(small, tmp_path):
     expectations = tmp_path / "other.yaml"
     expectations.write_text("backend: cupy\nexpectations:\n  - cases: '*'\n    status: skip\n    reason: r\n")
-    done = cli("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
+    done = cli_here("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
                "--out", "out", cwd=tmp_path)
     assert done.returncode == 0
     statuses = json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["statuses"]
@@ -94,7 +94,7 @@ def test_an_expectations_file_for_another_backend_is_not_applied(small, tmp_path
 def test_bad_expectations_file_is_a_usage_error(small, tmp_path):
     expectations = tmp_path / "bad.yaml"
     expectations.write_text("expectations:\n  - cases: '*'\n    status: xfail\n")
-    done = cli("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
+    done = cli_here("run", "--cases", str(small), "--expectations", str(expectations), "--reference", "oracle",
                "--out", "out", cwd=tmp_path)
     assert done.returncode == 2 and f"{expectations}:2" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -107,7 +107,7 @@ def test_every_expectations_file_for_a_backend_applies_in_order(small, tmp_path)
     own = tmp_path / "own.yaml"
     own.write_text("backend: wrong.py:off_by_a_bit\nexpectations:\n  - cases: 'n1_h6w5_c3_*'\n    status: xfail\n"
                    "    reason: own list\n")
-    done = cli("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--expectations", str(common),
+    done = cli_here("run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", "--expectations", str(common),
                "--expectations", str(own), "--reference", "oracle", "--out", "out", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     document = json.loads((tmp_path / "out" / "results.json").read_text())

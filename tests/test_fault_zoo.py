@@ -172,7 +172,7 @@ def test_a_hang_is_a_timeout_and_its_process_group_is_killed(zoo):
 ])
 def test_a_backend_that_dies_or_exits_while_imported_is_a_usage_error(tmp_path, small, source, words):
     (tmp_path / "bad.py").write_text(source + "def fn(*a, **k):\n    pass\n")
-    done = cli("run", "--cases", str(small), "--backend", "bad.py:fn", "--reference", "oracle", "--out", "out",
+    done = cli_here("run", "--cases", str(small), "--backend", "bad.py:fn", "--reference", "oracle", "--out", "out",
                cwd=tmp_path)
     assert done.returncode == 2 and words in done.stdout + done.stderr, done.stdout + done.stderr
     assert not (tmp_path / "out" / "results.json").exists()
@@ -264,12 +264,17 @@ def test_case_json_carries_the_case_id(tmp_path):
 # --- the command line: options, folders, journals ------------------------------------------------------
 @pytest.mark.parametrize("value", ["inf", "nan", "1e400", "0", "-1"])
 def test_a_timeout_that_is_not_a_finite_positive_number_is_refused(tmp_path, small, value):
-    done = cli("run", "--cases", str(small), "--timeout", value, "--out", "out", cwd=tmp_path)  # 3, 26
+    done = cli_here("run", "--cases", str(small), "--timeout", value, "--out", "out", cwd=tmp_path)  # 3, 26
     assert done.returncode == 2 and "finite number of seconds > 0" in done.stderr, done.stderr
 
 
 def run_oracle(tmp_path: Path, cases: Path, *args: str, out: str = "out") -> subprocess.CompletedProcess[str]:
-    return cli("run", "--cases", str(cases), "--reference", "oracle", "--out", out, *args, cwd=tmp_path)
+    """`run` against the oracle: in this process (the backend is isolated in a child of its own), or in a
+    process of its own where the run itself may die (--no-isolate) or starts pytest-xdist workers (-n)."""
+    command = ("run", "--cases", str(cases), "--reference", "oracle", "--out", out, *args)
+    if "--no-isolate" in args or "-n" in args:
+        return cli(*command, cwd=tmp_path)
+    return cli_here(*command, cwd=tmp_path)
 
 
 def test_out_pointing_at_a_file_is_a_usage_error(tmp_path, small):
@@ -324,7 +329,7 @@ def test_resume_refuses_a_journal_of_another_reference_or_backend(tmp_path, smal
     assert run_oracle(tmp_path, small, "--id", "n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32").returncode == 0
     saved = (tmp_path / "out" / "results.jsonl").read_bytes()
     for other in (["--reference", "tensorflow"], ["--backend", "wrong.py:off_by_a_bit"]):  # 7
-        done = cli("run", "--cases", str(small), "--out", "out", "--resume",
+        done = cli_here("run", "--cases", str(small), "--out", "out", "--resume",
                    "--id", "n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32", *other, cwd=tmp_path)
         assert done.returncode == 2 and "another" in done.stdout + done.stderr, done.stdout + done.stderr
         assert (tmp_path / "out" / "results.jsonl").read_bytes() == saved  # nothing lost

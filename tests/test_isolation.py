@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conformance.cases.loader import load_cases
-from tests.conftest import BANK, SMALL_BANK, cli
+from tests.conftest import BANK, SMALL_BANK, cli, cli_here
 
 MISBEHAVING = '''
 import ctypes, os, time, zlib
@@ -89,7 +89,7 @@ def misbehaved(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     (folder / "misbehaving.py").write_text(MISBEHAVING)
     (folder / "cases.yaml").write_text(SMALL_BANK)
     backends = [option for function, _, _ in MISBEHAVIOURS for option in ("--backend", f"misbehaving.py:{function}")]
-    done = cli("run", "--cases", "cases.yaml", *backends, *ORACLE, "--out", "out", cwd=folder)
+    done = cli_here("run", "--cases", "cases.yaml", *backends, *ORACLE, "--out", "out", cwd=folder)
     return done, folder / "out"
 
 
@@ -106,7 +106,7 @@ def test_misbehaviour_is_recorded_and_the_run_goes_on(misbehaved, function, stat
 
 def test_a_hang_is_a_timeout(workdir, small):
     start = time.monotonic()
-    done = cli("run", "--cases", str(small), "--backend", "misbehaving.py:hangs", "--timeout", "2", *ORACLE,
+    done = cli_here("run", "--cases", str(small), "--backend", "misbehaving.py:hangs", "--timeout", "2", *ORACLE,
                "--out", "out", cwd=workdir)
     assert done.returncode == 1
     assert {s for s, _ in statuses(workdir / "out").values()} == {"timeout"}
@@ -159,7 +159,7 @@ def test_crashes_on_ten_percent_of_cases_leave_every_other_result_intact(workdir
     """The NCHW cases of geometry.yaml: 51, of which the backend aborts on 8 (each crash costs the start of
     a fresh child; the whole file, 202 cases and 23 crashes, shows nothing more)."""
     geometry = BANK / "geometry.yaml"
-    done = cli("run", "--cases", str(geometry), "-k", "NCHW", "--backend", "misbehaving.py:aborts_on_some",
+    done = cli_here("run", "--cases", str(geometry), "-k", "NCHW", "--backend", "misbehaving.py:aborts_on_some",
                *ORACLE, "--out", "out", *workers, cwd=workdir)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     found = statuses(workdir / "out")
@@ -178,7 +178,7 @@ def test_crashes_on_ten_percent_of_cases_leave_every_other_result_intact(workdir
 def test_external_commands_that_crash_or_hang_never_pass_error_cases(workdir, small, behaviour, options, status):
     import sys
     (workdir / "command.py").write_text(behaviour + "\n")
-    done = cli("run", "--cases", str(small), "--backend", f"cmd:{sys.executable} command.py", *ORACLE,
+    done = cli_here("run", "--cases", str(small), "--backend", f"cmd:{sys.executable} command.py", *ORACLE,
                "--out", "out", *options, cwd=workdir)
     assert done.returncode == 1, done.stdout + done.stderr
     assert [s for s, _ in statuses(workdir / "out").values()] == [status, status]

@@ -9,7 +9,7 @@ from conformance.execution.backends import Backend
 from conformance.execution.runner import run_case
 from conformance.impls.numpy_backend import separable_conv2d
 from conformance.judging.references import OracleReference
-from tests.conftest import cli
+from tests.conftest import cli_here
 
 # Like a kernel whose atomics land in a different order on each launch: the last bit of one element moves.
 RACY_BACKEND = '''
@@ -33,10 +33,10 @@ CASE = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channel
 
 def test_racy_backend_is_nondeterministic_and_the_message_says_where(small, tmp_path):
     (tmp_path / "racy.py").write_text(RACY_BACKEND)
-    once = cli("run", "--cases", str(small), "--backend", "racy.py:racy", "--reference", "oracle",
+    once = cli_here("run", "--cases", str(small), "--backend", "racy.py:racy", "--reference", "oracle",
                "--out", "once", cwd=tmp_path)
     assert once.returncode == 0, once.stdout + once.stderr  # a single call cannot see it
-    done = cli("run", "--cases", str(small), "--backend", "racy.py:racy", "--repeat", "3", "--reference",
+    done = cli_here("run", "--cases", str(small), "--backend", "racy.py:racy", "--repeat", "3", "--reference",
                "oracle", "--out", "out", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -67,7 +67,7 @@ def test_a_backend_that_raises_only_sometimes_is_nondeterministic():
 
 
 def test_repeat_must_be_positive(small, tmp_path):
-    done = cli("run", "--cases", str(small), "--repeat", "0", "--reference", "oracle", "--out", "out",
+    done = cli_here("run", "--cases", str(small), "--repeat", "0", "--reference", "oracle", "--out", "out",
                cwd=tmp_path)
     assert done.returncode == 2 and "--repeat: must be at least 1, got 0" in done.stdout + done.stderr
 

@@ -17,7 +17,7 @@ from conformance.impls import mutants
 from conformance.impls.numpy_backend import separable_conv2d
 from conformance.judging.references import OracleReference
 from conformance.judging.tolerance import RANDOM_DATA, RMS_MIN_ELEMENTS
-from tests.conftest import BANK, cli
+from tests.conftest import BANK, cli_here
 
 LOW = ("float16", "bfloat16")
 
@@ -96,6 +96,6 @@ def test_float32_and_float64_limits_are_the_classic_ones():
 def test_a_bad_accumulator_declaration_stops_the_run_naming_the_key(tmp_path, small, declared, words):
     source = f"from conformance.impls.numpy_backend import separable_conv2d\nSUPPORTS = {declared!r}\n"
     (tmp_path / "declared.py").write_text(source)
-    done = cli("run", "--cases", str(small), "--backend", "declared.py:separable_conv2d", "--reference", "oracle",
+    done = cli_here("run", "--cases", str(small), "--backend", "declared.py:separable_conv2d", "--reference", "oracle",
                "--out", "out", cwd=tmp_path)
     assert done.returncode == 2 and words in done.stdout + done.stderr, done.stdout + done.stderr
