@@ -203,6 +203,23 @@ def _case_groups(driver: Any) -> list[str]:
     return [case for case, _ in itertools.groupby(text.splitlines()[0] for text in _column(driver, "case"))]
 
 
+def test_clicking_a_failure_group_shows_its_results_and_only_them(fresh: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    groups = fresh.execute_script(
+        "return [...document.querySelectorAll('tr[data-group]')].map((tr) => [tr.dataset.group, tr.cells[1].innerText,"
+        " tr.cells[2].innerText]);")
+    assert groups, "no failure groups on the page"
+    for number, count, backend in groups:  # every group is listed, and each click shows exactly its members
+        fresh.find_element(By.CSS_SELECTOR, f"tr[data-group='{number}']").click()
+        _expect(fresh, lambda: len(_rows(fresh)), int(count))
+        assert {row["cells"][2] for row in _rows(fresh)} == {backend}
+    total = sum(int(count) for _, count, _ in groups)
+    failing = fresh.execute_script("return JSON.parse(document.getElementById('report-data').textContent)"
+                                   ".rows.filter((r) => r.group).length;")
+    assert total == failing  # every failure is in exactly one group
+
+
 def test_sorting_by_a_column_both_ways(fresh: Any) -> None:
     _sort_by(fresh, "error", "desc")  # numbers: largest first
     values = [float(v) for v in _column(fresh, "error") if v]

@@ -19,7 +19,8 @@ from conformance.judging import diagnostics
 from conformance.judging.compare import compare
 from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
-from conformance.reporting import html_report
+from conformance.reporting import diagnosis, html_report
+from conformance.reporting.diagnosis import failure_groups
 from conformance.result import FAILING_STATUSES, STATUSES
 from tests.conftest import XSS, write_run
 
@@ -78,14 +79,14 @@ def _maps(shape: tuple[int, ...], wrong: tuple[slice, ...], data_format: str = "
 def test_only_the_last_row_and_only_high_channels_read_at_a_glance():
     last_row = _maps((2, 9, 7, 5), (slice(None), slice(8, 9)))
     assert last_row["pattern"]["H"]["ranges"] == [[8, 8]] and last_row["pattern"]["W"]["count"] == 7
-    assert html_report._signature(last_row["pattern"]) == "rows last only"
+    assert diagnosis.location(last_row["pattern"]) == "rows last only"
     heat = np.array([float(v) for v in last_row["heatmap"]["values"]]).reshape(9, 7)
     assert heat[8].min() > 1 and heat[:8].max() <= 1
     high = _maps((1, 4, 4, 128), (slice(None), slice(None), slice(None), slice(64, None)))
     assert high["pattern"]["C"]["ranges"] == [[64, 127]]
-    assert html_report._signature(high["pattern"]) == "channels >= 64 (of 128)"
+    assert diagnosis.location(high["pattern"]) == "channels >= 64 (of 128)"
     edges = _maps((1, 6, 8, 3), (slice(None), slice(None), [0, 7]))
-    assert html_report._signature(edges["pattern"]) == "columns first and last only"
+    assert diagnosis.location(edges["pattern"]) == "columns first and last only"
 
 
 def test_a_wrong_border_is_named_as_such(tmp_path, case_file):
@@ -101,7 +102,7 @@ def test_a_wrong_border_is_named_as_such(tmp_path, case_file):
     assert record["status"] == "fail" and record["details"]["border"] == 1
     heat = np.array([float(v) for v in record["details"]["heatmap"]["values"]]).reshape(14, 13)
     assert heat[1:-1, 1:-1].max() <= 1 and min(heat[0].min(), heat[-1].min(), heat[:, 0].min(), heat[:, -1].min()) > 1
-    assert html_report._signature(record["details"]["pattern"], 1) == "only a border 1 wide around rows and columns"
+    assert diagnosis.location(record["details"]["pattern"], 1) == "only a border 1 wide around rows and columns"
     assert "only a border 1 wide" in html_report.render_report(document)
     middle = _maps((1, 9, 9, 3), (slice(None), slice(4, 5), slice(4, 5)))  # one wrong pixel is no border
     assert middle["border"] is None
@@ -295,7 +296,7 @@ def test_report_command_writes_the_page_and_rejects_bad_folders(run, tmp_path, c
 
 
 # --- failures grouped by kind (Result.kind), never by what their messages say -----------------------------
-def test_failure_patterns_group_by_kind_not_by_message():
+def test_failure_groups_go_by_kind_not_by_message():
     pattern = {axis: {"count": 2, "of": 2, "ranges": [[0, 1]], "more_ranges": 0} for axis in "NHWC"}
     statistics = {"kind": "statistics", "pattern": pattern}
 
@@ -312,15 +313,13 @@ def test_failure_patterns_group_by_kind_not_by_message():
         record("g", None, "shape [1, 2, 2, 1], expected [1, 3, 3, 1]"),
         record("h", "a kind of a newer version", "whatever"),
     ]
-    [entry] = html_report.failure_patterns(records, ["b"])
-    groups = dict(entry["groups"])
-    within = "fail: every element within its limit, but "
-    assert groups[within + "a systematic bias"] == 1
-    assert groups[within + "too much error energy"] == 1
-    assert groups[within + "too much error energy (root mean square in expected rounding errors)"] == 1
-    assert groups[within + "a tensor-level check failed (bias or error energy)"] == 1  # no kind: not guessed
-    assert groups["fail: wrong output shape"] == 2  # two wordings, one kind
-    assert groups["fail: shape [1, 2, 2, 1], expected [1, 3, 3, 1]"] == 1  # an old record: as it was shown
-    assert groups["fail: a kind of a newer version"] == 1
+    groups = {g.pattern: g.count for g in failure_groups(records)}
+    assert groups["statistics only: a systematic bias"] == 1
+    assert groups["statistics only: too much error energy"] == 1
+    assert groups["statistics only: too much error energy (root mean square)"] == 1
+    assert groups["statistics only: a tensor-level check failed (bias or error energy)"] == 1  # no kind: not guessed
+    assert groups["wrong output shape"] == 2  # two wordings, one kind
+    assert groups["shape [1, 2, 2, 1], expected [1, 3, 3, 1]"] == 1  # an old record: as it was shown
+    assert groups["a kind of a newer version"] == 1
     rows = html_report.page_data([dict(r, status="fail") for r in records], baseline=False)["rows"]
     assert [r.get("kind") for r in rows] == [r.get("kind") for r in records]  # the page gets the kind too

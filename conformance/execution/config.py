@@ -30,14 +30,22 @@ def _size(text: str) -> str:
     return text
 
 
-def _repeat(text: str) -> int:
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
+    if value < least:
+        raise ValueError(f"must be at least {least}, got {value}")
     return value
+
+
+def _repeat(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _count(text: str) -> int:
+    return _whole(text, 0)
 
 
 def _ratio(text: str) -> float:
@@ -101,7 +109,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("max_error_ratio", "--max-error-ratio", "opt-in gate: fail a case whose error against the oracle "
            "is more than R times TensorFlow's (R >= 1)", metavar="R", parse=_ratio, reproduce=True),
     Option("exitfirst", "-x", "stop at the first failing case", "flag", pytest_flag=""),
-    Option("quiet", "-q", "less output", "flag", pytest_flag=""),
+    Option("quiet", "-q", "print only the verdict and the failure groups", "flag", pytest_flag=""),
+    Option("max_failures_shown", "--max-failures-shown", "after the failure groups, list at most N failures "
+           "one by one (default 10; all are in the reports)", metavar="N", parse=_count),
 )
 OPTIONS_BY_NAME = {option.name: option for option in RUN_OPTIONS}
 
@@ -133,12 +143,13 @@ class RunConfig:
     max_error_ratio: float | None = None
     exitfirst: bool = False
     quiet: bool = False
+    max_failures_shown: int = 10
     extra: Sequence[str] = field(default_factory=tuple)  # further pytest arguments
 
     def __post_init__(self) -> None:
         for name in ("cases", "backends", "case_ids", "expectations", "extra"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("timeout", "repeat", "max_case_memory", "max_error_ratio"):
+        for name in (option.name for option in RUN_OPTIONS if option.parse is not None):
             value = getattr(self, name)
             if isinstance(value, str) or (name != "max_case_memory" and value is not None):
                 object.__setattr__(self, name, _parsed(OPTIONS_BY_NAME[name], str(value)))
@@ -178,7 +189,7 @@ class RunConfig:
         arguments = [*self.cases, "-p", "no:sepconv_conformance", "-p", plugin,
                      "-o", f"cache_dir={Path(self.out or 'reports') / '.pytest_cache'}",  # --lf per folder
                      "-W", "ignore::pytest.PytestAssertRewriteWarning",
-                     "-rN"]  # our summary lists failures with their reproducers; pytest's would repeat them
+                     "-rN", "--tb=no"]  # our summary groups the failures; pytest's sections would repeat them
         arguments += _arguments(self, [o for o in RUN_OPTIONS if o.name != "cases"], plugin=True)
         if self.workers:
             arguments += ["--dist", "loadgroup"]

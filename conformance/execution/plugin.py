@@ -408,9 +408,13 @@ class ResultSink:
             lines.append(f"warning: {note}" if note else f"goldens made with TensorFlow {', '.join(sorted(versions))}")
         results = list(self.results.values())
         if results:
-            lines += reports.terminal_summary(results, {"reference": self.config.stash[RUN].reference,
-                                                        "duration_s": time.time() - self.started})
-            lines += accuracy.summary_lines(results) + subnormals.summary_lines(results)
+            run, quiet = self.config.stash[RUN], self.config.get_verbosity() < 0
+            path = str(self.report_dir / "results.json") if self.report_dir is not None else "results.json"
+            lines += reports.terminal_summary(results, {"reference": run.reference,
+                                                        "duration_s": time.time() - self.started},
+                                              quiet, run.max_failures_shown, path)
+            if not quiet:
+                lines += accuracy.summary_lines(results) + subnormals.summary_lines(results)
         if self.report_dir is not None and results:
             lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
             lines.append(f"reports: {self.report_dir / 'results.json'}, {self.report_dir / 'junit.xml'}")

@@ -23,6 +23,7 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, EXPECTS,
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.files import atomic_write
 from conformance.judging import accuracy, subnormals
+from conformance.reporting.diagnosis import failure_groups
 from conformance.reporting.results_file import ResultsFileError, load_results, results_of, run_verdict
-from conformance.result import FAILING_STATUSES, STATUSES, Kind, is_failing
+from conformance.result import FAILING_STATUSES, STATUSES, is_failing
 
 HELP = "render DIR/report.html from DIR/results.json, optionally against a baseline run"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,25 +57,6 @@ AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "data": (lambda p: p.get("data"), DISTRIBUTIONS),
     "expectation": (lambda p: expect_name(bool(p.get("expect_error"))), EXPECTS),
 }
-
-# A failure's kind in words, for the "Where it fails" groups of the failures without an error map.
-KIND_WORDS: dict[str, str] = {
-    Kind.NOT_ARRAY: "returned no array", Kind.SHAPE: "wrong output shape", Kind.DTYPE: "wrong output dtype",
-    Kind.NONFINITE: "non-finite mismatch", Kind.ELEMENT: "elements over their limit",
-    Kind.BIAS: "a systematic bias", Kind.ENERGY: "too much error energy",
-    Kind.RMS: "too much error energy (root mean square in expected rounding errors)",
-    Kind.ERROR_RATIO: "error over --max-error-ratio times TensorFlow's",
-    Kind.ACCEPTED_FORBIDDEN: "accepted input the contract forbids",
-    Kind.WRONG_ERROR_MESSAGE: "rejected, with a message that does not match the case's pattern",
-    Kind.REJECTED_VALID: "raised on valid input", Kind.CRASH: "the backend's process died",
-    Kind.TIMEOUT: "no answer in time", Kind.ABORTED: "gave up (MemoryError, SystemExit, ...)",
-    Kind.COMMAND_FAILED: "the command failed (an exit code other than the rejection code)",
-    Kind.NONDETERMINISTIC: "repeats differ bitwise", Kind.XPASS: "listed as expected to fail, but passes",
-    Kind.REFERENCE_UNAVAILABLE: "no reference to judge with", Kind.HARNESS: "the harness failed",
-}
-
-
-
 
 ReportError = ResultsFileError  # the name this module's callers catch
 
@@ -119,60 +102,6 @@ def coverage(records: list[dict[str, Any]], backends: list[str]) -> list[dict[st
         rows = [{"value": value, "gap": not counts[value],
                  "cells": [dict(counts[value].get(b, Counter())) for b in backends]} for value in order]
         table.append({"axis": axis, "rows": rows})
-    return table
-
-
-def _signature(pattern: dict[str, Any], border: int | None = None) -> str:
-    """Where a failure's over-limit elements are, in words: 'channels last only', 'rows first only;
-    columns 0..2 (of 9)', 'a border 1 wide'."""
-    names = {"N": "batch", "H": "rows", "W": "columns", "C": "channels"}
-    parts = []
-    spatial_everywhere = all(pattern[a]["count"] == pattern[a]["of"] for a in "HW")
-    if border and spatial_everywhere:
-        parts.append(f"only a border {border} wide around rows and columns")
-    for axis, where in pattern.items():
-        count, size, ranges = where["count"], where["of"], where["ranges"]
-        if count in (0, size):
-            continue
-        if ranges == [[size - 1, size - 1]]:
-            text = "last only"
-        elif ranges == [[0, 0]]:
-            text = "first only"
-        elif ranges == [[0, 0], [size - 1, size - 1]]:
-            text = "first and last only"
-        elif len(ranges) == 1 and ranges[0][1] == size - 1:
-            text = f">= {ranges[0][0]} (of {size})"
-        elif len(ranges) == 1:
-            text = f"{ranges[0][0]}..{ranges[0][1]} (of {size})"
-        else:
-            text = f"{count} of {size}, scattered"
-        parts.append(f"{names.get(axis, axis)} {text}")
-    return "; ".join(parts) or "everywhere (all batches, rows, columns and channels)"
-
-
-def failure_patterns(records: list[dict[str, Any]], backends: list[str]) -> list[dict[str, Any]]:
-    """Per backend, its failures grouped by status and by where the error is: the usual first clue."""
-    table = []
-    for backend in backends:
-        groups: Counter[str] = Counter()
-        for record in records:
-            if record["backend"] != backend or not _failing(record):
-                continue
-            details = record.get("details") or {}
-            kind = record.get("kind") or ""
-            if "pattern" in details:
-                where = _signature(details["pattern"], details.get("border"))
-                if details.get("kind") == "statistics":  # the error maps' kind: a tensor-level check failed
-                    where = "every element within its limit, but " + (
-                        KIND_WORDS[kind] if kind in (Kind.BIAS, Kind.ENERGY, Kind.RMS)
-                        else "a tensor-level check failed (bias or error energy)")  # a record without kind
-            elif kind:
-                where = KIND_WORDS.get(kind, kind)  # a kind this version does not know: as it is
-            else:  # a record written before `kind` existed: the start of its message, as it was shown then
-                where = (record.get("message") or "").split(":")[0][:80] or "no message"
-            groups[f"{record['status']}: {where}"] += 1
-        if groups:
-            table.append({"backend": backend, "groups": groups.most_common(8), "more": max(0, len(groups) - 8)})
     return table
 
 
@@ -225,8 +154,9 @@ def _rounded(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def page_data(records: list[dict[str, Any]], baseline: bool) -> dict[str, Any]:
-    """What the script needs, each thing once: case parameters keyed by case id, one row per result.
+def page_data(records: list[dict[str, Any]], baseline: bool, groups: Sequence[str] = ()) -> dict[str, Any]:
+    """What the script needs, each thing once: case parameters keyed by case id, one row per result (a
+    failing one with its `group`, 1-based, of `groups`: the failure groups' labels, for the group filter).
     Trimmed for size: metrics to 4 digits, the reproducer only where something is wrong, TensorFlow's
     detail only where it deviates, no worst elements for a passing result, error maps within the budget
     (_detailed) and OMITTED_WORST worst elements for the failures left without."""
@@ -256,7 +186,7 @@ def page_data(records: list[dict[str, Any]], baseline: bool) -> dict[str, Any]:
     # A status this version does not know is failing here too (the verdict says so; the page must agree).
     unknown = sorted({r["status"] for r in records if r["status"] not in STATUSES})
     return {"rows": rows, "cases": cases, "statuses": [*STATUSES, *unknown],
-            "failing": [*FAILING_STATUSES, *unknown], "baseline": baseline}
+            "failing": [*FAILING_STATUSES, *unknown], "baseline": baseline, "groups": list(groups)}
 
 
 def _detailed(records: list[dict[str, Any]]) -> set[int]:
@@ -323,6 +253,11 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
     for record in records:
         per_backend[record["backend"]][record["status"]] += 1
     failing = sum(_failing(r) for r in records)
+    groups = failure_groups(records)
+    member = {(g.backend, case): number for number, g in enumerate(groups, 1) for case in g.cases}
+    for record in records:
+        if (number := member.get((record["backend"], record["case"]))) is not None:
+            record["group"] = number
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = environment.get_template("report.html.j2")
@@ -334,12 +269,13 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
         backend_versions=run.get("backend_versions") or {}, environment=document.get("environment") or {},
         run=run, started=_when(run.get("started")),
         reference_health=(document.get("summary") or {}).get("reference_health") or {},
-        coverage=coverage(records, backends), patterns=failure_patterns(records, backends), diff=diff,
+        coverage=coverage(records, backends), groups=[g.to_dict() for g in groups], diff=diff,
         numerics=numerics_lines(document),
         # Our own files, inlined as they are (they hold no data); the data goes through script_json.
         style=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
         script=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
-        data=Markup(script_json(page_data(records, baseline is not None))))
+        data=Markup(script_json(page_data(records, baseline is not None,
+                                           [f"{g.count} {g.status}: {g.pattern} [{g.backend}]" for g in groups]))))
 
 
 def write_report(report_dir: Path, baseline_dir: Path | None = None, out: Path | None = None) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.files import atomic_write, json_safe
+from conformance.reporting.diagnosis import failure_groups
 from conformance.result import STATUSES, Result, is_failing
 
 RESULTS_FORMAT_VERSION = 1
@@ -145,7 +146,38 @@ def describe_failure(result: Result) -> str:
     return "\n".join(lines)
 
 
-def terminal_summary(results: Sequence[Result], run: dict[str, Any]) -> list[str]:
+HEALTH_LEGEND = ("(ok: TensorFlow agrees with the oracle; refused, mismatch, crash, nondeterministic: the "
+                 "backend was judged against the oracle instead; not_run: no TensorFlow reference was needed)")
+MAX_SKIP_REASONS = 5
+
+
+def _skip_lines(results: Sequence[Result]) -> list[str]:
+    """Why cases were skipped, the most common reasons first, each once."""
+    reasons = Counter((r.backend, r.message[:120]) for r in results if r.status == "skip")
+    lines = [f"skipped: {n} [{backend}] {reason}" for (backend, reason), n in reasons.most_common(MAX_SKIP_REASONS)]
+    if len(reasons) > MAX_SKIP_REASONS:
+        lines.append(f"skipped: ... {len(reasons) - MAX_SKIP_REASONS} more reasons in results.json")
+    return lines
+
+
+def group_lines(results: Sequence[Result], results_path: str = "results.json") -> list[str]:
+    """The failure groups (conformance.reporting.diagnosis), one line each with its trigger, then the
+    smallest member's reproducer and a shrink line."""
+    groups = failure_groups([r.to_dict() for r in results if is_failing(r.status) or r.status == "pass"],
+                            results_path)
+    lines = [f"failure groups: {len(groups)}, largest first"] if groups else []
+    for group in groups:
+        lines += [f"  {group.headline()}", f"      reproduce: {group.reproducer}", f"      shrink:    {group.shrink}"]
+    return lines
+
+
+def terminal_summary(results: Sequence[Result], run: dict[str, Any], quiet: bool = False,
+                     max_failures: int = MAX_LISTED_FAILURES, results_path: str = "results.json") -> list[str]:
+    """What the terminal shows after a run: the counts, TensorFlow's health, the skip reasons, the failure
+    groups and the first `max_failures` failures; quiet: the groups only. Each failure appears once."""
+    groups = group_lines(results, results_path)
+    if quiet:
+        return groups
     summary = summarize(results)
     lines = [f"{summary['total']} results in {run['duration_s']:.1f} s, reference: {run['reference']}"]
     width = max([len(b) for b in summary["per_backend"]] + [7])
@@ -155,10 +187,12 @@ def terminal_summary(results: Sequence[Result], run: dict[str, Any]) -> list[str
     health = summary["reference_health"]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(health["counts"].items()))
     lines.append(f"reference health (TensorFlow per case): {counts}")
+    lines.append(f"  {HEALTH_LEGEND}")
+    lines += _skip_lines(results) + groups
     failures = [r for r in results if is_failing(r.status)]
-    for result in failures[:MAX_LISTED_FAILURES]:
+    for result in failures[:max_failures]:
         lines.append(f"{result.status.upper()} {result.case} [{result.backend}]: {result.message[:160]}")
         lines.append(f"    {result.reproducer}")
-    if len(failures) > MAX_LISTED_FAILURES:
-        lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more failures in results.json")
+    if len(failures) > max_failures:
+        lines.append(f"... and {len(failures) - max_failures} more failures in {results_path} (--max-failures-shown)")
     return lines

@@ -126,6 +126,7 @@
     backend: document.getElementById("filter-backend"),
     dtype: document.getElementById("filter-dtype"),
     change: document.getElementById("filter-change"),
+    group: document.getElementById("filter-group"),
     text: document.getElementById("filter-text"),
   };
 
@@ -148,6 +149,7 @@
   fillSelect(controls.dtype, [["", "all"], ...[...dtypeCounts].sort().map(([d, n]) => [d, d + " (" + n + ")"])]);
   const changeCounts = counted(rows.map((r) => r.change || "unchanged"));
   fillSelect(controls.change, [["", "all"], ...[...changeCounts].map(([c, n]) => [c, c + " (" + n + ")"])]);
+  fillSelect(controls.group, [["", "all"], ...(data.groups || []).map((label, i) => [String(i + 1), "#" + (i + 1) + " " + label])]);
 
   function haystack(row) {
     const p = params(row);
@@ -161,6 +163,7 @@
     const backend = controls.backend.value;
     const dtype = controls.dtype.value;
     const change = controls.change ? controls.change.value : "";
+    const group = controls.group ? controls.group.value : "";
     const words = controls.text.value.toLowerCase().split(/\s+/).filter(Boolean);
     const shown = [];
     rows.forEach((row, index) => {
@@ -168,6 +171,7 @@
       if (backend && row.backend !== backend) return;
       if (dtype && (params(row).dtype || "") !== dtype) return;
       if (change && (row.change || "unchanged") !== change) return;
+      if (group && String(row.group || "") !== group) return;
       if (!words.every((w) => haystacks[index].includes(w))) return;
       shown.push(index);
     });
@@ -249,9 +253,16 @@
   });
   let typing = null;
   controls.text.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(render, 150); });
-  for (const name of ["status", "backend", "dtype", "change"]) {
+  for (const name of ["status", "backend", "dtype", "change", "group"]) {
     if (controls[name]) controls[name].addEventListener("change", render);
   }
+  document.querySelectorAll("tr[data-group]").forEach((tr) => tr.addEventListener("click", () => {
+    controls.group.value = tr.dataset.group;  // a group's results, whatever the other filters said
+    for (const name of ["status", "backend", "dtype", "change"]) if (controls[name]) controls[name].value = "";
+    controls.text.value = "";
+    render();
+    document.getElementById("results").scrollIntoView();
+  }));
 
   // --- charts ---------------------------------------------------------------------------------------
   function heatmap(map, shape) {

@@ -1,0 +1,104 @@
+"""Failure groups that explain themselves (conformance.reporting.diagnosis): a backend with three subtle
+bugs, run for real against the oracle, must come out as separate groups, each naming its trigger, with a
+reproducer and a shrink line; the terminal prints each failure once, and -q only the groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.reporting.diagnosis import Contrast, contrasts, failure_groups
+from tests.conftest import cli_here
+
+# The last output channel dropped when O % 8 != 0; SAME's odd pixel of padding on the wrong side, only with
+# a stride of 2; float16's pointwise sum held in float16.
+THREE_BUGS = '''
+import numpy as np
+
+from conformance.impls import mutants
+from conformance.impls.numpy_backend import separable_conv2d
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    args = (input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    if padding == "SAME" and 2 in strides[1:3]:
+        out = mutants.same_split_before(*args)
+    elif np.asarray(input).dtype == np.float16:
+        out = mutants.dtype_accumulation(*args)
+    else:
+        out = separable_conv2d(*args)
+    out = np.array(out)
+    if out.shape[-1] % 8:
+        out[..., -1] = 0
+    return out
+'''
+
+# 16 float32 cases over O x padding x stride (an 8x8 input: SAME at stride 2 pads one pixel, an odd one) and
+# 3 long float16 reductions.
+CASES = """
+sweeps:
+  - base: {input: [1, 8, 8, 3], kernel: [3, 3], channel_multiplier: 2}
+    grid:
+      out_channels: [7, 8, 13, 16]
+      padding: [SAME, VALID]
+      strides: [[1, 1], [2, 2]]
+  - base: {input: [1, 6, 6, 512], kernel: [3, 3], channel_multiplier: 1, out_channels: 8, padding: VALID,
+           dtype: float16}
+    grid: {seed: [1, 2, 3]}
+"""
+
+
+@pytest.fixture(scope="module")
+def three_bugs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """The run, once: its folder, and what `run` and `run -q` printed."""
+    folder = tmp_path_factory.mktemp("three_bugs")
+    (folder / "bugs.py").write_text(THREE_BUGS, encoding="utf-8")
+    (folder / "cases.yaml").write_text(CASES, encoding="utf-8")
+    command = ("run", "--cases", "cases.yaml", "--backend", "bugs.py:conv", "--reference", "oracle")
+    loud = cli_here(*command, "--out", "loud", "--max-failures-shown", "3", cwd=folder)
+    quiet = cli_here(*command, "--out", "out", "-q", cwd=folder)
+    assert loud.returncode == quiet.returncode == 1, loud.stdout + loud.stderr
+    return folder, loud.stdout, quiet.stdout
+
+
+def test_each_bug_is_a_group_of_its_own_that_names_its_trigger(three_bugs):
+    folder, _, _ = three_bugs
+    records = json.loads((folder / "out" / "results.json").read_text())["results"]
+    groups = {g.pattern: g for g in failure_groups(records)}
+    channel, shift = groups["the last channels"], groups["everywhere (all images, rows, columns and channels)"]
+    assert channel.count == 6 and all("_o7_" in c or "_o13_" in c for c in channel.cases)
+    assert Contrast("out_channels % 8", "!= 0", 1.0, 0.0) in channel.contrasts
+    assert shift.count == 4 and all("_s2x2_" in c and "SAME" in c for c in shift.cases)
+    assert Contrast("padding with strides", "SAME at 2x2", 1.0, 0.0) in shift.contrasts
+    low = [g for g in groups.values() if g not in (channel, shift)]
+    assert sum(g.count for g in low) == 3 and all(Contrast("dtype", "float16", 1.0, 0.0) in g.contrasts for g in low)
+    # The smallest member's reproducer and a shrink line that names this results file and backend.
+    assert channel.reproducer.startswith("sepconv-conformance run ")
+    assert f"--id {channel.cases[0]}" in channel.reproducer
+    assert channel.shrink.endswith(f"--id {channel.cases[0]} --backend bugs.py:conv --reference oracle")
+
+
+def test_the_terminal_prints_the_groups_and_each_failure_once(three_bugs):
+    _, loud, quiet = three_bugs
+    assert "failure groups: " in quiet and "out_channels % 8 != 0 in" not in quiet
+    assert "100% out_channels % 8 != 0 (0% of passing)" in quiet and "shrink:" in quiet
+    assert "reference health" not in quiet and "FAIL n1_" not in quiet  # -q: the verdict and the groups only
+    assert "FAILURES" not in loud and "short test summary" not in loud  # pytest's own lists are not repeated
+    assert loud.count("\nFAIL ") == 3 and "... and 10 more failures in " in loud  # --max-failures-shown 3
+    assert "reference health" in loud and "ok: TensorFlow agrees with the oracle" in loud
+
+
+def test_contrasts_compare_members_with_passing_cases():
+    def record(**parameters: object) -> dict[str, object]:
+        return {"parameters": {"input": [1, 8, 8, 4], "channel_multiplier": 1, "strides": [1, 1], "rates": [1, 1],
+                               "kernel": [3, 3], "padding": "VALID", "data_format": "NHWC", "dtype": "float32",
+                               "out_channels": 8} | parameters}
+    members = [record(data_format="NCHW"), record(data_format="NCHW", dtype="float16")]
+    passing = [record(), record(dtype="float16"), record(data_format="NCHW", out_channels=9)]
+    found = contrasts(members, passing)
+    assert found[0] == Contrast("layout", "NCHW", 1.0, 1 / 3)  # every member; a third of the passing cases
+    assert all(c.feature != "dtype" for c in found)  # half the members, half the passing cases: no contrast
+    assert str(found[0]) == "100% layout NCHW (33% of passing)"
+    assert str(contrasts(members, [])[0]).endswith("(no passing case)")
