@@ -246,6 +246,7 @@ def test_a_failing_case_opens_its_detail_with_maps_and_reproducer(fresh: Any) ->
     detail = fresh.find_element(By.ID, "detail")  # the panel stays; its body is rebuilt when a result opens
     _wait(fresh, detail.is_displayed)
     assert "FAIL n2_h7w6_c5" in fresh.find_element(By.ID, "detail-title").text
+    assert fresh.find_element(By.ID, "relation").text == "Recognized: output channel 5 is constant (0)"
     pattern = fresh.find_element(By.ID, "pattern").text
     assert "output channels: 1 of 6: 5 (the last only)" in pattern and "rows: all 7" in pattern
     assert len(fresh.find_elements(By.CSS_SELECTOR, "#heatmap rect")) == 7 * 6

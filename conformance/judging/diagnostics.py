@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from conformance.judging.detectors import detect
+
 HEATMAP_MAX = 32
 PROFILE_MAX = 128
 RANGES_MAX = 8
@@ -190,6 +192,9 @@ def failure_details(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, bound: 
         return details
     if data_format == "NCHW":
         severity, over = severity.transpose(0, 2, 3, 1), over.transpose(0, 2, 3, 1)
+        got, ref, limit = (a.transpose(0, 2, 3, 1) for a in (got, ref, limit))
+    if relation := detect(got, ref, limit):  # "shifted by (0, 1)", "scaled by 0.5", ...: conformance.judging.detectors
+        details["relation"] = {"what": relation[0], "sentence": relation[1]}
     details["shape"] = [int(s) for s in severity.shape]
     details["pattern"] = _pattern(over)
     details["border"] = _border(over)

@@ -1,7 +1,9 @@
 """Failure groups that explain themselves: which bugs a red run holds, and what triggers each.
 
-Every failing result gets a *pattern*: where its error is, coarsely (some channels, a border, some rows or
-columns, some images, everywhere, statistics only, non-finite values), or, for a failure without values,
+Every failing result gets a *pattern*: its relation to the reference where one fits every element
+(conformance.judging.detectors: "shifted by (1, 1)", "constant channels", ...), else where its error is,
+coarsely (some channels, a border, some rows or columns, some images, everywhere, statistics only,
+non-finite values), or, for a failure without values,
 its kind (crash, wrong shape, raised on valid input, ...). One backend's failures with one status and one
 pattern form a group, so the variants of one bug (the last channel at O=7 and at O=13, with or without a
 few rows under the limit) land in one group instead of one per row and column combination.
@@ -62,7 +64,7 @@ class FailureGroup:
     status: str
     pattern: str
     cases: tuple[str, ...]  # the members' case ids, smallest case first
-    example: str  # exactly where the smallest member's error is ("" without an error map)
+    example: str  # the smallest member's relation to the reference, or exactly where its error is, or ""
     contrasts: tuple[Contrast, ...]
     reproducer: str  # the smallest member's
     shrink: str
@@ -104,6 +106,8 @@ def pattern_of(record: dict[str, Any]) -> str:
         if kind:
             return PATTERN_WORDS.get(kind, kind)  # a kind this version does not know: as it is
         return (record.get("message") or "").split(":")[0][:80] or "no message"  # a record older than `kind`
+    if "relation" in details:  # a relation to the reference names the bug better than where it is
+        return str(details["relation"]["what"])
     pattern = details["pattern"]
     partial = {axis: where for axis, where in pattern.items() if 0 < where["count"] < where["of"]}
     if details.get("border") and all(pattern[a]["count"] == pattern[a]["of"] for a in "HW"):
@@ -198,7 +202,8 @@ def failure_groups(records: list[dict[str, Any]], results_path: str = "results.j
         group.sort(key=lambda r: (_size(r), r["case"]))
         smallest = group[0]
         details = smallest.get("details") or {}
-        example = location(details["pattern"], details.get("border")) if "pattern" in details else ""
+        example = (details["relation"]["sentence"] if "relation" in details
+                   else location(details["pattern"], details.get("border")) if "pattern" in details else "")
         # Against passing cases that expect what the members expect: a wrong value is never an error case's.
         expects = {_expects_error(r) for r in group}
         alike = [r for r in passing[backend] if len(expects) > 1 or _expects_error(r) in expects]

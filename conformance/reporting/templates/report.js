@@ -415,6 +415,9 @@
       body.appendChild(el("p", { text: "Every element is within its limit: the tensor-level check failed (the errors lean one way, " +
         "or there are too many of them). The signs of the errors and the histogram show how." }));
     }
+    if (details.relation) {  // conformance/judging/detectors.py: the bug in one sentence, where one fits
+      body.appendChild(el("p", { id: "relation", className: "relation", text: "Recognized: " + details.relation.sentence }));
+    }
     if (details.pattern) {
       body.appendChild(el("h3", { text: "Where the over-limit elements are (exact indices, logical axes)" }));
       body.appendChild(patternList(details.pattern, details.border));

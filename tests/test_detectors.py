@@ -1,0 +1,80 @@
+"""Relations between a failing output and its reference (conformance.judging.detectors): each claimed only
+when every element fits it, found on real buggy backends in both layouts, and carried into the failure
+groups (conformance.reporting.diagnosis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.cases.loader import load_cases
+from conformance.execution.backends import Backend
+from conformance.execution.runner import run_case
+from conformance.impls import mutants
+from conformance.judging.detectors import detect
+from conformance.judging.references import OracleReference
+from conformance.reporting.diagnosis import failure_groups
+
+RNG = np.random.default_rng(7)
+REF = RNG.standard_normal((2, 6, 7, 5))
+LIMIT = np.full(REF.shape, 1e-9)
+
+
+def swapped(ref: np.ndarray, a: int, b: int) -> np.ndarray:
+    order = list(range(ref.shape[3]))
+    order[a], order[b] = b, a
+    return ref[..., order]
+
+
+@pytest.mark.parametrize("got, what, words", [
+    (np.zeros_like(REF), "all zeros", "the output is all zeros"),
+    (0.5 * REF, "scaled", "scaled by 0.5"),
+    (np.pad(REF, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1], "shifted by (1, 0)", "shifted by (1, 0)"),
+    (np.pad(REF, ((0, 0), (0, 0), (0, 2), (0, 0)))[:, :, 2:], "shifted by (0, -2)", "shifted by (0, -2)"),
+    (swapped(REF, 1, 4), "two channels swapped", "output channels 1 and 4 are swapped"),
+    (REF[..., [1, 2, 0, 3, 4]], "channels permuted", "0 holds 1, 1 holds 2, 2 holds 0"),
+    (np.where(np.arange(5) == 3, 0.25, REF), "constant channels", "output channel 3 is constant (0.25)"),
+    (np.where(np.arange(6)[:, None, None] == 5, 0.0, REF), "constant rows", "row 5 is constant (0)"),
+])
+def test_each_relation_is_recognized(got, what, words):
+    relation = detect(got, REF, LIMIT)
+    assert relation is not None and relation[0] == what and words in relation[1], relation
+
+
+@pytest.mark.parametrize("got", [
+    REF + 1e-6 * RNG.standard_normal(REF.shape),  # noise over the limit: no relation is claimed
+    1.01 * REF + 1e-6 * RNG.standard_normal(REF.shape),  # almost scaled, but not within the limits
+    np.where(np.arange(5) == 3, REF + 1.0, REF),  # one channel off by a constant: not "constant"
+])
+def test_nothing_is_claimed_that_does_not_fit_every_element(got):
+    assert detect(got, REF, LIMIT) is None
+
+
+def test_non_finite_elements_are_left_out_and_other_shapes_are_not_judged():
+    got = 2.0 * REF
+    got[0, 0, 0, 0] = np.nan
+    assert detect(got, REF, LIMIT) == ("scaled", "the output is the reference scaled by 2")
+    assert detect(REF[..., :4], REF, LIMIT) is None and detect(REF[0], REF[0], LIMIT[0]) is None
+
+
+CASES = """
+cases:
+  - {input: [1, 8, 9, 3], kernel: [2, 2], channel_multiplier: 2, out_channels: 6, padding: SAME}
+  - {input: [1, 8, 9, 3], kernel: [2, 2], channel_multiplier: 2, out_channels: 6, padding: SAME, data_format: NCHW}
+"""
+
+
+@pytest.mark.parametrize("mutant, what, words", [
+    ("same_split_before", "shifted by (1, 1)", "shifted by (1, 1)"),  # SAME's odd pixel before: a shift
+    ("last_channel_dropped", "constant channels", "output channel 5 is constant (0)"),
+])
+def test_real_bugs_are_named_in_both_layouts_and_group_by_their_relation(tmp_path: Path, mutant, what, words):
+    (tmp_path / "cases.yaml").write_text(CASES, encoding="utf-8")
+    results = [run_case(case, Backend(mutant, mutants.MUTANTS[mutant]), OracleReference())
+               for case in load_cases([tmp_path / "cases.yaml"])]
+    assert [r.status for r in results] == ["fail", "fail"]
+    assert all(r.details["relation"]["what"] == what and words in r.details["relation"]["sentence"] for r in results)
+    [group] = failure_groups([r.to_dict() for r in results])
+    assert group.pattern == what and group.count == 2 and words in group.example
