@@ -94,7 +94,8 @@ def _axis_words(axis: str, where: dict[str, Any]) -> str:
 
 
 def pattern_of(record: dict[str, Any]) -> str:
-    """Where a failing result's error is, coarsely enough that one bug's variants share the words."""
+    """What a failing result's error is (its relation to the reference) or where it is, coarsely enough that
+    one bug's variants share the words."""
     kind = record.get("kind") or ""
     details = record.get("details") or {}
     if kind == Kind.NONFINITE:
@@ -155,6 +156,7 @@ def _expects_error(record: dict[str, Any]) -> bool:
 
 
 def _size(record: dict[str, Any]) -> int:
+    """How big a case is, to pick a group's smallest member: N*H*W times its widest channel count."""
     parameters = record.get("parameters") or {}
     n, h, w, c = parameters.get("input") or (0, 0, 0, 0)
     return int(n * h * w * max(c * (parameters.get("channel_multiplier") or 1), parameters.get("out_channels") or 1))
