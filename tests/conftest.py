@@ -171,3 +171,38 @@ def write_run(folder: Path, reference: str = "oracle") -> dict[str, Any]:
                                 reference=reference, timeout=3.0, quiet=True))
     assert code == 1  # the mutants and the misbehaving backends do not conform
     return json.loads((folder / "out" / "results.json").read_text(encoding="utf-8"))
+
+
+# --- a backend with two builds: right before and broken now, or the other way (baseline tests) ------------
+BASELINE_BACKEND = '''
+import numpy as np
+
+from conformance.impls.alternatives import fp64_then_cast
+from conformance.impls.numpy_backend import separable_conv2d
+
+MODE = {mode!r}
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    args = (input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    channels = input.shape[3 if data_format == "NHWC" else 1]
+    if channels == 3:  # case A: right before, broken now
+        result = separable_conv2d(*args)
+        if MODE == "after":
+            result[0, 0, 0, 0] += 1
+        return result
+    if channels == 2:  # case B: broken before, right now
+        result = separable_conv2d(*args)
+        if MODE == "before":
+            result[0, 0, 0, 0] += 1
+        return result
+    # case C: correctly rounded before, float32 accumulation now: still right, closer to the limit
+    return fp64_then_cast(*args) if MODE == "before" else separable_conv2d(*args)
+'''
+
+BASELINE_CASES = """
+cases:
+  - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
+  - {input: [1, 6, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
+  - {input: [1, 9, 9, 64], kernel: [3, 3], channel_multiplier: 2, out_channels: 32, padding: SAME}
+"""

@@ -20,9 +20,10 @@ from conformance.judging.compare import compare
 from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
 from conformance.reporting import diagnosis, html_report
+from conformance.reporting.baseline import CLOSER_FACTOR, baseline_diff
 from conformance.reporting.diagnosis import failure_groups
 from conformance.result import FAILING_STATUSES, STATUSES
-from tests.conftest import XSS, write_run
+from tests.conftest import BASELINE_BACKEND, BASELINE_CASES, XSS, write_run
 
 
 def embedded(page: str) -> dict[str, Any]:
@@ -199,40 +200,6 @@ def test_tensorflow_reference_metrics_reach_the_page(tmp_path, case_file):
 
 
 # --- baseline ---------------------------------------------------------------------------------------
-BASELINE_BACKEND = '''
-import numpy as np
-
-from conformance.impls.alternatives import fp64_then_cast
-from conformance.impls.numpy_backend import separable_conv2d
-
-MODE = {mode!r}
-
-
-def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
-    args = (input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
-    channels = input.shape[3 if data_format == "NHWC" else 1]
-    if channels == 3:  # case A: right before, broken now
-        result = separable_conv2d(*args)
-        if MODE == "after":
-            result[0, 0, 0, 0] += 1
-        return result
-    if channels == 2:  # case B: broken before, right now
-        result = separable_conv2d(*args)
-        if MODE == "before":
-            result[0, 0, 0, 0] += 1
-        return result
-    # case C: correctly rounded before, float32 accumulation now: still right, closer to the limit
-    return fp64_then_cast(*args) if MODE == "before" else separable_conv2d(*args)
-'''
-
-BASELINE_CASES = """
-cases:
-  - {input: [1, 6, 5, 3], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
-  - {input: [1, 6, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
-  - {input: [1, 9, 9, 64], kernel: [3, 3], channel_multiplier: 2, out_channels: 32, padding: SAME}
-"""
-
-
 def test_baseline_shows_new_failures_fixes_and_cases_closer_to_their_limit(tmp_path, case_file):
     cases = case_file(BASELINE_CASES)
     backend = tmp_path / "backend.py"
@@ -242,11 +209,11 @@ def test_baseline_shows_new_failures_fixes_and_cases_closer_to_their_limit(tmp_p
         run_suite(RunConfig(cases=[str(cases)], backends=[f"{backend}:conv"], out=str(tmp_path / mode),
                              reference="oracle", quiet=True))
     before, after = (html_report.load_results(tmp_path / m / "results.json") for m in ("before", "after"))
-    diff = html_report.baseline_diff([dict(r) for r in after["results"]], before)
+    diff = baseline_diff([dict(r) for r in after["results"]], before)
     assert [e["case"].split("_")[2] for e in diff["newly_failing"]] == ["c3"]
     assert [e["case"].split("_")[2] for e in diff["fixed"]] == ["c2"]
     assert [e["case"].split("_")[2] for e in diff["closer"]] == ["c64"]
-    assert diff["closer"][0]["margin_after"] > diff["closer"][0]["margin_before"] * html_report.CLOSER_FACTOR
+    assert diff["closer"][0]["margin_after"] > diff["closer"][0]["margin_before"] * CLOSER_FACTOR
     assert cli.main(["report", str(tmp_path / "after"), "--baseline", str(tmp_path / "before")]) == 0
     page = (tmp_path / "after" / "report.html").read_text(encoding="utf-8")
     assert "1 newly failing" in page and "1 fixed" in page and 'id="diff-closer"' in page

@@ -416,7 +416,8 @@ class ResultSink:
             if not quiet:
                 lines += accuracy.summary_lines(results) + subnormals.summary_lines(results)
         if self.report_dir is not None and results:
-            lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}")
+            lines.append(self.report_problem or f"report: {self.report_dir / 'report.html'}, "
+                                                f"summary: {self.report_dir / html_report.SUMMARY}")
             lines.append(f"reports: {self.report_dir / 'results.json'}, {self.report_dir / 'junit.xml'}")
         elif self.report_dir is not None:
             lines.append(f"no result: the reports in {self.report_dir} were left as they were")

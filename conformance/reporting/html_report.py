@@ -31,7 +31,9 @@ from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, EXPECTS,
 from conformance.exitcodes import EXIT_OK, EXIT_USAGE
 from conformance.files import atomic_write
 from conformance.judging import accuracy, subnormals
+from conformance.reporting.baseline import baseline_diff, diff_line, metric
 from conformance.reporting.diagnosis import failure_groups
+from conformance.reporting.markdown import summary_markdown
 from conformance.reporting.results_file import ResultsFileError, load_results, results_of, run_verdict
 from conformance.result import FAILING_STATUSES, STATUSES, is_failing
 
@@ -40,8 +42,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAX_DETAILED = 1000
 DETAILS_BUDGET = 2_500_000  # characters of embedded error maps
 OMITTED_WORST = 3  # worst elements kept for a failure whose maps are left out
-CLOSER_FACTOR = 1.25  # a passing case "moved closer" when its margin grew by 25% ...
-CLOSER_FLOOR = 0.001  # ... and by at least 0.1% of its limit (below that: noise of any rounding change)
+SUMMARY = "summary.md"
 MAX_LISTED = 200  # rows per baseline table (the full lists are in the data and the table's filter)
 
 # Coverage axes: name -> (value of a case's parameters, the values the contract knows, if a closed set).
@@ -63,22 +64,6 @@ ReportError = ResultsFileError  # the name this module's callers catch
 
 def _failing(record: dict[str, Any]) -> bool:
     return is_failing(record["status"])
-
-
-def _value(x: Any) -> float:
-    """A metric as a float ("inf"/"nan" strings included); NaN when absent."""
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _margin(record: dict[str, Any]) -> float:
-    """How close a result is to failing: the largest of its element, bias and energy ratios to their limits."""
-    metrics = record.get("metrics") or {}
-    values = [_value(metrics.get(k)) for k in ("max_error_in_limits", "bias_in_limits", "energy_in_limits")]
-    values = [v for v in values if not math.isnan(v)]
-    return max(values) if values else math.nan
 
 
 def _natural(value: str) -> tuple[tuple[int, int, str], ...]:
@@ -105,41 +90,8 @@ def coverage(records: list[dict[str, Any]], backends: list[str]) -> list[dict[st
     return table
 
 
-def baseline_diff(records: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, Any]:
-    """What changed since the baseline run, per case x backend: new failures, fixes, and passing results
-    whose margin (largest ratio to a limit) grew by CLOSER_FACTOR and at least CLOSER_FLOOR."""
-    old = {(r["case"], r["backend"]): r for r in baseline["results"]}
-    new_keys = set()
-    newly_failing, fixed, closer = [], [], []
-    for index, record in enumerate(records):
-        key = (record["case"], record["backend"])
-        new_keys.add(key)
-        before = old.get(key)
-        if before is None:
-            record["change"] = "added"
-            continue
-        entry = {"index": index, "case": record["case"], "backend": record["backend"], "before": before["status"],
-                 "after": record["status"], "margin_before": _margin(before), "margin_after": _margin(record)}
-        if _failing(record) and not _failing(before):
-            record["change"] = "newly failing"
-            newly_failing.append(entry)
-        elif _failing(before) and record["status"] in ("pass", "xfail"):
-            record["change"] = "fixed"
-            fixed.append(entry)
-        elif record["status"] == before["status"] == "pass":
-            a, b = entry["margin_before"], entry["margin_after"]
-            if not (math.isnan(a) or math.isnan(b)) and b >= a * CLOSER_FACTOR and b - a >= CLOSER_FLOOR:
-                record["change"] = "closer to limit"
-                closer.append(entry)
-    closer.sort(key=lambda e: -e["margin_after"])
-    removed = [key for key in old if key not in new_keys]
-    return {"newly_failing": newly_failing, "fixed": fixed, "closer": closer, "max_listed": MAX_LISTED,
-            "added": sum(r.get("change") == "added" for r in records), "removed": len(removed),
-            "run": baseline.get("run") or {}, "summary": baseline.get("summary") or {}}
-
-
 def _severity(record: dict[str, Any]) -> float:
-    value = _value((record.get("metrics") or {}).get("max_error_in_limits"))
+    value = metric((record.get("metrics") or {}).get("max_error_in_limits"))
     return -1.0 if math.isnan(value) else value
 
 
@@ -248,7 +200,8 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
     run = document.get("run") or {}
     backends = list(run.get("backends") or dict.fromkeys(r["backend"] for r in records))
     backends += [b for b in dict.fromkeys(r["backend"] for r in records) if b not in backends]
-    diff = baseline_diff(records, baseline) if baseline is not None else None
+    diff = None if baseline is None else \
+        {**baseline_diff(records, baseline, run.get("backend_versions")), "max_listed": MAX_LISTED}
     per_backend: dict[str, Counter[str]] = {b: Counter() for b in backends}
     for record in records:
         per_backend[record["backend"]][record["status"]] += 1
@@ -280,14 +233,21 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
 
 def write_report(report_dir: Path, baseline_dir: Path | None = None, out: Path | None = None) -> Path:
     """Render report_dir/results.json (against baseline_dir/results.json) into `out` (default
-    report_dir/report.html), atomically: a reader never sees half a page. Raises ReportError."""
+    report_dir/report.html), and summary.md beside it (conformance.reporting.markdown), atomically: a reader
+    never sees half a page. Raises ReportError."""
     document = load_results(Path(report_dir) / "results.json")
     baseline = load_results(Path(baseline_dir) / "results.json") if baseline_dir is not None else None
     target = Path(out) if out is not None else Path(report_dir) / "report.html"
     html = render_report(document, baseline)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, html)
+    atomic_write(target.parent / SUMMARY, summary_markdown(document, _diff(document, baseline)))
     return target
+
+
+def _diff(document: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    versions = (document.get("run") or {}).get("backend_versions")
+    return None if baseline is None else baseline_diff([dict(r) for r in document["results"]], baseline, versions)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -308,5 +268,10 @@ def execute(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"sepconv-conformance: error: cannot write the report: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"report: {target}")
+    print(f"report: {target}, summary: {target.parent / SUMMARY}")
+    if args.baseline:  # the page and the summary say more; this is the line a CI log shows
+        document = load_results(Path(args.folder) / "results.json")
+        diff = _diff(document, load_results(Path(args.baseline) / "results.json"))
+        assert diff is not None
+        print(diff_line(diff))
     return EXIT_OK

@@ -1,0 +1,54 @@
+"""`summary.md`: a run's verdict, counts, failure groups and (with a baseline) what changed, in Markdown,
+for a CI job summary (e.g. `cat reports/summary.md >> "$GITHUB_STEP_SUMMARY"`). Written next to
+report.html by `run`, `merge` and `report`, from results.json alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.reporting.baseline import diff_line
+from conformance.reporting.diagnosis import failure_groups
+from conformance.reporting.results_file import run_verdict
+from conformance.result import STATUSES
+
+MAX_GROUPS = 30
+MAX_CASES = 20  # newly failing and fixed cases listed by id
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)]
+
+
+def summary_markdown(document: dict[str, Any], diff: dict[str, Any] | None = None) -> str:
+    records = document.get("results") or []
+    run = document.get("run") or {}
+    versions = run.get("backend_versions") or {}
+    per_backend = (document.get("summary") or {}).get("per_backend") or {}
+    shown = [s for s in STATUSES if any(counts.get(s) for counts in per_backend.values())]
+    lines = [f"## sepconv-conformance: {run_verdict(document).sentence}", "",
+             f"{len(records)} results, reference {run.get('reference', 'unknown')}.", ""]
+    lines += _table(["backend", "version", *shown],
+                    [[f"`{b}`", versions.get(b) or "", *(counts.get(s, 0) for s in shown)]
+                     for b, counts in per_backend.items()])
+    groups = failure_groups(records)
+    if groups:
+        lines += ["", f"### Failure groups ({len(groups)})", ""]
+        lines += _table(["#", "count", "backend", "what", "trigger", "reproduce"],
+                        [[n, g.count, f"`{g.backend}`", f"{g.status}: {g.pattern}",
+                          "; ".join(map(str, g.contrasts)) or "-", f"`{g.reproducer}`"]
+                         for n, g in enumerate(groups[:MAX_GROUPS], 1)])
+        if len(groups) > MAX_GROUPS:
+            lines.append(f"\n... {len(groups) - MAX_GROUPS} more groups in report.html")
+    if diff is not None:
+        lines += ["", "### Against the baseline", "", diff_line(diff)]
+        for title, entries in (("Newly failing", diff["newly_failing"]), ("Fixed", diff["fixed"])):
+            if entries:
+                listed = ", ".join(f"`{e['case']}`" for e in entries[:MAX_CASES])
+                more = f" and {len(entries) - MAX_CASES} more" if len(entries) > MAX_CASES else ""
+                lines += ["", f"{title}: {listed}{more}"]
+    return "\n".join(lines) + "\n"
