@@ -177,6 +177,10 @@ def test_coverage_shows_pass_rates_per_backend_and_the_gaps(run):
     assert padding["EXPLICIT"]["gap"]
     split = padding["SAME"]["cells"][backends.index("conformance.impls.mutants:same_split_before")]
     assert split["failing"] == 1  # only the 2x2 SAME case splits an odd padding
+    channels = {row["value"]: row for row in table["out_channels % 8"]}  # the axes hardware bugs live on
+    dropped = backends.index("conformance.impls.mutants:last_channel_dropped")
+    assert channels["!= 0"]["cells"][dropped]["failing"] == 3 and set(channels) == {"!= 0"}
+    assert {row["value"] for row in table["rows of padding"]} <= {"none", "odd", "even"}
     assert "not exercised" in html_report.render_report(document)
 
 
