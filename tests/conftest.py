@@ -206,3 +206,28 @@ cases:
   - {input: [1, 6, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, padding: SAME}
   - {input: [1, 9, 9, 64], kernel: [3, 3], channel_multiplier: 2, out_channels: 32, padding: SAME}
 """
+
+
+# --- a backend with three subtle bugs (test_diagnosis, test_shrink) ---------------------------------------
+# The last output channel dropped when O % 8 != 0; SAME's odd pixel of padding on the wrong side, only with
+# a stride of 2; float16's pointwise sum held in float16.
+THREE_BUGS = '''
+import numpy as np
+
+from conformance.impls import mutants
+from conformance.impls.numpy_backend import separable_conv2d
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    args = (input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    if padding == "SAME" and 2 in strides[1:3]:
+        out = mutants.same_split_before(*args)
+    elif np.asarray(input).dtype == np.float16:
+        out = mutants.dtype_accumulation(*args)
+    else:
+        out = separable_conv2d(*args)
+    out = np.array(out)
+    if out.shape[-1] % 8:
+        out[..., -1] = 0
+    return out
+'''

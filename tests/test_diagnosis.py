@@ -10,30 +10,7 @@ from pathlib import Path
 import pytest
 
 from conformance.reporting.diagnosis import Contrast, contrasts, failure_groups
-from tests.conftest import cli_here
-
-# The last output channel dropped when O % 8 != 0; SAME's odd pixel of padding on the wrong side, only with
-# a stride of 2; float16's pointwise sum held in float16.
-THREE_BUGS = '''
-import numpy as np
-
-from conformance.impls import mutants
-from conformance.impls.numpy_backend import separable_conv2d
-
-
-def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
-    args = (input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
-    if padding == "SAME" and 2 in strides[1:3]:
-        out = mutants.same_split_before(*args)
-    elif np.asarray(input).dtype == np.float16:
-        out = mutants.dtype_accumulation(*args)
-    else:
-        out = separable_conv2d(*args)
-    out = np.array(out)
-    if out.shape[-1] % 8:
-        out[..., -1] = 0
-    return out
-'''
+from tests.conftest import THREE_BUGS, cli_here
 
 # 16 float32 cases over O x padding x stride (an 8x8 input: SAME at stride 2 pads one pixel, an odd one) and
 # 3 long float16 reductions.

@@ -21,6 +21,7 @@ from conformance.impls import mutants
 from conformance.judging.references import OracleReference, TensorFlowReference
 from conformance.result import Kind, Result
 from conformance.tools.shrink import ShrinkError, shrink, signature
+from tests.conftest import THREE_BUGS
 
 BASE = {"input": (2, 6, 5, 3), "kernel": (3, 3), "channel_multiplier": 2, "out_channels": 4, "strides": (2, 1),
         "rates": (1, 1), "padding": "SAME", "data_format": "NHWC", "dtype": "float32"}
@@ -48,7 +49,8 @@ def _returns_a_list(*args: Any, **kwargs: Any) -> Any:
 ])
 def test_signatures_classify_real_verdicts(fn, changes, expected):
     result = run_case(Case(**(BASE | changes)), Backend(fn.__name__, fn), OracleReference())
-    assert signature(result) == expected, result.message
+    found = signature(result)
+    assert (found and found[:2]) == expected, result.message
 
 
 def _write(path: Path, text: str) -> Path:
@@ -72,12 +74,14 @@ def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channel
     assert _shrink(source, original.id, spec, out) == EXIT_OK
     [shrunk] = load_file(out)  # a valid case file holding one case
     n, h, w, c = shrunk.input
-    assert n == 1 and h * w <= 4 and c == 1 and shrunk.channel_multiplier == 1 and shrunk.out_channels == 1
+    # A handful: the search keeps the failure's pattern too (it stops where the pattern would change).
+    assert n == 1 and h * w <= 4 and c == 1 and shrunk.channel_multiplier <= 2 and shrunk.out_channels <= 2
     assert shrunk.name == "big_shrunk" and "shrunk" in shrunk.tags
     mutant = resolve_backend(spec)
     tensorflow = TensorFlowReference()
-    assert signature(run_case(original, mutant, tensorflow)) == signature(run_case(shrunk, mutant, tensorflow)) \
-        == ("fail", Kind.ELEMENT)
+    found = signature(run_case(original, mutant, tensorflow))
+    assert found == signature(run_case(shrunk, mutant, tensorflow)) and found is not None
+    assert found[:2] == ("fail", Kind.ELEMENT)
     assert run_case(shrunk, resolve_backend("numpy"), TensorFlowReference()).status == "pass"
     text = out.read_text()
     assert f"# Reproduce: sepconv-conformance run --cases {out} --backend {spec} --id {shrunk.id}" in text
@@ -94,7 +98,7 @@ def test_a_case_from_a_results_file_shrinks_with_its_failing_backend(tmp_path, s
     out = tmp_path / "shrunk.yaml"
     assert main(["shrink", "--results", str(reports), "--id", case_id, "--out", str(out)]) == EXIT_OK
     [shrunk] = load_file(out)
-    assert signature(run_case(shrunk, resolve_backend(spec), TensorFlowReference())) == ("fail", Kind.ELEMENT)
+    assert signature(run_case(shrunk, resolve_backend(spec), TensorFlowReference()))[:2] == ("fail", Kind.ELEMENT)
     assert f"shrink: {case_id} on {spec}" in capsys.readouterr().out
 
 
@@ -131,7 +135,7 @@ def test_a_crash_shrinks_through_the_isolated_child(tmp_path):
     assert _shrink(source, load_file(source)[0].id, f"{backend}:conv", out, "--reference", "oracle") == EXIT_OK
     [shrunk] = load_file(out)
     assert shrunk.input == (1, 1, 1, 3) and shrunk.kernel == (1, 1) and shrunk.out_channels == 1
-    assert "failure: crash (crash)" in out.read_text()
+    assert "failure: crash (crash: the backend's process died)" in out.read_text()
 
 
 def test_a_passing_case_is_a_usage_error(tmp_path, small, capsys):
@@ -169,17 +173,17 @@ def _result(case: str, status: str, kind: str, message: str) -> Result:
 def test_a_reworded_message_is_the_same_failure():
     before = _result("c", "fail", Kind.ELEMENT, "error 3.1x the limit at [0, 1, 2, 0]: expected 1, got 2")
     after = _result("c", "fail", Kind.ELEMENT, "element [0, 0, 0, 1] is off by 7 limits (reworded)")
-    assert signature(before) == signature(after) == ("fail", "element")
+    assert signature(before) == signature(after) == ("fail", "element", "element")
     # Messages that once classified differently (a prefix) classify by kind alone now.
-    assert signature(_result("c", "fail", Kind.BIAS, "error energy, or so it says")) == ("fail", "bias")
+    assert signature(_result("c", "fail", Kind.BIAS, "error energy, or so it says"))[:2] == ("fail", "bias")
     assert signature(_result("c", "error", Kind.REJECTED_VALID, "reference: looks like a reference problem")) \
-        == ("error", "rejected_valid")
+        == ("error", "rejected_valid", "raised on valid input")
     assert signature(_result("c", "fail", Kind.SHAPE, "same words")) != signature(
         _result("c", "fail", Kind.ELEMENT, "same words"))
     assert signature(_result("c", "pass", Kind.NONE, "rejected: ValueError")) is None
-    assert signature(_result("c", "xpass", Kind.XPASS, "expected to fail, but it passes")) == ("xpass", "xpass")
+    assert signature(_result("c", "xpass", Kind.XPASS, "expected to fail, but it passes"))[:2] == ("xpass", "xpass")
     old = Result.from_dict({"case": "c", "backend": "b", "status": "fail", "message": "error 3x the limit"})
-    assert signature(old) == ("fail", "")  # a record written before `kind`: unclassified, never guessed
+    assert signature(old) == ("fail", "", "")  # a record written before `kind`: unclassified, never guessed
 
 
 def test_shrinking_follows_the_kind_whatever_the_messages_say():
@@ -192,7 +196,7 @@ def test_shrinking_follows_the_kind_whatever_the_messages_say():
             return _result(case.id, "fail", Kind.SHAPE, f"{case.id}: the same words as below")
         return _result(case.id, "fail", Kind.ELEMENT, f"{case.id}: height {height}, worded anew each time")
     outcome = shrink(original, judge)
-    assert outcome.case.input[1] == 3 and outcome.signature == ("fail", "element")
+    assert outcome.case.input[1] == 3 and outcome.signature == ("fail", "element", "element")
     assert outcome.message.startswith(outcome.case.id)
 
 
@@ -204,3 +208,29 @@ def test_no_verdict_on_the_backend_is_nothing_to_shrink(kind, fault, words):
     broken = Result(case="c", backend="b", status="error", kind=kind, fault=fault, message="whatever it says")
     with pytest.raises(ShrinkError, match=f"{words} \\(whatever it says\\); nothing to shrink"):
         shrink(Case(**BASE), lambda case: broken)
+
+
+# --- shrink keeps the failure: one bug of two, and the boundary that shows its trigger ---------------------
+TWO_BUG_CASES = """
+cases:
+  - {input: [1, 8, 8, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 7, padding: SAME}
+  - {input: [1, 8, 8, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 7, padding: SAME, strides: [2, 2]}
+"""
+
+
+def test_shrink_stays_on_one_bug_and_reports_the_boundary_of_its_trigger(tmp_path, capsys):
+    (tmp_path / "bugs.py").write_text(THREE_BUGS, encoding="utf-8")
+    cases = _write(tmp_path / "cases.yaml", TWO_BUG_CASES)
+    spec = f"{tmp_path / 'bugs.py'}:conv"
+    last_channel, both = (c.id for c in load_file(cases))
+    assert _shrink(cases, last_channel, spec, tmp_path / "a.yaml", "--reference", "oracle", "-q") == EXIT_OK
+    out = capsys.readouterr().out
+    assert "(element: constant channels)" in out and "boundaries: out_channels 7 fails, 8 passes" in out, out
+    assert "TensorFlow pads top" in out and "; output 1x" in out  # the padding applied and the output size
+    # The SAME-at-stride-2 bug, in a case that also has the last-channel bug: it stays the bug shrunk.
+    backend = resolve_backend(spec)
+    original = signature(run_case(load_file(cases)[1], backend, OracleReference()))
+    assert _shrink(cases, both, spec, tmp_path / "b.yaml", "--reference", "oracle", "-q") == EXIT_OK
+    [shrunk] = load_file(tmp_path / "b.yaml")
+    assert original is not None and original[2].startswith("everywhere")
+    assert signature(run_case(shrunk, backend, OracleReference())) == original

@@ -1,15 +1,21 @@
 """`sepconv-conformance shrink`: the smallest case that still fails the same way.
 
-"The same way" is a failure signature: the status and the result's kind (conformance.result.Kind: shape,
+"The same way" is a failure signature: the status, the result's kind (conformance.result.Kind: shape,
 dtype, non-finite mismatch, an element over its limit or not bitwise exact, bias, energy, RMS, raised on
-valid input, returned no array, accepted forbidden input, wrong error message, crash, timeout, ...), never
-the message text, which may be reworded. The search is greedy: for each
+valid input, returned no array, accepted forbidden input, wrong error message, crash, timeout, ...) and its
+failure group's pattern (conformance.reporting.diagnosis: "shifted by (1, 1)", "constant channels", "the
+first rows", ...), never the message text, which may be reworded. The pattern keeps the search on one bug:
+a backend with two bugs does not drift from the one being shrunk to the other. The search is greedy: for each
 dimension in turn (batch, height, width, channels, multiplier, out channels, kernel, strides, rates,
 explicit padding, then simpler data: integers, float32, NHWC, seed 0) it tries smaller values, smallest
 first, and keeps the first candidate that fails with the same signature; passes repeat until none
 shrinks. Candidates the contract forbids (or, for an error case, that stop breaking the same rule) are
 skipped without running. The backend runs in a child process (a crash is a result, not the end of the
 shrinker) and TensorFlow in another, as in `run`.
+
+Then the boundaries: for each dimension the search made smaller, the values above the smallest case are
+tried one by one (at most BOUNDARY_STEPS, past the original value too) until one stops failing that way,
+so "out_channels 7 fails, 8 passes" shows a trigger (O % 8 != 0) that the smallest case alone would hide.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from conformance.cases.case import Case
 from conformance.execution.faults import DEFAULT_TIMEOUT_S, seconds_argument
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_OK, usage_error
 from conformance.judging.references import ReferenceSource, add_reference_argument
+from conformance.reporting.diagnosis import pattern_of
 from conformance.reporting.results_file import ResultsFileError, load_results
 from conformance.result import Kind, Result, is_failing
 
 HELP = "shrink a failing case to the smallest case that still fails the same way; write it as a case file"
 SMALL_VALUES = 4  # every value 1..4 is tried before the halving points: parity matters for padding
-Signature = tuple[str, str]  # (status, kind)
+BOUNDARY_STEPS = 16  # values tried above the smallest case, per dimension
+Signature = tuple[str, str, str]  # (status, kind, pattern)
 # Kinds that are no verdict on the backend: nothing to shrink.
 UNSHRINKABLE = {Kind.REFERENCE_UNAVAILABLE: "its reference is unavailable",
                 Kind.HARNESS: "the harness failed on it"}
@@ -41,11 +49,12 @@ class ShrinkError(Exception):
 
 
 def signature(result: Result) -> Signature | None:
-    """(status, kind) of a failing result; None when it passes. The message plays no part: two failures
-    worded differently are the same failure when their status and kind are."""
+    """(status, kind, pattern) of a failing result; None when it passes. The message plays no part: two
+    failures worded differently are the same failure when these are. A record without a kind (written
+    before kinds existed) gets no pattern either: it is never classified by its message."""
     if not is_failing(result.status):
         return None
-    return str(result.status), str(result.kind)
+    return str(result.status), str(result.kind), pattern_of(result.to_dict()) if result.kind else ""
 
 
 def _smaller(value: int, low: int = 1) -> list[int]:
@@ -112,6 +121,21 @@ def _admissible(candidate: Case, broken_fields: frozenset[str]) -> bool:
     return candidate.expect_error or candidate.data != "integers" or integer_range(candidate) >= 1
 
 
+# The dimensions whose boundary is looked for: name, value, and the case with another value.
+DIMENSIONS: tuple[tuple[str, Callable[[Case], int], Callable[[Case, int], Case]], ...] = (
+    ("batch", lambda c: c.input[0], lambda c, v: _with_input(c, 0, v)),
+    ("height", lambda c: c.input[1], lambda c, v: _with_input(c, 1, v)),
+    ("width", lambda c: c.input[2], lambda c, v: _with_input(c, 2, v)),
+    ("channels", lambda c: c.input[3], lambda c, v: _with_input(c, 3, v)),
+    ("multiplier", lambda c: c.channel_multiplier, lambda c, v: dataclasses.replace(c, channel_multiplier=v)),
+    ("out_channels", lambda c: c.out_channels, lambda c, v: dataclasses.replace(c, out_channels=v)),
+    ("kernel height", lambda c: c.kernel[0], lambda c, v: dataclasses.replace(c, kernel=_pair(c.kernel, 0, v))),
+    ("kernel width", lambda c: c.kernel[1], lambda c, v: dataclasses.replace(c, kernel=_pair(c.kernel, 1, v))),
+    ("rate height", lambda c: c.rates[0], lambda c, v: dataclasses.replace(c, rates=_pair(c.rates, 0, v))),
+    ("rate width", lambda c: c.rates[1], lambda c, v: dataclasses.replace(c, rates=_pair(c.rates, 1, v))),
+)
+
+
 @dataclasses.dataclass
 class Outcome:
     case: Case  # the smallest failing case found
@@ -120,6 +144,7 @@ class Outcome:
     tried: int  # candidates run
     accepted: int  # candidates that became the new smallest
     skipped: int  # candidates not run: the contract forbids them
+    boundaries: list[str] = dataclasses.field(default_factory=list)  # "out_channels 7 fails, 8 passes"
 
 
 Judge = Callable[[Case], Result]
@@ -156,7 +181,32 @@ def shrink(original: Case, judge: Judge, max_candidates: int = 1000,
                 current, message, accepted, improved = candidate, result.message, accepted + 1, True
                 progress(f"shrink: {change}: still fails ({_sizes(current)})")
                 break  # restart from the first dimension of the smaller case
-    return Outcome(current, target, message, tried, accepted, skipped)
+    outcome = Outcome(current, target, message, tried, accepted, skipped)
+    _find_boundaries(outcome, original, judge, broken, max_candidates)
+    return outcome
+
+
+def _find_boundaries(outcome: Outcome, original: Case, judge: Judge, broken: frozenset[str],
+                     max_candidates: int) -> None:
+    """For each dimension shrunk, the first value above the smallest case that no longer fails the same
+    way (module docstring); each candidate run counts in `outcome.tried`."""
+    for name, value, changed in DIMENSIONS:
+        if value(outcome.case) == value(original):
+            continue  # not shrunk: the failure did not move along this dimension
+        for size in range(value(outcome.case) + 1, value(outcome.case) + BOUNDARY_STEPS + 1):
+            candidate = changed(outcome.case, size)
+            if outcome.tried >= max_candidates or not _admissible(candidate, broken):
+                break
+            outcome.tried += 1
+            found = signature(judge(candidate))
+            if found != outcome.signature:
+                what = "passes" if found is None else f"fails differently ({found[1]}: {found[2]})"
+                outcome.boundaries.append(f"{name} {size - 1} fails, {size} {what}")
+                break
+
+
+def _described(found: Signature) -> str:
+    return f"{found[0]} ({found[1]}: {found[2]})" if found[2] else f"{found[0]} ({found[1]})"
 
 
 def _sizes(case: Case) -> str:
@@ -164,7 +214,16 @@ def _sizes(case: Case) -> str:
     padding = case.padding if isinstance(case.padding, str) else [list(p) for p in case.padding]
     return (f"input {n}x{h}x{w}x{c}, kernel {case.kernel[0]}x{case.kernel[1]}, M {case.channel_multiplier}, "
             f"O {case.out_channels}, strides {list(case.strides)}, rates {list(case.rates)}, padding {padding}, "
-            f"{case.data_format} {case.dtype} {case.data}")
+            f"{case.data_format} {case.dtype} {case.data}{_applied(case)}")
+
+
+def _applied(case: Case) -> str:
+    """The padding TensorFlow applies and the output's size (valid cases)."""
+    if case.expect_error:
+        return ""
+    g = contract.geometry(case)
+    return (f"; TensorFlow pads top {g.pad_top}, bottom {g.pad_bottom}, left {g.pad_left}, right {g.pad_right}; "
+            f"output {case.input[0]}x{g.out_h}x{g.out_w}x{case.out_channels}")
 
 
 def _elements(case: Case) -> int:
@@ -248,7 +307,8 @@ def _write(outcome: Outcome, original: Case, spec: str, out: Path, elapsed: floa
     reproducer = f"sepconv-conformance run --cases {out} --backend {spec} --id {case.id}"
     write_case_file(out, [case], [
         f"Shrunk by sepconv-conformance shrink: {outcome.tried} candidates run in {elapsed:.1f} s.",
-        f"Backend: {spec}; failure: {outcome.signature[0]} ({outcome.signature[1]}): {outcome.message}",
+        f"Backend: {spec}; failure: {_described(outcome.signature)}: {outcome.message}",
+        *(f"Boundary: {b}" for b in outcome.boundaries),
         f"Before: {_sizes(original)} ({_elements(original)} input elements)",
         f"After:  {_sizes(case)} ({_elements(case)} input elements)",
         f"Reproduce: {reproducer}"])
@@ -310,9 +370,10 @@ def execute(args: argparse.Namespace) -> int:
         written = _write(outcome, original, spec, Path(args.out), elapsed)
     except (OSError, CaseFileError, AssertionError) as error:
         return usage_error("shrink", f"cannot write {args.out}: {error}", EXIT_INTERNAL)
-    print(f"shrink: {outcome.signature[0]} ({outcome.signature[1]}): {outcome.message}")
+    print(f"shrink: {_described(outcome.signature)}: {outcome.message}")
     print(f"  before: {_sizes(original)}  [{_elements(original)} input elements]")
     print(f"  after:  {_sizes(outcome.case)}  [{_elements(outcome.case)} input elements]")
+    print(f"  boundaries: {'; '.join(outcome.boundaries) or 'none found within ' + str(BOUNDARY_STEPS) + ' steps'}")
     print(f"  {outcome.tried} candidates run ({outcome.accepted} smaller, {outcome.skipped} skipped as "
           f"forbidden) in {elapsed:.1f} s")
     print(f"wrote {args.out}; reproduce: sepconv-conformance run --cases {args.out} --backend {spec} "
