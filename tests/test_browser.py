@@ -220,12 +220,22 @@ def test_clicking_a_failure_group_shows_its_results_and_only_them(fresh: Any) ->
     assert total == failing  # every failure is in exactly one group
 
 
+def test_exact_integer_failures_say_so_in_the_error_column(fresh: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    fresh.find_element(By.ID, "filter-text").send_keys("last_channel_dropped integers")
+    _expect(fresh, lambda: [row["cells"][5] for row in _rows(fresh)], ["not exact"])  # limit 0: not "inf"
+
+
 def test_sorting_by_a_column_both_ways(fresh: Any) -> None:
+    def errors() -> list[float]:  # "not exact" and "NaN/Inf" are infinitely off
+        return [float("inf") if v in ("not exact", "NaN/Inf") else float(v) for v in _column(fresh, "error") if v]
+
     _sort_by(fresh, "error", "desc")  # numbers: largest first
-    values = [float(v) for v in _column(fresh, "error") if v]
-    assert values == sorted(values, reverse=True) and len(values) >= 10
+    values = errors()
+    assert values == sorted(values, reverse=True) and len(values) >= 10 and values[0] == float("inf")
     _sort_by(fresh, "error", "asc")
-    values = [float(v) for v in _column(fresh, "error") if v]
+    values = errors()
     assert values == sorted(values)
     assert _column(fresh, "error")[-1] == ""  # results without the metric stay last
     _sort_by(fresh, "case", "asc")

@@ -294,3 +294,13 @@ def test_failure_groups_go_by_kind_not_by_message():
     assert groups["a kind of a newer version"] == 1
     rows = html_report.page_data([dict(r, status="fail") for r in records], baseline=False)["rows"]
     assert [r.get("kind") for r in rows] == [r.get("kind") for r in records]  # the page gets the kind too
+
+
+def test_nonfinite_and_exact_integer_failures_come_first():
+    def record(case: str, **metrics: object) -> dict[str, object]:
+        return {"case": case, "backend": "b", "status": "fail", "kind": "element", "message": "m", "metrics": metrics}
+    document = {"results": [record("a_finite", max_error_in_limits=50.0),
+                            record("b_nonfinite", max_error_in_limits=0.5, nonfinite_mismatches=2),
+                            record("c_exact", max_error_in_limits="inf")], "run": {}}
+    order = [row["case"] for row in embedded(html_report.render_report(document))["rows"]]
+    assert order == ["b_nonfinite", "c_exact", "a_finite"]  # NaN/Inf as bad as it gets, whatever its finite max

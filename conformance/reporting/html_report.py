@@ -99,7 +99,12 @@ def coverage(records: list[dict[str, Any]], backends: list[str]) -> list[dict[st
 
 
 def _severity(record: dict[str, Any]) -> float:
-    value = metric((record.get("metrics") or {}).get("max_error_in_limits"))
+    """How bad a result is, for the page's first order: its worst element in units of its limit; NaN/Inf
+    where the reference has none (or the reverse) and exact-integer failures (limit 0) are the worst."""
+    metrics = record.get("metrics") or {}
+    if metric(metrics.get("nonfinite_mismatches")) > 0:
+        return math.inf
+    value = metric(metrics.get("max_error_in_limits"))
     return -1.0 if math.isnan(value) else value
 
 

@@ -61,6 +61,14 @@
   function joined(list) { return Array.isArray(list) ? list.join("x") : String(list === undefined ? "" : list); }
   function params(row) { return cases[row.case] || {}; }
   function metric(row, key) { return num((row.metrics || {})[key]); }
+  // The error column's value: NaN/Inf where the reference has none (or the reverse) is as bad as it gets,
+  // whatever the finite elements' largest error (html_report._severity orders the page the same way).
+  function severity(row) { return metric(row, "nonfinite_mismatches") > 0 ? Infinity : metric(row, "max_error_in_limits"); }
+  function severityText(row) {
+    if (metric(row, "nonfinite_mismatches") > 0) return "NaN/Inf";
+    const value = metric(row, "max_error_in_limits");
+    return value === Infinity ? "not exact" : fmt(value);  // limit 0 (integer data): any error, infinitely off
+  }
 
   // The maps' unit (details.scale): "limit" (error / limit: 1 is the limit), or "bound" where every
   // limit is zero (exact integer data: any error fails) and the maps show error / B (the bound) instead.
@@ -97,8 +105,9 @@
     { key: "backend", label: "backend", value: (r) => r.backend },
     { key: "dtype", label: "dtype", value: (r) => params(r).dtype || "" },
     { key: "layout", label: "layout", value: (r) => params(r).data_format || "" },
-    { key: "error", label: "error/limit", numeric: true, value: (r) => metric(r, "max_error_in_limits"),
-      title: "the worst element's error in units of its limit (over 1 fails)" },
+    { key: "error", label: "error/limit", numeric: true, value: severity,
+      title: "the worst element's error in units of its limit (over 1 fails); NaN/Inf mismatches and exact-integer " +
+        "failures (limit 0) count as infinitely bad" },
     { key: "abs", label: "abs error", title: "max absolute error", numeric: true, value: (r) => metric(r, "max_abs_error") },
     { key: "rel", label: "rel error", title: "max relative error", numeric: true, value: (r) => metric(r, "max_rel_error") },
     { key: "tf", label: "TF error/limit", numeric: true, value: (r) => metric(r, "tf_max_error_in_limits"),
@@ -203,7 +212,7 @@
     } else if (column.numeric) {
       td.className = "num";
       const value = column.value(row);
-      td.textContent = Number.isNaN(value) ? "" : fmt(value);  // absent (TensorFlow not run, error cases)
+      td.textContent = Number.isNaN(value) ? "" : column.key === "error" ? severityText(row) : fmt(value);  // "": absent
       if (column.key === "error" && column.value(row) > 1) td.classList.add("bad");
     } else if (column.key === "message") {  // one clipped line; the whole message is in the title and the detail
       td.className = "message";
