@@ -80,3 +80,11 @@ def test_contrasts_compare_members_with_passing_cases():
     assert all(c.feature != "dtype" for c in found)  # half the members, half the passing cases: no contrast
     assert str(found[0]) == "100% layout NCHW (33% of passing)"
     assert str(contrasts(members, [])[0]).endswith("(no passing case)")
+
+
+def test_groups_form_whatever_a_hand_edited_file_holds():
+    odd = [{"case": "a", "backend": "b", "status": "fail", "kind": "element",
+            "parameters": {"input": "1x2", "channel_multiplier": "two", "strides": [0], "padding": 5}},
+           {"case": "c", "backend": "b", "status": "pass", "parameters": None}]
+    [group] = failure_groups(odd)  # features that cannot be read are left out, never an exception
+    assert group.cases == ("a",) and group.pattern == "element"

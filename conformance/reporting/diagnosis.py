@@ -158,8 +158,12 @@ def _expects_error(record: dict[str, Any]) -> bool:
 def _size(record: dict[str, Any]) -> int:
     """How big a case is, to pick a group's smallest member: N*H*W times its widest channel count."""
     parameters = record.get("parameters") or {}
-    n, h, w, c = parameters.get("input") or (0, 0, 0, 0)
-    return int(n * h * w * max(c * (parameters.get("channel_multiplier") or 1), parameters.get("out_channels") or 1))
+    try:
+        n, h, w, c = parameters.get("input") or (0, 0, 0, 0)
+        widest = max(c * (parameters.get("channel_multiplier") or 1), parameters.get("out_channels") or 1)
+        return int(n * h * w * widest)
+    except (TypeError, ValueError):  # a hand-edited file: any member may represent the group
+        return 0
 
 
 def _shares(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:

@@ -66,7 +66,18 @@ def _modulo(key: str, divisor: int) -> Callable[[Parameters], str | None]:
     return read
 
 
-FEATURES: dict[str, Callable[[Parameters], str | None]] = {
+def _tolerant(read: Callable[[Parameters], str | None]) -> Callable[[Parameters], str | None]:
+    """A feature that is None on parameters it cannot read (a hand-edited or older results file): a report
+    must render whatever the file holds, and a feature is only a hint."""
+    def safe(p: Parameters) -> str | None:
+        try:
+            return read(p)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return safe
+
+
+_READERS: dict[str, Callable[[Parameters], str | None]] = {
     "dtype": lambda p: p.get("dtype"),
     "layout": lambda p: p.get("data_format"),
     "padding": _padding_name,
@@ -85,3 +96,4 @@ FEATURES: dict[str, Callable[[Parameters], str | None]] = {
     "batch": lambda p: None if not p.get("input") else "1" if p["input"][0] == 1 else "> 1",
     "data": lambda p: p.get("data"),
 }
+FEATURES: dict[str, Callable[[Parameters], str | None]] = {name: _tolerant(read) for name, read in _READERS.items()}
