@@ -154,6 +154,9 @@ def _list_backends(as_json: bool) -> int:
     return EXIT_OK
 
 
+LISTINGS = ("list", "backends", "validate")  # commands whose whole job is to print
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -201,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error(args.command, str(error))
     except KeyboardInterrupt:
         return usage_error(args.command, "interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:  # the reader of our output went away (`list | head`)
+        # Silence stdout, so that the interpreter's last flush does not fail the same way again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # A listing is complete as far as its reader wanted; any other command's outcome was not all seen.
+        return EXIT_OK if args.command in LISTINGS else EXIT_INTERNAL
     except OSError as error:  # an unwritable --out, a full disk: the file is named in the message
         return usage_error(args.command, f"{type(error).__name__}: {error}")
     except Exception:  # noqa: BLE001 - a bug of ours: exit 3, never 1 ("does not conform")

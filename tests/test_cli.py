@@ -223,3 +223,14 @@ def test_export_writes_a_vector_pack(small, tmp_path):
     for entry in manifest["cases"]:
         for file in entry["files"].values():
             assert (tmp_path / "pack" / file["path"]).is_file()
+
+
+def test_a_listing_whose_reader_goes_away_ends_quietly(tmp_path):
+    # `sepconv-conformance list | head -1`: the reader closes the pipe; the listing is not an error. (The
+    # bank's listing is larger than a pipe's buffer, so the write after the close does meet a closed pipe.)
+    process = subprocess.Popen([sys.executable, "-m", "conformance", "list"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline()
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and b"BrokenPipe" not in stderr, stderr.decode()
