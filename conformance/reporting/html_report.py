@@ -46,18 +46,15 @@ OMITTED_WORST = 3  # worst elements kept for a failure whose maps are left out
 SUMMARY = "summary.md"
 MAX_LISTED = 200  # rows per baseline table (the full lists are in the data and the table's filter)
 
-# Coverage axes: name -> (value of a case's parameters, the values the contract knows, if a closed set).
+# Coverage axes: name -> (value of a case's parameters, the values the contract knows, if a closed set). The
+# values are read as the failure groups' contrasts read them (conformance.reporting.features).
 AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
-    "data format": (lambda p: p.get("data_format"), DATA_FORMATS),
-    "padding": (lambda p: p["padding"] if isinstance(p.get("padding"), str) else "EXPLICIT",
-                (*PADDING_NAMES, "EXPLICIT")),
-    "strides": (lambda p: "x".join(map(str, p.get("strides") or [])), ()),
-    "rates": (lambda p: "x".join(map(str, p.get("rates") or [])), ()),
-    "multiplier": (lambda p: str(p.get("channel_multiplier")), ()),
-    "kernel": (lambda p: "x".join(map(str, p.get("kernel") or [])), ()),
-    "dtype": (lambda p: p.get("dtype"), DTYPES),
-    "data": (lambda p: p.get("data"), DISTRIBUTIONS),
-    # The axes hardware bugs live on, as the failure groups' contrasts see them (conformance.reporting.features).
+    "data format": (FEATURES["layout"], DATA_FORMATS),
+    "padding": (FEATURES["padding"], (*PADDING_NAMES, "EXPLICIT")),
+    **{name: (FEATURES[name], ()) for name in ("strides", "rates", "multiplier", "kernel")},
+    "dtype": (FEATURES["dtype"], DTYPES),
+    "data": (FEATURES["data"], DISTRIBUTIONS),
+    # The axes hardware bugs live on (no closed set of values).
     **{name: (FEATURES[name], ()) for name in ("out_channels % 8", "out_channels % 32", "in_channels % 8", "C*M",
                                                 "largest stride", "padding with strides", "rows of padding",
                                                 "columns of padding", "batch")},
@@ -205,6 +202,11 @@ def numerics_lines(document: dict[str, Any]) -> list[str]:
 
 def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The whole page for a parsed results.json (and a baseline's), as one string."""
+    return _rendered(document, baseline)[0]
+
+
+def _rendered(document: dict[str, Any], baseline: dict[str, Any] | None) -> tuple[str, str, dict[str, Any] | None]:
+    """The page, summary.md and the baseline diff, from one computation of the groups and the diff."""
     import jinja2
     from markupsafe import Markup
 
@@ -227,7 +229,7 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = environment.get_template("report.html.j2")
-    return template.render(
+    page = template.render(
         title=f"sepconv-conformance: {', '.join(backends) or 'no backends'}",
         verdict=run_verdict(document).sentence,
         failing_total=failing, total=len(records), backends=backends, statuses=STATUSES,
@@ -242,25 +244,26 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
         script=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
         data=Markup(script_json(page_data(records, baseline is not None,
                                            [f"{g.count} {g.status}: {g.pattern} [{g.backend}]" for g in groups]))))
+    return page, summary_markdown(document, groups, diff), diff
 
 
 def write_report(report_dir: Path, baseline_dir: Path | None = None, out: Path | None = None) -> Path:
     """Render report_dir/results.json (against baseline_dir/results.json) into `out` (default
     report_dir/report.html), and summary.md beside it (conformance.reporting.markdown), atomically: a reader
     never sees half a page. Raises ReportError."""
+    return _write(report_dir, baseline_dir, out)[0]
+
+
+def _write(report_dir: Path, baseline_dir: Path | None, out: Path | None) -> tuple[Path, dict[str, Any] | None]:
+    """write_report, also returning the baseline diff (for the line `report --baseline` prints)."""
     document = load_results(Path(report_dir) / "results.json")
     baseline = load_results(Path(baseline_dir) / "results.json") if baseline_dir is not None else None
     target = Path(out) if out is not None else Path(report_dir) / "report.html"
-    html = render_report(document, baseline)
+    page, summary, diff = _rendered(document, baseline)
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, html)
-    atomic_write(target.parent / SUMMARY, summary_markdown(document, _diff(document, baseline)))
-    return target
-
-
-def _diff(document: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any] | None:
-    versions = (document.get("run") or {}).get("backend_versions")
-    return None if baseline is None else baseline_diff([dict(r) for r in document["results"]], baseline, versions)
+    atomic_write(target, page)
+    atomic_write(target.parent / SUMMARY, summary)
+    return target, diff
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -273,7 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     try:
-        target = write_report(Path(args.folder), Path(args.baseline) if args.baseline else None,
+        target, diff = _write(Path(args.folder), Path(args.baseline) if args.baseline else None,
                               Path(args.out) if args.out else None)
     except ReportError as error:
         print(f"sepconv-conformance: error: {error}", file=sys.stderr)
@@ -282,9 +285,6 @@ def execute(args: argparse.Namespace) -> int:
         print(f"sepconv-conformance: error: cannot write the report: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(f"report: {target}, summary: {target.parent / SUMMARY}")
-    if args.baseline:  # the page and the summary say more; this is the line a CI log shows
-        document = load_results(Path(args.folder) / "results.json")
-        diff = _diff(document, load_results(Path(args.baseline) / "results.json"))
-        assert diff is not None
+    if diff is not None:  # the page and the summary say more; this is the line a CI log shows
         print(diff_line(diff))
     return EXIT_OK

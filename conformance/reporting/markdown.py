@@ -4,10 +4,11 @@ report.html by `run`, `merge` and `report`, from results.json alone."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from conformance.reporting.baseline import diff_line
-from conformance.reporting.diagnosis import failure_groups
+from conformance.reporting.diagnosis import FailureGroup
 from conformance.reporting.results_file import run_verdict
 from conformance.result import STATUSES
 
@@ -24,7 +25,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)]
 
 
-def summary_markdown(document: dict[str, Any], diff: dict[str, Any] | None = None) -> str:
+def summary_markdown(document: dict[str, Any], groups: Sequence[FailureGroup], diff: dict[str, Any] | None) -> str:
+    """The summary of `document`, with its failure groups and (None: no baseline) its baseline diff."""
     records = document.get("results") or []
     run = document.get("run") or {}
     versions = run.get("backend_versions") or {}
@@ -35,7 +37,6 @@ def summary_markdown(document: dict[str, Any], diff: dict[str, Any] | None = Non
     lines += _table(["backend", "version", *shown],
                     [[f"`{b}`", versions.get(b) or "", *(counts.get(s, 0) for s in shown)]
                      for b, counts in per_backend.items()])
-    groups = failure_groups(records)
     if groups:
         lines += ["", f"### Failure groups ({len(groups)})", ""]
         lines += _table(["#", "count", "backend", "what", "trigger", "reproduce"],
