@@ -1,9 +1,23 @@
 // sepconv-conformance report: the results table (filter, sort) and the detail view of one result.
 // Vanilla JS, no network. Every string from the data is put into the page with textContent (via `el`),
 // never parsed as HTML, so a case description or error message cannot inject markup or script.
-(function () {
+// The data block is gzip-compressed JSON in base64 (html_report.embedded_data): it is inflated with the
+// browser's DecompressionStream, then the page is built; <body data-ready="1"> marks that it is done.
+(async function () {
   "use strict";
-  const data = JSON.parse(document.getElementById("report-data").textContent);
+  let data;
+  try {
+    const base64 = document.getElementById("report-data").textContent.trim();
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const inflated = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    data = JSON.parse(await new Response(inflated).text());
+  } catch (error) {
+    document.getElementById("results").prepend(el("p", { className: "bad", text: "This browser cannot read the " +
+      "report's compressed data (" + error + "); it needs DecompressionStream (Chromium 80, Firefox 113, Safari 16.4 " +
+      "or later). Everything is also in results.json." }));
+    document.body.dataset.ready = "error";
+    return;
+  }
   const rows = data.rows;
   const cases = data.cases;
   const FAILING = new Set(data.failing);
@@ -529,4 +543,5 @@
 
   render();
   fromHash();
+  document.body.dataset.ready = "1";
 })();
