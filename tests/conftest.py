@@ -231,3 +231,37 @@ def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_forma
         out[..., -1] = 0
     return out
 '''
+
+
+# --- a report at scale: 500+ failures of 8 kinds, with a baseline (test_report_layout) -------------------
+LARGE_CASES = """
+sweeps:
+  - name: a_rather_long_case_name_that_a_real_bank_would_have
+    description: one of the sweep's cases, with a description long enough to need clipping in the table
+    base: {input: [2, 12, 11, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 5}
+    grid:
+      data_format: [NHWC, NCHW]
+      padding: [SAME, VALID, [[2, 1], [0, 1]]]
+      strides: [[1, 1], [2, 2]]
+      out_channels: [5, 7]
+      kernel: [[3, 3], [2, 3]]
+      dtype: [float32, float16]
+cases:
+  - {input: [1, 64, 64, 32], kernel: [3, 3], channel_multiplier: 1, out_channels: 255, padding: SAME}
+"""
+LARGE_MUTANTS = [f"conformance.impls.mutants:{name}" for name in
+                 ("last_channel_dropped", "same_split_before", "kernel_transposed", "one_element_off",
+                  "replicate_padding", "extra_row", "last_batch_zeroed", "multiplier_swapped")]
+
+
+def write_large_run(folder: Path) -> tuple[Path, Path]:
+    """A run of LARGE_CASES (97 cases) against the NumPy backend and LARGE_MUTANTS (500+ failures, every
+    kind of map at its largest on the big case) into folder/out, and a baseline run (NumPy and the first
+    mutant) into folder/baseline; returns (out, baseline)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = folder / "large.yaml"
+    cases.write_text(textwrap.dedent(LARGE_CASES).lstrip(), encoding="utf-8")
+    for name, backends in (("baseline", ["numpy", LARGE_MUTANTS[0]]), ("out", ["numpy", *LARGE_MUTANTS])):
+        run_suite(RunConfig(cases=[str(cases)], backends=backends, out=str(folder / name), reference="oracle",
+                            no_isolate=True, quiet=True))
+    return folder / "out", folder / "baseline"

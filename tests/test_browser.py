@@ -1,53 +1,34 @@
 """The HTML report in a real headless browser (Debian's chromium + chromium-driver, driven by selenium):
 it loads offline from a file:// URL with no console errors, filters and sorts, opens a failing case's
 detail with its maps, and runs nothing an injected string carries. Screenshots go to reports/artifacts/.
-
-Skipped (with the reason) where the browser is missing, unless SEPCONV_REQUIRE_BROWSER=1 (CI): then a
-missing browser is a failure."""
+The browser and its waits: tests/browser.py."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from conformance.reporting import html_report
+from tests.browser import chromium, console_problems, expect, open_page, screenshot, wait
 from tests.conftest import XSS, write_run
 
 pytestmark = pytest.mark.browser
 
-T = TypeVar("T")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "reports" / "artifacts"
-WAIT_S = 30  # generous for a loaded CI machine: every wait has a condition and ends as soon as it holds
 # report.js rebuilds the table's rows on every filter or sort change (the text filter 150 ms after the
 # last key, so renders can still come after a wait's condition first holds): an element handle fetched
 # before a render is stale after it. So rows are read in one script, a snapshot of one render, and no
 # row handle outlives the call that fetched it.
 ROWS = """return [...document.querySelectorAll('#results-body tr')].map((tr) => ({
   index: tr.dataset.index, status: tr.dataset.status, text: tr.innerText,
-  cells: [...tr.cells].map((td) => td.innerText)}));"""
+  cells: [...tr.cells].map((td) => td.innerText), titles: [...tr.cells].map((td) => td.title)}));"""
 ROW_CENTRE = """const cell = document.querySelectorAll('#results-body tr')[arguments[0]].cells[0];
 cell.scrollIntoView({block: 'center', inline: 'nearest'});
 const box = cell.getBoundingClientRect();
 return [Math.floor(box.left + box.width / 2), Math.floor(box.top + box.height / 2)];"""
-
-
-def _missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            return f"{path} not found (apt-get install chromium chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -59,68 +40,20 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def driver(page: Path) -> Iterator[Any]:
-    if reason := _missing():
-        if os.environ.get("SEPCONV_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"SEPCONV_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1500,1000"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        # Offline: the page must not need the network, so the browser gets none.
-        browser.execute_cdp_cmd("Network.enable", {})
-        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
-                                                                      "downloadThroughput": -1,
-                                                                      "uploadThroughput": -1})
-        browser.get(page.as_uri())
+    with chromium() as browser:
         yield browser
-    finally:
-        browser.quit()
-
-
-def _open(driver: Any, page: Path) -> None:
-    """Load the page and wait until its script has inflated the data and built the page."""
-    driver.get(page.as_uri())
-    _wait(driver, lambda: driver.execute_script("return document.body.dataset.ready") in ("1", "error"))
-    assert driver.execute_script("return document.body.dataset.ready") == "1"
 
 
 @pytest.fixture
 def fresh(driver: Any, page: Path) -> Any:
     """The page reloaded: filters, sort and detail back to their initial state."""
-    _open(driver, page)
+    open_page(driver, page)
     return driver
 
 
 def _rows(driver: Any) -> list[dict[str, Any]]:
     """The table's rows as one render left them: index, status, text and each cell's text."""
     return list(driver.execute_script(ROWS))
-
-
-def _wait(driver: Any, condition: Callable[[], object]) -> None:
-    """Until condition() holds, re-evaluated each poll; an element gone stale mid-poll means a render
-    came between lookup and use: poll again."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, WAIT_S, poll_frequency=0.05,
-                  ignored_exceptions=(StaleElementReferenceException,)).until(lambda _: condition())
-
-
-def _expect(driver: Any, read: Callable[[], T], expected: T) -> None:
-    """Wait until read() gives `expected`, then assert it: on a timeout the assertion shows what it gave."""
-    from selenium.common.exceptions import TimeoutException
-
-    with contextlib.suppress(TimeoutException):
-        _wait(driver, lambda: read() == expected)
-    assert read() == expected
 
 
 def _click_row(driver: Any, position: int) -> None:
@@ -134,14 +67,6 @@ def _click_row(driver: Any, position: int) -> None:
     actions.perform()
 
 
-def _screenshot(driver: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    driver.save_screenshot(str(path))
-    assert path.stat().st_size > 10_000
-    return path
-
-
 def test_page_loads_offline_with_no_console_errors(fresh: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -150,9 +75,8 @@ def test_page_loads_offline_with_no_console_errors(fresh: Any) -> None:
     assert len(_rows(fresh)) == 20  # built once the data is inflated: no interaction to wait for
     assert fresh.find_element(By.ID, "shown").text == "20 of 20 results"
     assert fresh.execute_script("return performance.getEntriesByType('resource').length") == 0  # fetched nothing
-    errors = [entry for entry in fresh.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
-    assert errors == []
-    _screenshot(fresh, "report-summary.png")
+    assert console_problems(fresh) == []
+    screenshot(fresh, "report-summary.png")
 
 
 def test_filters_by_status_backend_dtype_and_text(fresh: Any) -> None:
@@ -163,24 +87,27 @@ def test_filters_by_status_backend_dtype_and_text(fresh: Any) -> None:
         return {row["status"] for row in _rows(fresh)}
 
     Select(fresh.find_element(By.ID, "filter-status")).select_by_value("@failing")
-    _expect(fresh, statuses, {"fail", "error", "crash", "timeout"})
+    expect(fresh, statuses, {"fail", "error", "crash", "timeout"})
     backend = Select(fresh.find_element(By.ID, "filter-backend"))
     backend.select_by_value("conformance.impls.mutants:last_channel_dropped")
-    _expect(fresh, lambda: len(_rows(fresh)), 3)  # every valid case; the error case passes
+    expect(fresh, lambda: len(_rows(fresh)), 3)  # every valid case; the error case passes
+    # The table shows the part of a spec that tells backends apart; the whole spec is the cell's title.
+    assert {(row["cells"][2], row["titles"][2]) for row in _rows(fresh)} == \
+        {("mutants:last_channel_dropped", "conformance.impls.mutants:last_channel_dropped")}
     Select(fresh.find_element(By.ID, "filter-dtype")).select_by_value("float16")
-    _expect(fresh, lambda: ["NCHW_float16" in row["text"] for row in _rows(fresh)], [True])
+    expect(fresh, lambda: ["NCHW_float16" in row["text"] for row in _rows(fresh)], [True])
     Select(fresh.find_element(By.ID, "filter-status")).select_by_value("")
     Select(fresh.find_element(By.ID, "filter-backend")).select_by_value("")
     Select(fresh.find_element(By.ID, "filter-dtype")).select_by_value("")
-    _expect(fresh, lambda: len(_rows(fresh)), 20)
+    expect(fresh, lambda: len(_rows(fresh)), 20)
     box = fresh.find_element(By.ID, "filter-text")
     # Typing renders on the way ("b", "bo", ...): each condition below holds only for the whole word, and
     # a later render of the whole word shows the same rows (more words only narrow the filter).
     box.send_keys("bold")  # a word of a case description
-    _expect(fresh, lambda: ["n2_h7w6" in row["text"] for row in _rows(fresh)], [True] * 5)
+    expect(fresh, lambda: ["n2_h7w6" in row["text"] for row in _rows(fresh)], [True] * 5)
     box.clear()
     box.send_keys("SIGABRT")  # a word of a message
-    _expect(fresh, lambda: ([row["status"] for row in _rows(fresh)], fresh.find_element(By.ID, "shown").text),
+    expect(fresh, lambda: ([row["status"] for row in _rows(fresh)], fresh.find_element(By.ID, "shown").text),
             (["crash"], "1 of 20 results"))
 
 
@@ -201,7 +128,7 @@ def _sort_by(driver: Any, key: str, direction: str) -> None:
         return driver.find_element(By.CSS_SELECTOR, f"#results-head th[data-column='{key}']")
 
     header().click()
-    _wait(driver, lambda: f"sorted-{direction}" in header().get_attribute("class"))
+    wait(driver, lambda: f"sorted-{direction}" in header().get_attribute("class"))
 
 
 def _case_groups(driver: Any) -> list[str]:
@@ -219,8 +146,8 @@ def test_clicking_a_failure_group_shows_its_results_and_only_them(fresh: Any, pa
     assert groups, "no failure groups on the page"
     for number, count, backend in groups:  # every group is listed, and each click shows exactly its members
         fresh.find_element(By.CSS_SELECTOR, f"tr[data-group='{number}']").click()
-        _expect(fresh, lambda: len(_rows(fresh)), int(count))
-        assert {row["cells"][2] for row in _rows(fresh)} == {backend}
+        expect(fresh, lambda: len(_rows(fresh)), int(count))
+        assert {row["titles"][2] for row in _rows(fresh)} == {backend}
     total = sum(int(count) for _, count, _ in groups)
     failing = sum("group" in row for row in html_report.read_embedded(page.read_text(encoding="utf-8"))["rows"])
     assert total == failing  # every failure is in exactly one group
@@ -230,7 +157,7 @@ def test_exact_integer_failures_say_so_in_the_error_column(fresh: Any) -> None:
     from selenium.webdriver.common.by import By
 
     fresh.find_element(By.ID, "filter-text").send_keys("last_channel_dropped integers")
-    _expect(fresh, lambda: [row["cells"][5] for row in _rows(fresh)], ["not exact"])  # limit 0: not "inf"
+    expect(fresh, lambda: [row["cells"][5] for row in _rows(fresh)], ["not exact"])  # limit 0: not "inf"
 
 
 def test_sorting_by_a_column_both_ways(fresh: Any) -> None:
@@ -256,11 +183,11 @@ def test_a_failing_case_opens_its_detail_with_maps_and_reproducer(fresh: Any) ->
     from selenium.webdriver.common.by import By
 
     fresh.find_element(By.ID, "filter-text").send_keys("last_channel_dropped n2_h7w6")
-    _expect(fresh, lambda: ["last_channel_dropped" in row["text"] and "n2_h7w6" in row["text"]
+    expect(fresh, lambda: ["last_channel_dropped" in row["text"] and "n2_h7w6" in row["text"]
                             for row in _rows(fresh)], [True])
     _click_row(fresh, 0)
     detail = fresh.find_element(By.ID, "detail")  # the panel stays; its body is rebuilt when a result opens
-    _wait(fresh, detail.is_displayed)
+    wait(fresh, detail.is_displayed)
     assert "FAIL n2_h7w6_c5" in fresh.find_element(By.ID, "detail-title").text
     assert fresh.find_element(By.ID, "relation").text == "Recognized: output channel 5 is constant (0)"
     pattern = fresh.find_element(By.ID, "pattern").text
@@ -274,9 +201,9 @@ def test_a_failing_case_opens_its_detail_with_maps_and_reproducer(fresh: Any) ->
     assert fresh.find_element(By.ID, "reproducer").text.startswith("sepconv-conformance run --cases ")
     assert "--id n2_h7w6_c5" in fresh.find_element(By.ID, "reproducer").text
     assert fresh.current_url.endswith("#result-" + _rows(fresh)[0]["index"])
-    _screenshot(fresh, "report-failure-detail.png")
+    screenshot(fresh, "report-failure-detail.png")
     fresh.find_element(By.ID, "detail-close").click()
-    _wait(fresh, lambda: not detail.is_displayed())
+    wait(fresh, lambda: not detail.is_displayed())
 
 
 def test_injected_markup_shows_as_text_and_runs_nothing(fresh: Any) -> None:
@@ -286,15 +213,15 @@ def test_injected_markup_shows_as_text_and_runs_nothing(fresh: Any) -> None:
     injected = "return document.querySelectorAll('img, #results-body script, #detail script').length"
     assert fresh.execute_script(injected) == 0
     fresh.find_element(By.ID, "filter-text").send_keys("evil.py n2_h7w6")
-    _expect(fresh, lambda: [XSS in row["text"] for row in _rows(fresh)], [True])  # the description, as text
+    expect(fresh, lambda: [XSS in row["titles"][1] for row in _rows(fresh)], [True])  # the description, as text
     _click_row(fresh, 0)
     # The detail opens on the hashchange the click causes, a task later: wait for it before looking inside.
-    _wait(fresh, fresh.find_element(By.ID, "detail").is_displayed)
+    wait(fresh, fresh.find_element(By.ID, "detail").is_displayed)
     message = fresh.find_element(By.ID, "detail-message")
     assert '</script><script>window.__xss = 2</script><img src=x onerror="window.__xss = 3">' in message.text
     assert fresh.execute_script("return typeof window.__xss") == "undefined"
     assert fresh.execute_script("return document.querySelectorAll('img').length") == 0
-    _screenshot(fresh, "report-escaped-strings.png")
+    screenshot(fresh, "report-escaped-strings.png")
 
 
 def test_the_table_shows_each_cases_numerics(fresh: Any) -> None:

@@ -72,6 +72,15 @@
     node.textContent = text;
     return node;
   }
+  // A backend spec as the table shows it: "pkg.module:function" and "/path/to/file.py:function" lose
+  // their leading path ("module:function", "file.py:function"), which is the part that tells them apart.
+  function shortBackend(spec) {
+    const colon = spec.indexOf(":");
+    if (colon < 0 || !/[./]/.test(spec.slice(0, colon))) return spec;  // "numpy", "cmd:...", "tensorflow:/GPU:0"
+    const where = spec.slice(0, colon);
+    const base = where.endsWith(".py") ? where.split("/").pop() : where.split(/[./]/).pop();
+    return base + spec.slice(colon);
+  }
   function joined(list) { return Array.isArray(list) ? list.join("x") : String(list === undefined ? "" : list); }
   function params(row) { return cases[row.case] || {}; }
   function metric(row, key) { return num((row.metrics || {})[key]); }
@@ -214,26 +223,29 @@
     return shown;
   }
 
+  // One line per row: the id, backend and message are clipped with an ellipsis, the whole text is in the
+  // cell's title (hover) and in the detail (click); a case's description is in the id's title.
   function cell(column, row) {
-    const td = el("td");
+    const td = el("td", { className: "col-" + column.key });
     if (column.key === "status") {
-      td.className = "status-" + row.status;
+      td.classList.add("status-" + row.status);
       td.textContent = row.status;
     } else if (column.key === "case") {
-      td.className = "case mono";
-      td.appendChild(document.createTextNode(row.case));
-      if (params(row).description) td.appendChild(el("span", { className: "description", text: params(row).description }));
+      td.classList.add("mono");
+      td.textContent = row.case;
+      td.title = row.case + (params(row).description ? "\n" + params(row).description : "");
     } else if (column.numeric) {
-      td.className = "num";
+      td.classList.add("num");
       const value = column.value(row);
       td.textContent = Number.isNaN(value) ? "" : column.key === "error" ? severityText(row) : fmt(value);  // "": absent
       if (column.key === "error" && column.value(row) > 1) td.classList.add("bad");
-    } else if (column.key === "message") {  // one clipped line; the whole message is in the title and the detail
-      td.className = "message";
-      td.appendChild(el("div", { text: row.message || "", title: row.message || "" }));
+    } else if (column.key === "backend") {
+      td.classList.add("mono");
+      td.textContent = shortBackend(row.backend);
+      td.title = row.backend;
     } else {
-      td.className = column.key === "backend" ? "backend mono" : "";
       td.textContent = column.value(row);
+      if (column.key === "message") td.title = td.textContent;
     }
     return td;
   }
@@ -241,7 +253,8 @@
   const head = document.getElementById("results-head");
   const body = document.getElementById("results-body");
   COLUMNS.forEach((column, index) => {
-    const th = el("th", { text: column.label, "data-column": column.key, title: column.title || "sort by " + column.label });
+    const th = el("th", { text: column.label, "data-column": column.key, title: column.title || "sort by " + column.label,
+      className: "col-" + column.key });
     if (column.numeric) th.classList.add("num");
     th.addEventListener("click", () => {
       state.descending = state.sort === index ? !state.descending : column.numeric;  // numbers: largest first
