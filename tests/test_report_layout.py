@@ -27,7 +27,7 @@ for (const node of document.querySelectorAll(arguments[0])) {
   }
 }
 return found.slice(0, 10);"""
-ROW_HEIGHTS = "return [...document.querySelectorAll('#results-body tr')].map((tr) => tr.getBoundingClientRect().height);"
+ROW_HEIGHTS = "return [...document.querySelectorAll('#results-body tr')].map((tr) => tr.offsetHeight);"
 
 
 @pytest.fixture(scope="module")
