@@ -181,6 +181,7 @@ def test_sorting_by_a_column_both_ways(fresh: Any) -> None:
 
 def test_a_failing_case_opens_its_detail_with_maps_and_reproducer(fresh: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     fresh.find_element(By.ID, "filter-text").send_keys("last_channel_dropped n2_h7w6")
     expect(fresh, lambda: ["last_channel_dropped" in row["text"] and "n2_h7w6" in row["text"]
@@ -193,6 +194,17 @@ def test_a_failing_case_opens_its_detail_with_maps_and_reproducer(fresh: Any) ->
     pattern = fresh.find_element(By.ID, "pattern").text
     assert "output channels: 1 of 6: 5 (the last only)" in pattern and "rows: all 7" in pattern
     assert len(fresh.find_elements(By.CSS_SELECTOR, "#heatmap rect")) == 7 * 6
+    def caption() -> str:
+        return str(fresh.find_element(By.CSS_SELECTOR, "#heatmap + figcaption").text)
+
+    assert "Over the limit in 1 of 6 channels only" in caption()
+    picker = Select(fresh.find_element(By.ID, "heatmap-channel"))
+    assert [option.text for option in picker.options] == ["every channel", "output channel 5 (the worst)"]
+    picker.select_by_index(1)  # the channel's own map
+    expect(fresh, lambda: "in output channel 5 alone" in caption(), True)
+    cells = fresh.execute_script("return [...document.querySelectorAll('#heatmap rect')]"
+                                 ".map((r) => Number(r.dataset.value))")
+    assert len(cells) == 7 * 6 and min(cells) > 1
     channel_bars = fresh.execute_script("return [...document.querySelectorAll('#profile-C rect')]"
                                         ".map((bar) => Number(bar.dataset.value))")
     assert [value > 1 for value in channel_bars] == [False] * 5 + [True]

@@ -1,20 +1,27 @@
-"""Relations between a failing output and its reference (conformance.judging.detectors): each claimed only
-when every element fits it, found on real buggy backends in both layouts, and carried into the failure
-groups (conformance.reporting.diagnosis)."""
+"""Relations between a failing output and its reference (conformance.judging.detectors) and kernels read
+the wrong way (conformance.judging.kernel_variants): each claimed only when every element fits it, found
+on real buggy backends in both layouts, and carried into the failure groups (conformance.reporting.diagnosis)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conformance.cases.data import materialize
 from conformance.cases.loader import load_cases
 from conformance.execution.backends import Backend
 from conformance.execution.runner import run_case
 from conformance.impls import mutants
+from conformance.impls.numpy_backend import separable_conv2d
 from conformance.judging.detectors import detect
+from conformance.judging.kernel_variants import kernel_relation
+from conformance.judging.oracle import compute_oracle
 from conformance.judging.references import OracleReference
+from conformance.judging.tolerance import Tolerance
 from conformance.reporting.diagnosis import failure_groups
 
 RNG = np.random.default_rng(7)
@@ -78,3 +85,49 @@ def test_real_bugs_are_named_in_both_layouts_and_group_by_their_relation(tmp_pat
     assert all(r.details["relation"]["what"] == what and words in r.details["relation"]["sentence"] for r in results)
     [group] = failure_groups([r.to_dict() for r in results])
     assert group.pattern == what and group.count == 2 and words in group.example
+
+
+# --- a kernel read the wrong way: recognized by recomputing it (conformance.judging.kernel_variants) ---------
+def _reading(read: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    """The NumPy backend with its depthwise filter read by `read`."""
+    def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+        return separable_conv2d(input, read(np.asarray(depthwise_filter)), pointwise_filter, strides, padding,
+                                data_format, dilations)
+    return conv
+
+
+@pytest.mark.parametrize("kernel", [[3, 3], [2, 3]])
+@pytest.mark.parametrize("name, function, what", [
+    ("kernel_transposed", mutants.kernel_transposed, "transposed kernel"),
+    ("rotated", _reading(lambda dw: dw[::-1, ::-1]), "kernel rotated 180°"),
+    ("rows flipped", _reading(lambda dw: dw[::-1]), "kernel rows flipped"),
+    ("columns flipped", _reading(lambda dw: dw[:, ::-1]), "kernel columns flipped"),
+])
+def test_a_kernel_read_the_wrong_way_is_named_in_both_layouts(tmp_path: Path, kernel, name, function, what):
+    (tmp_path / "cases.yaml").write_text(f"""
+cases:
+  - {{input: [2, 9, 8, 3], kernel: {kernel}, channel_multiplier: 2, out_channels: 5, padding: SAME}}
+  - {{input: [1, 7, 9, 2], kernel: {kernel}, channel_multiplier: 1, out_channels: 4, padding: VALID,
+     strides: [2, 1], data_format: NCHW, dtype: float16}}
+""", encoding="utf-8")
+    cases = load_cases([tmp_path / "cases.yaml"])
+    results = [run_case(case, Backend(name, function), OracleReference()) for case in cases]
+    assert [r.status for r in results] == ["fail", "fail"]
+    assert [r.details["relation"]["what"] for r in results] == [what, what]
+    [group] = failure_groups([r.to_dict() for r in results])
+    assert group.pattern == what
+    assert [run_case(case, Backend("numpy", separable_conv2d), OracleReference()).status for case in cases] == \
+        ["pass", "pass"]
+
+
+def test_no_variant_is_claimed_where_the_kernel_cannot_tell_or_the_output_is_something_else(tmp_path: Path):
+    (tmp_path / "cases.yaml").write_text(CASES, encoding="utf-8")
+    case = load_cases([tmp_path / "cases.yaml"])[0]
+    inputs = materialize(case)
+    tolerance = Tolerance.for_case(case)
+    symmetric = dataclasses.replace(inputs, depthwise_filter=np.ones_like(inputs.depthwise_filter))
+    right = compute_oracle(case, symmetric).output
+    assert kernel_relation(case, symmetric, right + 1.0, right, tolerance) is None  # every variant is the truth
+    reference = compute_oracle(case, inputs).output
+    assert kernel_relation(case, inputs, reference, reference, tolerance) is None  # the output is right
+    assert kernel_relation(case, inputs, 0.5 * reference, reference, tolerance) is None  # another bug

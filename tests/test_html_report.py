@@ -54,6 +54,8 @@ def test_a_dropped_last_channel_is_located_exactly_in_both_layouts(run):
         assert all(details["pattern"][axis]["count"] == details["pattern"][axis]["of"] for axis in "NHW")
         profile = [float(v) for v in details["profiles"]["C"]["values"]]
         assert profile[-1] > 1 and max(profile[:-1]) <= 1
+        [only] = details["channel_heatmaps"]  # the one channel with an error, mapped alone
+        assert only["channel"] == channels - 1 and min(float(v) for v in only["values"]) > 1
     assert nchw["layout"] == "NCHW" and nchw["shape"] == [1, 8, 7, 4]  # logical NHWC, whatever the layout
     assert all(w["index"][1] == 3 for w in nchw["worst"])  # the worst elements keep NCHW indices
 
@@ -116,7 +118,9 @@ def test_maps_of_a_large_output_stay_within_their_limits():
     channels = details["pattern"]["C"]
     assert len(channels["ranges"]) == diagnostics.RANGES_MAX and channels["more_ranges"] > 0
     assert len(details["worst"]) == diagnostics.WORST_DETAILS
-    assert len(json.dumps(details)) < 16_000
+    assert [m["channel"] % 7 for m in details["channel_heatmaps"]] == [0] * diagnostics.CHANNEL_MAPS
+    assert all(max(m["rows"], m["columns"]) <= diagnostics.CHANNEL_HEATMAP_MAX for m in details["channel_heatmaps"])
+    assert len(json.dumps(details)) < 20_000
 
 
 # --- the page -------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from conformance.execution.faults import (
 from conformance.judging.accuracy import relative_accuracy
 from conformance.judging.compare import Comparison, compare
 from conformance.judging.golden import GoldenError
+from conformance.judging.kernel_variants import kernel_relation
 from conformance.judging.outputs import as_judged
 from conformance.judging.reference import Reference
 from conformance.judging.references import ReferenceSource
@@ -228,6 +229,10 @@ def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Refer
     if case.data == "subnormal":
         verdict = _subnormal_verdict(verdict, case, inputs, output, tolerance, support.subnormals if support else None)
     status, kind, message = (Status.PASS if verdict.passed else Status.FAIL), verdict.kind, verdict.reason
+    details = verdict.details
+    if "shape" in details and "relation" not in details:  # a failing 4-D output no detector explained
+        if relation := kernel_relation(case, inputs, output.astype(np.float64), expected, tolerance):
+            details = details | {"relation": {"what": relation[0], "sentence": relation[1]}}
     metrics = dict(reference.metrics) | verdict.metrics | {"error_model": tolerance.describe(),
                                                            "accumulator": tolerance.accumulator}
     if verdict.passed and reference.output is not None:
@@ -238,4 +243,4 @@ def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Refer
             status, kind = Status.FAIL, Kind.ERROR_RATIO
             message = (f"error {ratio:.3g}x TensorFlow's against the oracle (root mean square in units of u*B), "
                        f"over --max-error-ratio {max_error_ratio:g}")
-    return Result(status=status, kind=kind, message=message, metrics=metrics, details=verdict.details, **common)
+    return Result(status=status, kind=kind, message=message, metrics=metrics, details=details, **common)

@@ -20,7 +20,7 @@ MAX_SEARCH_ELEMENTS = 50_000_000  # elements compared in that search, at most
 MAX_LISTED = 4
 
 
-def _fits(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> bool:
+def fits(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> bool:
     comparable = np.isfinite(got) & np.isfinite(ref)
     return bool(comparable.any()) and bool(np.all(np.abs(got - ref)[comparable] <= limit[comparable]))
 
@@ -29,7 +29,7 @@ Relation = tuple[str, str]  # (what, in a few words that group failures; the sen
 
 
 def _zeros(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> Relation | None:
-    if np.all(got == 0) and not _fits(np.zeros_like(ref), ref, limit):
+    if np.all(got == 0) and not fits(np.zeros_like(ref), ref, limit):
         return "all zeros", "the output is all zeros"
     return None
 
@@ -40,7 +40,7 @@ def _scaled(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> Relation | N
     if energy == 0:
         return None
     k = float(np.sum(got[comparable] * ref[comparable])) / energy
-    if k == 0 or abs(k - 1) < 1e-3 or not _fits(got, k * ref, limit * max(1.0, abs(k))):
+    if k == 0 or abs(k - 1) < 1e-3 or not fits(got, k * ref, limit * max(1.0, abs(k))):
         return None
     return "scaled", f"the output is the reference scaled by {k:.4g}"
 
@@ -56,8 +56,8 @@ def _shifted(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> Relation | 
             theirs = ref[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
             bounds = limit[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
             # One image's first channel first: most shifts fail there, at a fraction of the cost.
-            if mine.size and _fits(mine[:1, ..., :1], theirs[:1, ..., :1], bounds[:1, ..., :1]) \
-                    and _fits(mine, theirs, bounds):
+            if mine.size and fits(mine[:1, ..., :1], theirs[:1, ..., :1], bounds[:1, ..., :1]) \
+                    and fits(mine, theirs, bounds):
                 return (f"shifted by ({dy}, {dx})",
                         f"the output equals the reference shifted by ({dy}, {dx}) (rows down, columns right) "
                         "where both exist: an offset in the padding or in the window's start")
@@ -66,12 +66,12 @@ def _shifted(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> Relation | 
 
 def _channels_moved(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> Relation | None:
     channels = got.shape[3]
-    wrong = [c for c in range(channels) if not _fits(got[..., c], ref[..., c], limit[..., c])]
+    wrong = [c for c in range(channels) if not fits(got[..., c], ref[..., c], limit[..., c])]
     if not wrong or len(wrong) > MAX_SEARCHED_CHANNELS or len(wrong) * got.size > MAX_SEARCH_ELEMENTS:
         return None
     source = {}
     for c in wrong:
-        found = [o for o in range(channels) if o != c and _fits(got[..., c], ref[..., o], limit[..., c])]
+        found = [o for o in range(channels) if o != c and fits(got[..., c], ref[..., o], limit[..., c])]
         if not found:
             return None  # some wrong channel is no other channel: not a permutation
         source[c] = found[0]
@@ -94,12 +94,12 @@ def _constant(got: np.ndarray, ref: np.ndarray, limit: np.ndarray) -> Relation |
         found, dead = [], []
         for index in np.flatnonzero(flat & varies):
             mine, theirs = np.take(got, index, axis=axis), np.take(ref, index, axis=axis)
-            if not _fits(mine, theirs, np.take(limit, index, axis=axis)):
+            if not fits(mine, theirs, np.take(limit, index, axis=axis)):
                 found.append(f"{name} {index} is constant ({mine.flat[0]:.4g})")
                 dead.append(index)
         rest = np.setdiff1d(np.arange(got.shape[axis]), dead)
         # Claimed only when it is the whole failure: every other slice is right.
-        if found and (not rest.size or _fits(np.take(got, rest, axis=axis), np.take(ref, rest, axis=axis),
+        if found and (not rest.size or fits(np.take(got, rest, axis=axis), np.take(ref, rest, axis=axis),
                                              np.take(limit, rest, axis=axis))):
             more = f" (and {len(found) - MAX_LISTED} more)" if len(found) > MAX_LISTED else ""
             return f"constant {name.split()[-1]}s", "; ".join(found[:MAX_LISTED]) + more

@@ -8,6 +8,8 @@ means the same whatever the layout; the worst elements keep the layout's own ind
 
 Size is bounded whatever the output size, so a bank of thousands of failures stays a few MB:
 - heatmap: H x W, the max over batch and channels, max-pooled to at most HEATMAP_MAX x HEATMAP_MAX cells;
+  channel_heatmaps: the same for each of the CHANNEL_MAPS worst output channels alone (max over batch, at
+  most CHANNEL_HEATMAP_MAX cells a side), so that a bug in one channel does not paint the whole map;
 - profiles: the max per batch element, row, column and output channel, each max-pooled to at most
   PROFILE_MAX bins (a bin covers `bin` consecutive indices);
 - pattern: per axis, the exact indices holding an over-limit element, as at most RANGES_MAX ranges;
@@ -29,6 +31,8 @@ import numpy as np
 from conformance.judging.detectors import detect
 
 HEATMAP_MAX = 32
+CHANNEL_MAPS = 3
+CHANNEL_HEATMAP_MAX = 16
 PROFILE_MAX = 128
 RANGES_MAX = 8
 WORST_DETAILS = 10
@@ -161,6 +165,14 @@ def _signs(difference: np.ndarray, scale: np.ndarray) -> dict[str, Any]:
             "mean_signed": number((difference[useful] / scale[useful]).mean()) if useful.any() else 0.0}
 
 
+def _heatmap(spatial: np.ndarray, most: int) -> dict[str, Any]:
+    """An H x W map max-pooled to at most `most` cells a side."""
+    rows, row_bin = _pool(spatial, 0, most)
+    cells, column_bin = _pool(rows, 1, most)
+    return {"bin": [row_bin, column_bin], "rows": int(cells.shape[0]), "columns": int(cells.shape[1]),
+            "values": _numbers(cells)}
+
+
 def failure_details(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, bound: np.ndarray,
                     nonfinite_wrong: np.ndarray, data_format: str, kind: str) -> dict[str, Any]:
     """The maps of one failing comparison. All arrays share the output's shape and layout: the computed
@@ -183,8 +195,8 @@ def failure_details(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, bound: 
     else:
         severity = ratio
     details: dict[str, Any] = {"kind": kind, "layout": data_format, "scale": scale,
-                               "limits": {"heatmap": HEATMAP_MAX, "profile": PROFILE_MAX, "ranges": RANGES_MAX,
-                                          "worst": WORST_DETAILS}}
+                               "limits": {"heatmap": HEATMAP_MAX, "channel_heatmap": CHANNEL_HEATMAP_MAX,
+                                          "profile": PROFILE_MAX, "ranges": RANGES_MAX, "worst": WORST_DETAILS}}
     details["worst"] = _worst(got, ref, limit, ratio, severity)
     details["histogram"] = _histogram(severity, scale)
     details["signs"] = _signs((got - ref)[comparable], (limit if scale == "limit" else bound)[comparable])
@@ -198,11 +210,14 @@ def failure_details(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, bound: 
     details["shape"] = [int(s) for s in severity.shape]
     details["pattern"] = _pattern(over)
     details["border"] = _border(over)
-    spatial = severity.max(axis=(0, 3))
-    rows, row_bin = _pool(spatial, 0, HEATMAP_MAX)
-    cells, column_bin = _pool(rows, 1, HEATMAP_MAX)
-    details["heatmap"] = {"bin": [row_bin, column_bin], "rows": int(cells.shape[0]), "columns": int(cells.shape[1]),
-                          "values": _numbers(cells)}
+    details["heatmap"] = _heatmap(severity.max(axis=(0, 3)), HEATMAP_MAX)
+    per_channel = severity.max(axis=(0, 1, 2))
+    if per_channel.size > 1:
+        # The channels with an element over its limit; where none has (a statistics failure), any error.
+        wrong = over.any(axis=(0, 1, 2)) if over.any() else per_channel > 0
+        worst = [int(c) for c in worst_first(per_channel, CHANNEL_MAPS) if wrong[c]]
+        details["channel_heatmaps"] = [{"channel": c, **_heatmap(severity[..., c].max(axis=0), CHANNEL_HEATMAP_MAX)}
+                                       for c in worst]
     profiles = {}
     for axis, name in enumerate(AXES):
         others = tuple(a for a in range(4) if a != axis)

@@ -349,6 +349,30 @@
     return svg;
   }
 
+  // The H x W map over every channel, or (picked in its select) over one of the worst channels alone: a
+  // bug in one channel paints the first solid; the channel's own map shows where in it the error is.
+  function heatmaps(details, shape) {
+    const channels = details.pattern ? details.pattern.C : null;
+    const some = channels && channels.count > 0 && channels.count < channels.of ?
+      " Over the limit in " + channels.count + " of " + channels.of + " channels only: pick one above." : "";
+    const choices = [[details.heatmap, "every channel", "over " + shape[0] + " batch element(s) and " + shape[3] +
+      " channels." + some]];
+    (details.channel_heatmaps || []).forEach((map, i) => choices.push([map, "output channel " + map.channel +
+      (i === 0 ? " (the worst)" : ""), "in output channel " + map.channel + " alone, over " + shape[0] + " batch element(s)."]));
+    const picker = el("select", { id: "heatmap-channel", "aria-label": "heatmap of" });
+    choices.forEach(([, label], i) => picker.appendChild(el("option", { value: String(i), text: label })));
+    const holder = el("div");
+    function draw() {
+      const [map, , where] = choices[picker.selectedIndex];
+      const pooled = map.bin[0] > 1 || map.bin[1] > 1 ? " Each cell is the max of " + map.bin[0] + "x" + map.bin[1] + " positions." : "";
+      holder.replaceChildren(heatmap(map, shape), el("figcaption", { text: "Worst " + scale.label + " at each row x column, " +
+        where + pooled }));
+    }
+    picker.addEventListener("change", draw);
+    draw();
+    return el("figure", {}, [choices.length > 1 ? el("label", { className: "picker" }, ["map of ", picker]) : "", holder]);
+  }
+
   function histogram(h) {
     const bins = [["0", h.zero, 0], ["<1e" + h.low, h.below, 0]];
     h.counts.forEach((n, i) => {
@@ -465,11 +489,7 @@
         " below, " + s.equal + " equal" + mean + "." }));
     }
     const charts = el("div", { className: "charts" });
-    if (details.heatmap) {
-      charts.appendChild(figure(heatmap(details.heatmap, shape), "Worst " + scale.label + " at each row x column, over " + shape[0] +
-        " batch element(s) and " + shape[3] + " channels" + (details.heatmap.bin[0] > 1 || details.heatmap.bin[1] > 1 ?
-        "; each cell the max of " + details.heatmap.bin[0] + "x" + details.heatmap.bin[1] + " positions" : "") + "."));
-    }
+    if (details.heatmap) charts.appendChild(heatmaps(details, shape));
     if (details.histogram) charts.appendChild(figure(histogram(details.histogram), "How many elements at each " + scale.label + "."));
     body.appendChild(charts);
     if (details.heatmap) body.appendChild(legend());
