@@ -1,5 +1,5 @@
 """Relations between a failing output and its reference (conformance.judging.detectors) and kernels read
-the wrong way (conformance.judging.kernel_variants): each claimed only when every element fits it, found
+the wrong way (conformance.judging.hypotheses): each claimed only when every element fits it, found
 on real buggy backends in both layouts, and carried into the failure groups (conformance.reporting.diagnosis)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conformance.execution.runner import run_case
 from conformance.impls import mutants
 from conformance.impls.numpy_backend import separable_conv2d
 from conformance.judging.detectors import detect
-from conformance.judging.kernel_variants import kernel_relation
+from conformance.judging.hypotheses import recomputed_relation
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.references import OracleReference
 from conformance.judging.tolerance import Tolerance
@@ -74,8 +74,8 @@ cases:
 
 
 @pytest.mark.parametrize("mutant, what, words", [
-    ("same_split_before", "shifted by (1, 1)", "shifted by (1, 1)"),  # SAME's odd pixel before: a shift
     ("last_channel_dropped", "constant channels", "output channel 5 is constant (0)"),
+    ("kernel_transposed", "transposed kernel", "taps read in column order"),
 ])
 def test_real_bugs_are_named_in_both_layouts_and_group_by_their_relation(tmp_path: Path, mutant, what, words):
     (tmp_path / "cases.yaml").write_text(CASES, encoding="utf-8")
@@ -87,7 +87,26 @@ def test_real_bugs_are_named_in_both_layouts_and_group_by_their_relation(tmp_pat
     assert group.pattern == what and group.count == 2 and words in group.example
 
 
-# --- a kernel read the wrong way: recognized by recomputing it (conformance.judging.kernel_variants) ---------
+def test_same_padding_split_the_wrong_way_is_one_group_at_every_stride(tmp_path: Path):
+    """At stride 1 the bug shifts the output (the shift detector sees it); at stride 2 it is no shift. The
+    recomputed hypothesis names both, so the bug is one group, whatever the stride and layout."""
+    (tmp_path / "cases.yaml").write_text("""
+sweeps:
+  - base: {input: [1, 8, 9, 3], kernel: [2, 2], channel_multiplier: 2, out_channels: 6, padding: SAME}
+    grid: {strides: [[1, 1], [2, 2], [2, 1]], data_format: [NHWC, NCHW]}
+""", encoding="utf-8")
+    results = [run_case(case, Backend("same_split_before", mutants.same_split_before), OracleReference())
+               for case in load_cases([tmp_path / "cases.yaml"])]
+    assert [r.status for r in results] == ["fail"] * 6
+    sentences = [r.details["relation"]["sentence"] for r in results]
+    assert all("padding with its top and bottom and left and right swapped" in s for s in sentences[:2])  # stride 1
+    assert all("padding with its left and right swapped" in s for s in sentences[2:])  # stride 2: rows unpadded
+    assert "top 1, bottom 0, left 1, right 0 where TensorFlow pads top 0, bottom 1, left 0, right 1" in sentences[0]
+    [group] = failure_groups([r.to_dict() for r in results])
+    assert group.pattern == "padding on the wrong sides" and group.count == 6
+
+
+# --- a kernel read the wrong way: recognized by recomputing it (conformance.judging.hypotheses) ---------
 def _reading(read: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
     """The NumPy backend with its depthwise filter read by `read`."""
     def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
@@ -127,7 +146,7 @@ def test_no_variant_is_claimed_where_the_kernel_cannot_tell_or_the_output_is_som
     tolerance = Tolerance.for_case(case)
     symmetric = dataclasses.replace(inputs, depthwise_filter=np.ones_like(inputs.depthwise_filter))
     right = compute_oracle(case, symmetric).output
-    assert kernel_relation(case, symmetric, right + 1.0, right, tolerance) is None  # every variant is the truth
+    assert recomputed_relation(case, symmetric, right + 1.0, right, tolerance) is None  # every variant is the truth
     reference = compute_oracle(case, inputs).output
-    assert kernel_relation(case, inputs, reference, reference, tolerance) is None  # the output is right
-    assert kernel_relation(case, inputs, 0.5 * reference, reference, tolerance) is None  # another bug
+    assert recomputed_relation(case, inputs, reference, reference, tolerance) is None  # the output is right
+    assert recomputed_relation(case, inputs, 0.5 * reference, reference, tolerance) is None  # another bug
