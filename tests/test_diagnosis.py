@@ -86,7 +86,23 @@ def test_contrasts_compare_members_with_passing_cases():
     assert found[0] == Contrast("layout", "NCHW", 1.0, 1 / 3)  # every member; a third of the passing cases
     assert all(c.feature != "dtype" for c in found)  # half the members, half the passing cases: no contrast
     assert str(found[0]) == "100% layout NCHW (33% of passing)"
-    assert str(contrasts(members, [])[0]).endswith("(no passing case)")
+    assert contrasts(members, []) == ()  # nothing to contrast with: no contrast
+
+
+def test_a_backend_with_no_passing_case_contrasts_each_group_with_its_other_failures():
+    def record(case: str, kind: str, **parameters: object) -> dict[str, object]:
+        return {"case": case, "backend": "b", "status": "fail", "kind": kind,
+                "parameters": {"input": [1, 8, 8, 4], "channel_multiplier": 1, "strides": [1, 1], "rates": [1, 1],
+                               "kernel": [3, 3], "padding": "VALID", "data_format": "NHWC", "dtype": "float32",
+                               "out_channels": 8} | parameters}
+    records = [record("a", "element", dtype="float16"), record("b", "element", dtype="float16"),
+               record("c", "shape"), record("d", "shape")]
+    by_kind = {g.cases: g for g in failure_groups(records)}
+    assert by_kind[("a", "b")].contrasts == (Contrast("dtype", "float16", 1.0, 0.0, "other failures"),)
+    assert by_kind[("a", "b")].trigger == "100% dtype float16 (0% of other failures)"
+    [alone] = failure_groups(records[:2])
+    assert alone.contrasts == ()
+    assert alone.trigger == "every case of this backend fails this way: nothing to contrast with"
 
 
 def test_groups_form_whatever_a_hand_edited_file_holds():

@@ -51,11 +51,11 @@ class Contrast:
     feature: str
     value: str
     members: float  # share of the group's members with this value
-    passing: float | None  # share of the backend's passing cases with it (None: no passing case)
+    others: float  # share of the cases contrasted with (the backend's passing ones, or its other failures)
+    against: str = "passing"  # what the cases contrasted with are
 
     def __str__(self) -> str:
-        against = "no passing case" if self.passing is None else f"{self.passing:.0%} of passing"
-        return f"{self.members:.0%} {self.feature} {self.value} ({against})"
+        return f"{self.members:.0%} {self.feature} {self.value} ({self.others:.0%} of {self.against})"
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,24 @@ class FailureGroup:
     def count(self) -> int:
         return len(self.cases)
 
+    contrasted: str = "passing"  # what the contrasts are against: "passing", "other failures" or "" (nothing)
+
+    @property
+    def trigger(self) -> str:
+        if self.contrasts:
+            return "; ".join(map(str, self.contrasts))
+        if not self.contrasted:
+            return "every case of this backend fails this way: nothing to contrast with"
+        return f"no parameter separates them from the {self.contrasted} cases"
+
     def headline(self) -> str:
         """One line: how many, what, where, and what triggers it."""
-        trigger = "; ".join(map(str, self.contrasts)) or "no parameter separates them from the passing cases"
-        return f"[{self.backend}] {self.count} {self.status}: {self.pattern}; {trigger}"
+        return f"[{self.backend}] {self.count} {self.status}: {self.pattern}; {self.trigger}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "status": self.status, "pattern": self.pattern, "count": self.count,
                 "cases": list(self.cases), "example": self.example, "contrasts": [str(c) for c in self.contrasts],
-                "reproducer": self.reproducer, "shrink": self.shrink}
+                "trigger": self.trigger, "reproducer": self.reproducer, "shrink": self.shrink}
 
 
 def _axis_words(axis: str, where: dict[str, Any]) -> str:
@@ -177,21 +186,28 @@ def _shares(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     return {key: n / len(records) for key, n in counts.items()} if records else {}
 
 
-def contrasts(members: list[dict[str, Any]], passing: list[dict[str, Any]]) -> tuple[Contrast, ...]:
-    """The feature values that most separate `members` from `passing` (strongest first)."""
-    inside, outside = _shares(members), _shares(passing)
+def contrasts(members: list[dict[str, Any]], others: list[dict[str, Any]],
+              against: str = "passing") -> tuple[Contrast, ...]:
+    """The feature values that most separate `members` from `others` (strongest first); none without others."""
+    if not others:
+        return ()
+    inside, outside = _shares(members), _shares(others)
     found = []
     for (feature, value), share in inside.items():
-        against = outside.get((feature, value), 0.0) if passing else None
-        lead = share - (against or 0.0)
-        if share >= MIN_MEMBER_SHARE and (against is None or lead >= MIN_LEAD):
-            found.append((lead, share, Contrast(feature, value, share, against)))
+        lead = share - outside.get((feature, value), 0.0)
+        if share >= MIN_MEMBER_SHARE and lead >= MIN_LEAD:
+            found.append((lead, share, Contrast(feature, value, share, outside.get((feature, value), 0.0), against)))
     found.sort(key=lambda item: (-item[0], -item[1], item[2].feature))
     chosen: list[Contrast] = []
     for _, _, contrast in found:  # one value per feature: "SAME" and "not VALID" say the same thing
         if all(c.feature != contrast.feature for c in chosen):
             chosen.append(contrast)
     return tuple(chosen[:MAX_CONTRASTS])
+
+
+def _alike(records: list[dict[str, Any]], expects: set[bool]) -> list[dict[str, Any]]:
+    """The records that expect what a group's members expect (an error, or a result)."""
+    return [r for r in records if len(expects) > 1 or _expects_error(r) in expects]
 
 
 def failure_groups(records: list[dict[str, Any]], results_path: str = "results.json") -> list[FailureGroup]:
@@ -210,13 +226,19 @@ def failure_groups(records: list[dict[str, Any]], results_path: str = "results.j
         details = smallest.get("details") or {}
         example = (details["relation"]["sentence"] if "relation" in details
                    else location(details["pattern"], details.get("border")) if "pattern" in details else "")
-        # Against passing cases that expect what the members expect: a wrong value is never an error case's.
+        # Against passing cases that expect what the members expect (a wrong value is never an error case's);
+        # where none passes, against the backend's other failures: what sets this way of failing apart.
         expects = {_expects_error(r) for r in group}
-        alike = [r for r in passing[backend] if len(expects) > 1 or _expects_error(r) in expects]
+        others, against = _alike(passing[backend], expects), "passing"
+        if not others:
+            others, against = _alike([r for key, other in members.items()
+                                      if key[0] == backend and key != (backend, status, pattern) for r in other],
+                                     expects), "other failures"
         groups.append(FailureGroup(
-            backend, status, pattern, tuple(r["case"] for r in group), example, contrasts(group, alike),
+            backend, status, pattern, tuple(r["case"] for r in group), example, contrasts(group, others, against),
             smallest.get("reproducer") or "",
             f"sepconv-conformance shrink --results {results_path} --id {smallest['case']} --backend {backend}"
-            + (" --reference oracle" if smallest.get("reference") == "oracle" else "")))
+            + (" --reference oracle" if smallest.get("reference") == "oracle" else ""),
+            against if others else ""))
     groups.sort(key=lambda g: (-g.count, g.backend, g.status, g.pattern))
     return groups

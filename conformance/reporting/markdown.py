@@ -41,7 +41,7 @@ def summary_markdown(document: dict[str, Any], groups: Sequence[FailureGroup], d
         lines += ["", f"### Failure groups ({len(groups)})", ""]
         lines += _table(["#", "count", "backend", "what", "trigger", "reproduce"],
                         [[n, g.count, f"`{g.backend}`", f"{g.status}: {g.pattern}",
-                          "; ".join(map(str, g.contrasts)) or "-", f"`{g.reproducer}`"]
+                          g.trigger, f"`{g.reproducer}`"]
                          for n, g in enumerate(groups[:MAX_GROUPS], 1)])
         if len(groups) > MAX_GROUPS:
             lines.append(f"\n... {len(groups) - MAX_GROUPS} more groups in report.html")
