@@ -75,6 +75,22 @@ def test_the_terminal_prints_the_groups_and_each_failure_once(three_bugs):
     assert "reference health" in loud and "ok: TensorFlow agrees with the oracle" in loud
 
 
+def test_the_fixed_build_against_the_buggy_one_says_fixed_for_every_failure(three_bugs):
+    folder, _, _ = three_bugs
+    (folder / "fixed.py").write_text("from conformance.impls.numpy_backend import separable_conv2d as conv\n",
+                                     encoding="utf-8")
+    fixed = cli_here("run", "--cases", "cases.yaml", "--backend", "fixed.py:conv", "--reference", "oracle",
+                     "--out", "fixed", "-q", cwd=folder)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    report = cli_here("report", "fixed", "--baseline", "out", cwd=folder)
+    assert "against the baseline: 0 new / 13 fixed / 0 still failing" in report.stdout, report.stdout
+    assert "fixed.py:conv (no version) against bugs.py:conv (no version)" in report.stdout  # two paths, paired
+    summary = (folder / "fixed" / "summary.md").read_text(encoding="utf-8")
+    failed = [r["case"] for r in json.loads((folder / "out" / "results.json").read_text())["results"]
+              if r["status"] == "fail"]
+    assert len(failed) == 13 and all(f"`{case}`" in summary for case in failed)  # each one listed as fixed
+
+
 def test_contrasts_compare_members_with_passing_cases():
     def record(**parameters: object) -> dict[str, object]:
         return {"parameters": {"input": [1, 8, 8, 4], "channel_multiplier": 1, "strides": [1, 1], "rates": [1, 1],

@@ -91,6 +91,7 @@ _READERS: dict[str, Callable[[Parameters], str | None]] = {
     "multiplier": lambda p: str(p["channel_multiplier"]) if p.get("channel_multiplier") else None,
     "C*M": _reduction,
     "out_channels % 8": _modulo("out_channels", 8),
+    "out_channels % 16": _modulo("out_channels", 16),
     "out_channels % 32": _modulo("out_channels", 32),
     "in_channels % 8": _modulo("in_channels", 8),
     "batch": lambda p: None if not p.get("input") else "1" if p["input"][0] == 1 else "> 1",

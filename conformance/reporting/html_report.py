@@ -60,9 +60,9 @@ AXES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "dtype": (FEATURES["dtype"], DTYPES),
     "data": (FEATURES["data"], DISTRIBUTIONS),
     # The axes hardware bugs live on (no closed set of values).
-    **{name: (FEATURES[name], ()) for name in ("out_channels % 8", "out_channels % 32", "in_channels % 8", "C*M",
-                                                "largest stride", "padding with strides", "rows of padding",
-                                                "columns of padding", "batch")},
+    **{name: (FEATURES[name], ()) for name in ("out_channels % 8", "out_channels % 16", "out_channels % 32",
+                                                "in_channels % 8", "C*M", "largest stride", "padding with strides",
+                                                "rows of padding", "columns of padding", "batch")},
     "expectation": (lambda p: expect_name(bool(p.get("expect_error"))), EXPECTS),
 }
 
