@@ -322,3 +322,58 @@ def separable_conv2d(input: Any, depthwise_filter: Any, pointwise_filter: Any, s
         out = np.empty((n, out_channels, out_h, out_w), dtype=dtype)
         np.copyto(out.reshape(n, out_channels, out_h * out_w), result.transpose(1, 0, 2), casting="unsafe")
         return out
+
+
+def separable_conv2d_backprop(input: Any, depthwise_filter: Any, pointwise_filter: Any, output_gradient: Any,
+                              strides: Sequence[int], padding: Any, data_format: str | None = None,
+                              dilations: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gradients of separable_conv2d for `output_gradient` (dL/d output, the output's shape and layout):
+    (input_gradient, depthwise_filter_gradient, pointwise_filter_gradient), as tf.GradientTape gives them.
+
+    Numerics: computed in the compute dtype above (float32 for float16/bfloat16); as in TensorFlow's graph,
+    the depthwise intermediate and the gradient reaching it (output_gradient @ pointwise^T) are rounded to
+    the operator's dtype before the stages that read them, and each gradient is rounded once at the end.
+    Vectorized over pixels: one NumPy call per tap and stage; the filter gradients' sums over N*Ho*Wo run in
+    einsum's order (pairwise in BLAS where it uses one)."""
+    x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
+    data_format = data_format or "NHWC"
+    dilations = [1, 1] if dilations is None else list(dilations)
+    sh, sw, rh, rw = _check(x, dw, pw, list(strides), data_format, dilations)
+    dtype, nchw = x.dtype, data_format == "NCHW"
+    compute = np.dtype(_COMPUTE_DTYPE[dtype.name])
+    nhwc = (x.transpose(0, 2, 3, 1) if nchw else x).astype(compute)
+    n, h, w, c = nhwc.shape
+    kh, kw, _, m = dw.shape
+    out_channels = pw.shape[3]
+    top, bottom, left, right, out_h, out_w = _padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding, data_format)
+    grad = np.asarray(output_gradient)
+    expected = (n, out_channels, out_h, out_w) if nchw else (n, out_h, out_w, out_channels)
+    if grad.shape != expected or grad.dtype != dtype:
+        _fail(f"output_gradient must have the output's shape {list(expected)} and dtype {dtype}, "
+              f"got {list(grad.shape)} {grad.dtype}")
+    grad = (grad.transpose(0, 2, 3, 1) if nchw else grad).astype(compute).reshape(-1, out_channels)
+    weights, pointwise = dw.astype(compute), pw[0, 0].astype(compute)
+    padded = np.pad(nhwc, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    taps = [(a, b, slice(a * rh, a * rh + (out_h - 1) * sh + 1, sh), slice(b * rw, b * rw + (out_w - 1) * sw + 1, sw))
+            for a in range(kh) for b in range(kw)]
+
+    def rounded(values: np.ndarray) -> np.ndarray:  # to the operator's dtype and back (float16/bfloat16)
+        return values if dtype == compute else values.astype(dtype).astype(compute)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        intermediate = np.zeros((n, out_h, out_w, c, m), dtype=compute)
+        for a, b, rows, columns in taps:
+            intermediate += padded[:, rows, columns, :, None] * weights[a, b]
+        intermediate = rounded(intermediate).reshape(-1, c * m)
+        to_intermediate = rounded(grad @ pointwise.T).reshape(n, out_h, out_w, c, m)
+        pointwise_gradient = (intermediate.T @ grad).reshape(1, 1, c * m, out_channels)
+        depthwise_gradient = np.empty(dw.shape, dtype=compute)
+        padded_gradient = np.zeros(padded.shape, dtype=compute)
+        for a, b, rows, columns in taps:
+            depthwise_gradient[a, b] = np.einsum("nijc,nijcm->cm", padded[:, rows, columns, :], to_intermediate)
+            padded_gradient[:, rows, columns, :] += np.einsum("nijcm,cm->nijc", to_intermediate, weights[a, b])
+    input_gradient = padded_gradient[:, top:top + h, left:left + w, :]
+    if nchw:
+        input_gradient = input_gradient.transpose(0, 3, 1, 2)
+    return (np.ascontiguousarray(input_gradient).astype(dtype), depthwise_gradient.astype(dtype),
+            pointwise_gradient.astype(dtype))

@@ -14,11 +14,15 @@ import pytest
 from conformance.cases.loader import load_cases
 from conformance.cli import main
 from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
-from conformance.impls import mutants
+from conformance.impls import backward_zoo, mutants
 from conformance.impls.alternatives import ALTERNATIVES
 from conformance.impls.mutants import MUTANTS
 from conformance.tools import selftest
 from tests.conftest import BANK, SMALL_CASE, bank_but_full_size
+
+# The backward pass's zoo, by the names the selftest gives its members.
+BACKWARD_MUTANTS = {f"backward:{name}" for name in backward_zoo.BUGS}
+BACKWARD_ALTERNATIVES = {f"backward:{name}" for name in backward_zoo.ALTERNATIVES}
 
 
 def _selftest(tmp_path: Path, *arguments: str) -> tuple[int, dict]:
@@ -33,18 +37,20 @@ def _members(report: dict, role: str) -> dict[str, dict]:
 
 def _assert_proves_itself(report: dict) -> None:
     mutant_rows, correct_rows = _members(report, "mutant"), _members(report, "correct")
-    assert set(mutant_rows) == set(MUTANTS)
-    assert {"numpy", "mutants_baseline", *ALTERNATIVES} == set(correct_rows)
+    assert set(mutant_rows) == {*MUTANTS, *BACKWARD_MUTANTS}
+    assert {"numpy", "mutants_baseline", *ALTERNATIVES, *BACKWARD_ALTERNATIVES} == set(correct_rows)
     uncaught = [name for name, row in mutant_rows.items() if not row["ok"]]
     assert not uncaught, f"mutants no case catches: {uncaught}"
     false_alarms = {name: row["first_failures"] for name, row in correct_rows.items() if row["ok"] is not True}
     assert not false_alarms, f"correct implementations that fail: {false_alarms}"
-    assert report["summary"] == {"mutants": len(MUTANTS), "caught": len(MUTANTS), "score": 1.0,
+    mutants = len(MUTANTS) + len(BACKWARD_MUTANTS)
+    assert report["summary"] == {"mutants": mutants, "caught": mutants, "score": 1.0,
                                  "correct": len(correct_rows), "correct_passed": len(correct_rows), "passed": True}
 
 
 def test_the_zoo_is_big_enough():
     assert len(MUTANTS) >= 15 and len(ALTERNATIVES) >= 4
+    assert len(BACKWARD_MUTANTS) >= 10 and len(BACKWARD_ALTERNATIVES) >= 3  # the backward pass's own
 
 
 def test_quick_subset_catches_every_mutant_and_passes_every_correct_implementation(tmp_path):
@@ -83,14 +89,20 @@ def test_bank_passes_every_correct_implementation_and_catches_every_mutant():
     quick = {c.id for c in load_cases([BANK]) if selftest.QUICK_TAG in c.tags}
     assert quick and quick <= {c.id for c in cases}  # the catches of the quick subset are catches here
     zoo = [m for m in selftest.zoo_members() if m.role == selftest.CORRECT]
-    assert {m.name for m in zoo} == {"numpy", "mutants_baseline", *ALTERNATIVES}
+    assert {m.name for m in zoo} == {"numpy", "mutants_baseline", *ALTERNATIVES, *BACKWARD_ALTERNATIVES}
     correct = [*zoo, CUPY_STANDIN]
     outcomes = selftest.run_cases(cases, correct, "tensorflow")
     tallies = selftest.tally(correct, outcomes)
     false_alarms = {t.member.name: [(f.case, f.status, f.message) for f in t.failures[:3]]
                     for t in tallies if not t.ok}
     assert not false_alarms, f"correct implementations that fail: {false_alarms}"
-    assert [(t.member.name, t.seen, t.judged) for t in tallies] == [(m.name, len(cases), len(cases)) for m in correct]
+    # Every case judged where the member has that pass: numpy has both; the forward zoo (and the CuPy
+    # stand-in) no backward pass, so backward cases are skipped; the backward zoo runs backward cases only.
+    backward = sum(c.mode == "backward" for c in cases)
+    assert backward >= 50
+    judged = {"numpy": len(cases), **{m.name: backward for m in zoo if m.name.startswith("backward:")}}
+    assert [(t.member.name, t.seen, t.judged) for t in tallies] == \
+        [(m.name, len(cases), judged.get(m.name, len(cases) - backward)) for m in correct]
     assert selftest.summary(tallies) == {"mutants": 0, "caught": 0, "score": None, "correct": len(correct),
                                          "correct_passed": len(correct), "passed": True}
 

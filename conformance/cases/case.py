@@ -15,6 +15,8 @@ DATA_FORMATS = ("NHWC", "NCHW")
 PADDING_NAMES = ("SAME", "VALID")
 DISTRIBUTIONS = ("normal", "uniform", "integers", "nonfinite", "positive", "subnormal")
 EXPECTS = ("result", "error")  # what a case expects (Case.expect; Result.expect)
+# forward: the operator's output; backward: its three gradients for an output gradient (conformance.judging.backward)
+MODES = ("forward", "backward")
 
 
 def expect_name(expect_error: bool) -> str:
@@ -64,6 +66,7 @@ class Case:
     dtype: str
     seed: int = 0
     data: str = "normal"
+    mode: str = "forward"
     name: str = ""
     description: str = ""
     tags: tuple[str, ...] = ()
@@ -175,6 +178,8 @@ class Case:
                  f"s{strides}_r{rh}x{rw}_{pad}_{self.data_format}_{self.dtype}"]
         if self.data != "normal":
             parts.append(self.data)
+        if self.mode != "forward":
+            parts.append(self.mode)
         if self.seed:
             parts.append(f"seed{self.seed}")
         if self.input_tensor_shape is not None:

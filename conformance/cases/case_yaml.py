@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.cases import contract
-from conformance.cases.case import Case, Origin, ToleranceOverride
+from conformance.cases.case import MODES, Case, Origin, ToleranceOverride
 from conformance.cases.loader import FORMAT_VERSION, tolerance_override
 
 # Field order in a written case: the name first, then sizes, then the operator's arguments, then data.
@@ -41,6 +41,8 @@ def case_mapping(case: Case) -> dict[str, Any]:
         mapping["rates"] = list(case.rates)
     if case.data != "normal":
         mapping["data"] = case.data
+    if case.mode != "forward":
+        mapping["mode"] = case.mode
     if case.seed:
         mapping["seed"] = case.seed
     if case.input_tensor_shape is not None:
@@ -139,6 +141,7 @@ def case_from_parameters(parameters: dict[str, Any]) -> Case:
                     rates=_ints(parameters["rates"]), padding=_padding(parameters["padding"]),  # type: ignore[arg-type]
                     data_format=str(parameters["data_format"]), dtype=str(parameters["dtype"]),
                     seed=int(parameters.get("seed", 0)), data=str(parameters.get("data", "normal")),
+                    mode=str(parameters.get("mode", "forward")),
                     name=str(parameters.get("name", "")), description=str(parameters.get("description", "")),
                     tags=tuple(parameters.get("tags", ())),
                     tolerance=_tolerance(parameters.get("tolerance")),
@@ -148,6 +151,8 @@ def case_from_parameters(parameters: dict[str, Any]) -> Case:
                     depthwise_filter_shape=_optional_ints(parameters.get("depthwise_filter_shape")),
                     pointwise_filter_shape=_optional_ints(parameters.get("pointwise_filter_shape")),
                     origin=Origin(file or "<results>", int(line) if line.isdigit() else 0))
+        if case.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {case.mode!r}")
     except KeyError as error:
         raise ParameterError(f"parameters: missing field {error.args[0]!r}") from None
     except (TypeError, ValueError) as error:

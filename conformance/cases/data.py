@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
+from conformance.cases import contract
 from conformance.cases.case import Case
 
 # Significand precision p (including the implicit bit): integers up to 2**p are exact.
@@ -39,6 +40,7 @@ class Inputs:
     input: np.ndarray
     depthwise_filter: np.ndarray
     pointwise_filter: np.ndarray
+    output_gradient: np.ndarray | None = None  # backward cases: dL/d(output), the output's shape and layout
 
 
 def integer_range(case: Case) -> int:
@@ -80,6 +82,15 @@ def _draw(rng: np.random.Generator, shape: tuple[int, ...], case: Case, scale: f
     return rng.standard_normal(shape) * scale
 
 
+def _gradient_shape(case: Case) -> tuple[int, ...]:
+    """The output's shape (layout order); for a forbidden case, whose output may have no size, at least 1
+    in each dimension (the call must be made for the backend to reject it)."""
+    try:
+        return tuple(max(1, size) for size in contract.output_shape(case))
+    except (ValueError, ZeroDivisionError):
+        return (1, 1, 1, 1)
+
+
 def materialize(case: Case) -> Inputs:
     """Draw the case's inputs. Deterministic in (seed, id): the same case gets the same data anywhere."""
     rng = np.random.default_rng([case.seed, zlib.crc32(case.id.encode())])
@@ -99,4 +110,7 @@ def materialize(case: Case) -> Inputs:
         x = x.transpose(0, 3, 1, 2)
     dw = _draw(rng, case.depthwise_shape, case, 1.0)
     pw = _draw(rng, case.pointwise_shape, case, pw_scale)
-    return Inputs(np.ascontiguousarray(x).astype(dtype), dw.astype(dtype), pw.astype(dtype))
+    gradient = None
+    if case.mode == "backward":  # drawn last: the other tensors stay as they were
+        gradient = np.ascontiguousarray(_draw(rng, _gradient_shape(case), case, 1.0)).astype(dtype)
+    return Inputs(np.ascontiguousarray(x).astype(dtype), dw.astype(dtype), pw.astype(dtype), gradient)

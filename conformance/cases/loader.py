@@ -25,7 +25,16 @@ from typing import Any
 import yaml
 
 from conformance.cases import contract
-from conformance.cases.case import DATA_FORMATS, DISTRIBUTIONS, DTYPES, PADDING_NAMES, Case, Origin, ToleranceOverride
+from conformance.cases.case import (
+    DATA_FORMATS,
+    DISTRIBUTIONS,
+    DTYPES,
+    MODES,
+    PADDING_NAMES,
+    Case,
+    Origin,
+    ToleranceOverride,
+)
 from conformance.cases.data import integer_range
 
 FORMAT_VERSION = 1
@@ -33,8 +42,12 @@ TOP_LEVEL_KEYS = ("version", "defaults", "cases", "sweeps")
 SWEEP_KEYS = ("name", "description", "base", "grid")
 FIELD_DEFAULTS: dict[str, Any] = {
     "strides": [1, 1], "rates": [1, 1], "data_format": "NHWC", "dtype": "float32", "seed": 0,
-    "data": "normal", "name": "", "description": "", "tags": [], "tolerance": {}, "expect": "result",
+    "data": "normal", "mode": "forward", "name": "", "description": "", "tags": [], "tolerance": {},
+    "expect": "result",
 }
+# The data a backward case may draw: integer sums over N*Ho*Wo terms leave the exact range, and the backward
+# pass's NaN/Inf and subnormal behaviour is not judged yet.
+BACKWARD_DATA = ("normal", "uniform", "positive")
 REQUIRED_FIELDS = ("input", "kernel", "channel_multiplier", "out_channels", "padding")
 TOLERANCE_KEYS = ("scale", "atol", "statistics")
 # Limits on what one file may ask for, checked before anything is expanded or built.
@@ -262,7 +275,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "channel_multiplier": _size, "out_channels": _size,
     "strides": _ints((2, 4), None), "rates": _ints(2, None), "padding": _padding,
     "data_format": _choice(DATA_FORMATS), "dtype": _choice(DTYPES), "seed": lambda v: _int(v, 0),
-    "data": _choice(DISTRIBUTIONS), "tolerance": tolerance_override, "expect": _expect,
+    "data": _choice(DISTRIBUTIONS), "mode": _choice(MODES), "tolerance": tolerance_override, "expect": _expect,
     "input_tensor_shape": _input_tensor_shape,
     "depthwise_filter_shape": _ints(tuple(range(1, 7)), 1),
     "pointwise_filter_shape": _ints(tuple(range(1, 7)), 1),
@@ -403,6 +416,10 @@ class _FileLoader:
         for field in four:
             self.problem(fields[field][1], field, "4 values in layout order are for cases that expect an error; "
                                                   "a valid case gives the 2 spatial values")
+        if case.mode == "backward" and case.data not in BACKWARD_DATA:
+            self.problem(fields["data"][1], "data", f"a backward case takes {', '.join(BACKWARD_DATA)} data, "
+                                                    f"not {case.data}")
+            return False
         if case.data == "integers" and not broken and integer_range(case) < 1:
             self.problem(fields["data"][1], "data",
                          f"integers cannot be exact for this case in {case.dtype}: C*M*kh*kw = "

@@ -31,6 +31,7 @@ BUNDLED = {"numpy": "conformance.impls.numpy_backend:separable_conv2d",
            "cupy": "conformance.impls.cupy_backend:separable_conv2d",
            "tensorflow": "conformance.impls.tensorflow_backend:separable_conv2d"}
 ENTRY_POINT_GROUP = "sepconv_conformance.backends"
+BACKPROP_ATTRIBUTE = "separable_conv2d_backprop"  # the backward pass, next to the forward function
 
 
 class BackendError(Exception):
@@ -45,6 +46,9 @@ class Backend:
     support: Support | None = None  # what it declares it supports; None: everything
     expectations: str | None = None  # the expectations file it ships (module attribute EXPECTATIONS)
     fingerprint: str | None = None  # sha256 of its module's or program's file: a resumed run must match it
+    # The backward pass (backward cases), with fn's conventions and an output gradient after the filters:
+    # fn.backprop, else its module's separable_conv2d_backprop; None: backward cases are skipped.
+    backprop: BackendFn | None = None
 
 
 def file_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
@@ -162,8 +166,9 @@ def resolve_backend(spec: str) -> Backend:
     if reason:
         raise BackendError(f"backend {spec!r} cannot run here: {reason}")
     version = getattr(fn, "__version__", None) or getattr(module, "__version__", None) or package_version
+    backprop = getattr(fn, "backprop", None) or getattr(module, BACKPROP_ATTRIBUTE, None)
     return Backend(spec, fn, version, _declared_support(spec, fn, module), _shipped_expectations(spec, module),
-                   file_fingerprint(getattr(module, "__file__", None)))
+                   file_fingerprint(getattr(module, "__file__", None)), backprop if callable(backprop) else None)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool
     os.setsid()  # a group of its own: a timeout kills what the backend forked too
     descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(descriptor, 2)
-    from conformance.judging.outputs import as_judged
+    from conformance.judging.outputs import as_judged, as_judged_gradients
 
     try:
         backend = resolve_backend(spec)
@@ -67,18 +67,21 @@ def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool
         reason = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
         connection.send(("unusable", reason))
         return
-    connection.send(("ready", {"version": backend.version, "support": backend.support,
-                               "expectations": backend.expectations, "fingerprint": backend.fingerprint}))
+    connection.send(("ready", declarations(backend)))
     if probe_only:
         return
     while True:
         try:
-            args, kwargs = connection.recv()
+            entry, args, kwargs = connection.recv()  # entry: "forward" or "backward"
         except EOFError:  # the harness is gone (a killed run): nobody will read or remove the file
             Path(stderr_path).unlink(missing_ok=True)
             return
         try:
-            reply: tuple[Any, ...] = ("ok", as_judged(backend.fn(*args, **kwargs)))
+            if entry == "backward":
+                assert backend.backprop is not None  # the harness calls it only where the handshake said so
+                reply: tuple[Any, ...] = ("ok", as_judged_gradients(backend.backprop(*args, **kwargs)))
+            else:
+                reply = ("ok", as_judged(backend.fn(*args, **kwargs)))
         except BaseException as error:  # noqa: BLE001 - everything the backend raises goes back to the harness
             reply = _reply_for(error)
         try:
@@ -187,11 +190,19 @@ class IsolatedBackend:
             raise self._died(when) from None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The forward function, called in the child."""
+        return self._request("forward", args, kwargs)
+
+    def backward(self, *args: Any, **kwargs: Any) -> Any:
+        """The backward pass (Backend.backprop), called in the child."""
+        return self._request("backward", args, kwargs)
+
+    def _request(self, entry: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._process is None or not self._process.is_alive():
             self.start()
         assert self._connection is not None
         try:
-            self._connection.send((args, kwargs))
+            self._connection.send((entry, args, kwargs))
         except (BrokenPipeError, ConnectionResetError, EOFError) as error:
             assert self._process is not None
             self._process.join(1)
@@ -233,13 +244,13 @@ def probe_backend(spec: str, timeout: float | None = DEFAULT_TIMEOUT_S,
             if not keep:
                 child.close()
     return Backend(spec, child, declared["version"], declared["support"], declared["expectations"],
-                   declared["fingerprint"])
+                   declared["fingerprint"], child.backward if declared["backprop"] else None)
 
 
 def declarations(backend: Backend) -> dict[str, Any]:
     """What a probe found about a backend: the `declared` that probe_backend takes."""
     return {"version": backend.version, "support": backend.support, "expectations": backend.expectations,
-            "fingerprint": backend.fingerprint}
+            "fingerprint": backend.fingerprint, "backprop": backend.backprop is not None}
 
 
 def load_backend(spec: str, timeout: float = DEFAULT_TIMEOUT_S, isolate: bool = True,

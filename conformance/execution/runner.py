@@ -22,7 +22,7 @@ import numpy as np
 
 from conformance.cases.case import Case
 from conformance.cases.data import Inputs, materialize, numpy_dtype
-from conformance.execution.backends import Backend
+from conformance.execution.backends import BACKPROP_ATTRIBUTE, Backend
 from conformance.execution.external import CommandFailed
 from conformance.execution.faults import (
     ABORTS,
@@ -33,15 +33,19 @@ from conformance.execution.faults import (
     HarnessFault,
 )
 from conformance.judging.accuracy import relative_accuracy
+from conformance.judging.backward import GRADIENT_LAYOUTS, GRADIENTS, gradient_tolerance
 from conformance.judging.compare import Comparison, compare
 from conformance.judging.golden import GoldenError
 from conformance.judging.hypotheses import recomputed_relation
-from conformance.judging.outputs import as_judged
+from conformance.judging.outputs import as_judged, as_judged_gradients
 from conformance.judging.reference import Reference
 from conformance.judging.references import ReferenceSource
 from conformance.judging.subnormals import flushed_oracle, flushed_tolerance
 from conformance.judging.tolerance import Tolerance
 from conformance.result import Kind, ReferenceStatus, Result, Status
+
+NO_BACKPROP = (f"no backward pass: the backend's function has no `backprop` attribute and its module no "
+               f"{BACKPROP_ATTRIBUTE} (docs/backends.md, 'The backward pass')")
 
 
 def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
@@ -62,9 +66,13 @@ def prepare(case: Case, reference: ReferenceSource) -> tuple[Inputs, Reference]:
 
 def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
     # Copies: a backend that writes into its inputs must not corrupt the reference or the next backend.
+    tensors = [inputs.input.copy(), inputs.depthwise_filter.copy(), inputs.pointwise_filter.copy()]
+    if case.mode == "backward":
+        assert backend.backprop is not None and inputs.output_gradient is not None
+        return backend.backprop(*tensors, inputs.output_gradient.copy(), case.operator_strides, case.operator_padding,
+                                data_format=case.data_format, dilations=list(case.rates))
     extra = {"case_id": case.id} if getattr(backend.fn, "accepts_case_id", False) else {}
-    return backend.fn(inputs.input.copy(), inputs.depthwise_filter.copy(), inputs.pointwise_filter.copy(),
-                      case.operator_strides, case.operator_padding, data_format=case.data_format,
+    return backend.fn(*tensors, case.operator_strides, case.operator_padding, data_format=case.data_format,
                       dilations=list(case.rates), **extra)
 
 
@@ -102,13 +110,15 @@ def _outcome(backend: Backend, case: Case, inputs: Inputs) -> tuple[object, Base
         raise BackendAborted(type(error).__name__, str(error)) from None
     except Exception as error:  # noqa: BLE001 - the backend's own code raised: a rejection
         return None, error
-    return as_judged(output), None
+    return (as_judged_gradients(output) if case.mode == "backward" else as_judged(output)), None
 
 
 def _fingerprint(output: object, raised: BaseException | None) -> bytes:
     """Bitwise identity of an outcome: the output's dtype, shape and bytes, or the kind of exception."""
     if raised is not None:
         return f"raised {getattr(raised, 'type_name', type(raised).__name__)}".encode()
+    if isinstance(output, tuple):  # a backward pass's gradients
+        return b"|".join(_fingerprint(part, None) for part in output)
     if isinstance(output, np.ndarray) and output.dtype != object:
         content = hashlib.sha256(np.ascontiguousarray(output).tobytes()).digest()
         return f"{output.dtype}{output.shape}".encode() + content
@@ -119,6 +129,10 @@ def _nondeterminism(first: tuple[object, BaseException | None], later: tuple[obj
                     repeat: int) -> str:
     """Say how repeat `repeat` differs from the first call."""
     (output, raised), (other, other_raised) = first, later
+    if isinstance(output, tuple) and isinstance(other, tuple) and len(output) == len(other) == len(GRADIENTS):
+        for name, part, other_part in zip(GRADIENTS, output, other):
+            if _fingerprint(part, None) != _fingerprint(other_part, None):
+                return f"{name}: " + _nondeterminism((part, None), (other_part, None), repeat)
     if raised is not None or other_raised is not None or not isinstance(output, np.ndarray) \
             or not isinstance(other, np.ndarray) or output.shape != other.shape or output.dtype != other.dtype:
         describe = [_describe(r) if r is not None else f"{type(o).__name__} {np.shape(o)}"  # type: ignore[call-overload]
@@ -169,6 +183,8 @@ def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int
               max_error_ratio: float | None) -> Result:
     if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
         return skipped(case, backend.name, reason, options)
+    if case.mode == "backward" and backend.backprop is None:
+        return skipped(case, backend.name, NO_BACKPROP, options)
     repro = reproducer(case, backend.name, options)
     try:
         inputs, reference = prepare(case, source)
@@ -209,7 +225,43 @@ def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int
     if raised is not None:  # a backend that raises on valid input is a finding
         return Result(status=Status.ERROR, kind=Kind.REJECTED_VALID,
                       message=f"raised on valid input: {_describe(raised)}", metrics=dict(reference.metrics), **common)
+    if case.mode == "backward":
+        return _judge_gradients(case, backend, reference, output, common)
     return _judge_output(case, backend, inputs, reference, output, max_error_ratio, common)
+
+
+def _judge_gradients(case: Case, backend: Backend, reference: Reference, output: object,
+                     common: dict[str, Any]) -> Result:
+    """A backward case: each gradient judged on its own (its reference, exact value and error model:
+    conformance.judging.backward); the result fails if any does, and says which. Its top-level metrics are
+    the worst gradient's; `metrics.gradients` holds each one's; the details (maps) are the worst failing
+    gradient's, named in `details.gradient`."""
+    assert reference.gradient_oracles is not None
+    if not (isinstance(output, tuple) and len(output) == len(GRADIENTS)):
+        return Result(status=Status.ERROR, kind=Kind.NOT_ARRAY, metrics=dict(reference.metrics), **common,
+                      message=f"returned {type(output).__name__}, not the 3 gradients ({', '.join(GRADIENTS)})")
+    support = backend.support
+    accumulators = support.accumulator if support else None
+    verdicts = {}
+    for name, got in zip(GRADIENTS, output):
+        exact = reference.gradient_oracles[name]
+        expected = reference.gradients[name] if reference.gradients is not None else exact.output
+        verdicts[name] = compare(got, expected, exact.output, exact.bound, gradient_tolerance(case, name, accumulators),
+                                 2 if reference.source == "tensorflow" else 1, numpy_dtype(case.dtype),
+                                 GRADIENT_LAYOUTS.get(name, case.data_format), exact.variance)
+    failing = [name for name, verdict in verdicts.items() if not verdict.passed]
+    worst = max(verdicts, key=lambda name: (name in failing, verdicts[name].metrics.get("max_error_in_limits", 0.0)))
+    metrics = dict(reference.metrics) | verdicts[worst].metrics | {
+        "gradients": {name: {k: v for k, v in verdict.metrics.items() if k != "worst"} | {"passed": verdict.passed}
+                      for name, verdict in verdicts.items()},
+        "failing_gradients": failing, "accumulator": gradient_tolerance(case, worst, accumulators).accumulator}
+    if not failing:
+        return Result(status=Status.PASS, metrics=metrics, **common)
+    error = next((verdicts[name] for name in failing if verdicts[name].kind == Kind.NOT_ARRAY), None)
+    message = "; ".join(f"{name}: {verdicts[name].reason}" for name in failing)
+    return Result(status=Status.ERROR if error else Status.FAIL, kind=(error or verdicts[worst]).kind, message=message,
+                  metrics=metrics, details=verdicts[worst].details | {"gradient": worst} if verdicts[worst].details
+                  else {}, **common)
 
 
 def _judge_output(case: Case, backend: Backend, inputs: Inputs, reference: Reference, output: object,

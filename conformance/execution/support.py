@@ -4,7 +4,7 @@ A Python backend declares support with a plain mapping, as an attribute of its f
 (`separable_conv2d.supports = {...}`) or of its module (`SUPPORTS = {...}`):
 
     {"dtypes": ["float16", "float32"], "data_formats": ["NHWC"], "paddings": ["SAME", "VALID"],
-     "max_rate": 1, "max_channels": 1024, "max_elements": 16_777_216}
+     "modes": ["forward"], "max_rate": 1, "max_channels": 1024, "max_elements": 16_777_216}
 
 Every key is optional; a missing key means no restriction. A case outside the declaration is recorded
 as `skip` with the reason (counted and shown, never silently dropped).
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.cases.case import DATA_FORMATS, DTYPES, PADDING_NAMES, Case
+from conformance.cases.case import DATA_FORMATS, DTYPES, MODES, PADDING_NAMES, Case
 
 PADDING_KINDS = (*PADDING_NAMES, "EXPLICIT")
 # Size limits: key -> (what it limits, how to read it off a case).
@@ -33,7 +33,7 @@ SIZE_LIMITS = {
     "max_rate": ("dilation rate", lambda c: max(c.rates)),
     "max_elements": ("input elements", lambda c: math.prod(c.input)),
 }
-CHOICES = {"dtypes": DTYPES, "data_formats": DATA_FORMATS, "paddings": PADDING_KINDS}
+CHOICES = {"dtypes": DTYPES, "data_formats": DATA_FORMATS, "paddings": PADDING_KINDS, "modes": MODES}
 # `accumulator`: dtype -> the precision the backend accumulates that dtype in (conformance.judging.tolerance judges
 # float16/bfloat16 as accumulated in float32 unless declared); each dtype may name itself or a wider one.
 ACCUMULATORS = {"float16": ("float16", "float32", "float64"), "bfloat16": ("bfloat16", "float32", "float64"),
@@ -49,6 +49,7 @@ class Support:
     dtypes: tuple[str, ...] = DTYPES
     data_formats: tuple[str, ...] = DATA_FORMATS
     paddings: tuple[str, ...] = PADDING_KINDS
+    modes: tuple[str, ...] = MODES  # forward and/or backward cases
     limits: tuple[tuple[str, int], ...] = ()  # (key of SIZE_LIMITS, largest supported value)
     accumulators: tuple[tuple[str, str], ...] = ()  # (dtype, accumulator dtype), as declared
     subnormals: str | None = None  # "preserve" or "flush" as declared; None: either (conformance.judging.subnormals)
@@ -98,6 +99,8 @@ class Support:
         if case.padding_kind not in self.paddings:
             return (f"the backend does not support {case.padding_kind} padding "
                     f"(supports {', '.join(self.paddings)})")
+        if case.mode not in self.modes:
+            return f"the backend does not run {case.mode} cases (supports {', '.join(self.modes)})"
         for key, largest in self.limits:
             what, measure = SIZE_LIMITS[key]
             if (value := measure(case)) > largest:

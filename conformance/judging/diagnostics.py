@@ -200,7 +200,7 @@ def failure_details(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, bound: 
     details["worst"] = _worst(got, ref, limit, ratio, severity)
     details["histogram"] = _histogram(severity, scale)
     details["signs"] = _signs((got - ref)[comparable], (limit if scale == "limit" else bound)[comparable])
-    if severity.ndim != 4 or severity.size == 0:  # not an operator output: no spatial maps
+    if severity.ndim != 4 or severity.size == 0 or data_format not in ("NHWC", "NCHW"):  # not an image: no maps
         return details
     if data_format == "NCHW":
         severity, over = severity.transpose(0, 2, 3, 1), over.transpose(0, 2, 3, 1)

@@ -26,3 +26,11 @@ def as_judged(output: Any) -> Any:
             array = np.ma.getdata(array).view(np.ndarray)
         return output if array.dtype == object else array
     return output
+
+
+def as_judged_gradients(output: Any) -> Any:
+    """A backward pass's return value: each of three gradients as_judged; anything else as_judged as a whole
+    (then judged as not three arrays)."""
+    if isinstance(output, (tuple, list)) and len(output) == 3:
+        return tuple(as_judged(value) for value in output)
+    return as_judged(output)

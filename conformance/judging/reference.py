@@ -42,8 +42,12 @@ class Reference:
     status: str  # one of REFERENCE_STATUSES (a ReferenceStatus)
     detail: str = ""
     output: np.ndarray | None = None  # TensorFlow's output when source is tensorflow
-    oracle: OracleOutputs | None = None  # None for cases that expect an error
+    oracle: OracleOutputs | None = None  # None for cases that expect an error, and backward cases
     metrics: dict[str, Any] = field(default_factory=dict)  # TensorFlow vs the oracle
+    # Backward cases (conformance.judging.backward): TensorFlow's gradients when source is tensorflow, and
+    # the exact ones, by name (GRADIENTS).
+    gradients: dict[str, np.ndarray] | None = None
+    gradient_oracles: dict[str, OracleOutputs] | None = None
 
 
 def tensorflow_missing() -> str | None:
@@ -106,6 +110,22 @@ def run_tensorflow(case: Case, inputs: Inputs) -> np.ndarray:
     return np.asarray(result.numpy())
 
 
+def run_tensorflow_backward(case: Case, inputs: Inputs) -> dict[str, np.ndarray]:
+    """The three gradients tf.GradientTape gives over tf.nn.separable_conv2d on the CPU, for the case's
+    output gradient; raises whatever TensorFlow raises."""
+    from conformance.judging.backward import GRADIENTS
+
+    tf = tensorflow_module()
+    with tf.device("/CPU:0"):
+        tensors = [tf.constant(t) for t in (inputs.input, inputs.depthwise_filter, inputs.pointwise_filter)]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            result = tf.nn.separable_conv2d(*tensors, strides=case.operator_strides, padding=case.operator_padding,
+                                            data_format=case.data_format, dilations=list(case.rates))
+        found = tape.gradient(result, tensors, output_gradients=tf.constant(inputs.output_gradient))
+    return {name: np.asarray(value.numpy()) for name, value in zip(GRADIENTS, found)}
+
+
 # A probe of how TensorFlow accumulates the depthwise taps of float16/bfloat16 on this machine: one output
 # of a 3x3 VALID window over ones, taps BIG, 1, 1, ..., 1 (eight ones) and an identity pointwise filter.
 # Accumulated in float32 the result is BIG + 8; in the dtype each +1 is half an ulp of BIG and is lost (ties
@@ -150,6 +170,8 @@ def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> 
     """The reference for one case; never raises for anything TensorFlow does."""
     if case.expect_error:
         return _error_reference(case, inputs, use_tensorflow)
+    if case.mode == "backward":
+        return _backward_reference(case, inputs, use_tensorflow)
     oracle = compute_oracle(case, inputs)
     if not use_tensorflow:
         return Reference("oracle", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)",
@@ -176,6 +198,41 @@ def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> 
     return Reference("tensorflow", ReferenceStatus.OK, output=first, oracle=oracle, metrics=metrics)
 
 
+def _backward_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
+    """TensorFlow's gradients, checked like its forward output: twice, bitwise, and each against the exact
+    gradient under that gradient's error model (conformance.judging.backward)."""
+    from conformance.judging.backward import GRADIENTS, backward_oracle, gradient_tolerance
+
+    oracles = backward_oracle(case, inputs)
+    if not use_tensorflow:
+        return Reference("oracle", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)",
+                         gradient_oracles=oracles)
+    try:
+        first = run_tensorflow_backward(case, inputs)
+        second = run_tensorflow_backward(case, inputs)
+    except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
+        return Reference("oracle", ReferenceStatus.REFUSED, error_summary(error), gradient_oracles=oracles)
+    accumulator = tensorflow_depthwise_accumulator(case.dtype)
+    metrics: dict[str, Any] = {}
+    wrong = []
+    for name in GRADIENTS:
+        exact = oracles[name]
+        verdict = compare(first[name], exact.output, exact.output, exact.bound,
+                          gradient_tolerance(case, name, {case.dtype: accumulator}), sides=1,
+                          dtype=numpy_dtype(case.dtype), variance=exact.variance)
+        metrics |= {f"tf_{name}_{k}": v for k, v in verdict.metrics.items() if not k.startswith("worst")}
+        if not verdict.passed:
+            wrong.append(f"{name}: {verdict.reason}")
+    unequal = [name for name in GRADIENTS if not _bitwise_equal(first[name], second[name])]
+    if unequal:
+        return Reference("oracle", ReferenceStatus.NONDETERMINISTIC, f"two TensorFlow runs differ in "
+                         f"{', '.join(unequal)}", metrics=metrics, gradient_oracles=oracles)
+    if wrong:
+        return Reference("oracle", ReferenceStatus.MISMATCH, "TensorFlow vs oracle: " + "; ".join(wrong),
+                         metrics=metrics, gradient_oracles=oracles)
+    return Reference("tensorflow", ReferenceStatus.OK, metrics=metrics, gradients=first, gradient_oracles=oracles)
+
+
 def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
     """For a case the contract forbids: does TensorFlow reject it too?"""
     if not use_tensorflow:
@@ -184,8 +241,11 @@ def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Refere
         return Reference("contract", ReferenceStatus.NOT_RUN,
                          "not sent to TensorFlow: malformed ranks can abort its process")
     try:
-        result = run_tensorflow(case, inputs)
+        if case.mode == "backward":
+            shapes = [list(g.shape) for g in run_tensorflow_backward(case, inputs).values()]
+        else:
+            shapes = list(run_tensorflow(case, inputs).shape)
     except Exception as error:  # noqa: BLE001
         return Reference("contract", ReferenceStatus.OK, f"TensorFlow rejects it: {error_summary(error)}")
     return Reference("contract", ReferenceStatus.MISMATCH,
-                     f"TensorFlow accepts input the contract forbids (returned shape {list(result.shape)})")
+                     f"TensorFlow accepts input the contract forbids (returned shape {shapes})")

@@ -91,6 +91,7 @@ class Tally:
 
 def zoo_members() -> list[Member]:
     """The bundled zoo: every mutant, and the correct implementations."""
+    from conformance.impls import backward_zoo
     from conformance.impls.alternatives import ALTERNATIVES
     from conformance.impls.mutants import MUTANTS
 
@@ -98,6 +99,9 @@ def zoo_members() -> list[Member]:
     members.append(Member("numpy", "numpy", CORRECT))
     members.append(Member("mutants_baseline", "conformance.impls.mutants:correct", CORRECT))
     members += [Member(name, f"conformance.impls.alternatives:{name}", CORRECT) for name in ALTERNATIVES]
+    # The backward pass's own (they run on backward cases only).
+    for names, role in ((backward_zoo.BUGS, MUTANT), (backward_zoo.ALTERNATIVES, CORRECT)):
+        members += [Member(f"backward:{name}", f"conformance.impls.backward_zoo:{name}", role) for name in names]
     return members
 
 

@@ -1,0 +1,195 @@
+"""The backward pass (mode: backward): the exact gradients against TensorFlow's GradientTape, the NumPy
+backend's backward pass and the correct alternatives against TensorFlow on the bank's backward cases,
+every backward mutant caught, each gradient judged on its own, and the plumbing (case files, skips,
+isolation, forbidden inputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.cases.case_yaml import case_from_parameters, render_case_file
+from conformance.cases.data import materialize
+from conformance.cases.loader import CaseFileError, load_cases
+from conformance.execution.backends import Backend, resolve_backend
+from conformance.execution.config import RunConfig
+from conformance.execution.isolation import load_backend
+from conformance.execution.runner import run_case
+from conformance.execution.session import run_suite
+from conformance.impls import backward_zoo
+from conformance.impls.numpy_backend import separable_conv2d, separable_conv2d_backprop
+from conformance.judging.backward import GRADIENTS, backward_oracle
+from conformance.judging.reference import run_tensorflow_backward, tensorflow_missing
+from conformance.judging.references import OracleReference, TensorFlowReference
+from tests.conftest import BANK
+
+BACKWARD_BANK = BANK / "backward.yaml"
+needs_tensorflow = pytest.mark.skipif(tensorflow_missing() is not None, reason=str(tensorflow_missing()))
+
+SWEEP = """
+defaults: {mode: backward}
+sweeps:
+  - base: {input: [2, 7, 6, 3], kernel: [3, 2], channel_multiplier: 2, out_channels: 4}
+    grid:
+      padding: [SAME, VALID, [[2, 0], [1, 2]]]
+      strides: [[1, 1], [2, 2]]
+  - base: {input: [1, 9, 9, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 3, rates: [2, 1]}
+    grid: {padding: [SAME, VALID]}
+"""
+
+
+def _cases(tmp_path: Path, text: str) -> list:
+    (tmp_path / "cases.yaml").write_text(text, encoding="utf-8")
+    return load_cases([tmp_path / "cases.yaml"])
+
+
+@needs_tensorflow
+def test_the_exact_gradients_are_tensorflows_in_float64(tmp_path: Path):
+    for case in _cases(tmp_path, SWEEP.replace("{mode: backward}", "{mode: backward, dtype: float64}")):
+        inputs = materialize(case)
+        exact, found = backward_oracle(case, inputs), run_tensorflow_backward(case, inputs)
+        for name in GRADIENTS:
+            error = np.abs(found[name] - exact[name].output)
+            assert error.max() <= 1e-13 * max(1.0, float(exact[name].bound.max())), (case.id, name)
+
+
+@needs_tensorflow
+def test_numpy_and_the_correct_alternatives_pass_every_backward_case_of_the_bank():
+    cases = load_cases([BACKWARD_BANK])
+    assert len(cases) >= 50 and all(c.mode == "backward" for c in cases)
+    reference = TensorFlowReference()
+    backends = [resolve_backend("numpy")] + [resolve_backend(f"conformance.impls.backward_zoo:{name}")
+                                             for name in backward_zoo.ALTERNATIVES]
+    results = [run_case(case, backend, reference) for case in cases for backend in backends]
+    assert {(r.backend, r.case, r.status) for r in results if r.status != "pass"} == set()
+    statuses = {r.reference_status for r in results}
+    assert "ok" in statuses and "refused" in statuses  # NCHW with explicit padding, unequal strides: TF refuses
+
+
+def test_every_backward_mutant_is_caught_on_the_bank_and_says_which_gradient(tmp_path: Path):
+    cases = [c for c in load_cases([BACKWARD_BANK]) if "network" not in c.tags]
+    reference = OracleReference()
+    for name in backward_zoo.BUGS:
+        backend = resolve_backend(f"conformance.impls.backward_zoo:{name}")
+        failing = [r for r in (run_case(case, backend, reference) for case in cases) if r.status == "fail"]
+        assert failing, f"{name} is not caught"
+        for result in failing:
+            wrong = result.metrics["failing_gradients"]
+            assert wrong and all(g in GRADIENTS for g in wrong)
+            assert result.message.startswith(f"{wrong[0]}: ")
+            assert result.details.get("gradient") in wrong
+            assert {g: v["passed"] for g, v in result.metrics["gradients"].items()} == \
+                {g: g not in wrong for g in GRADIENTS}
+
+
+def test_a_backend_wrong_in_one_gradient_fails_on_that_one_only(tmp_path: Path):
+    def backprop(*args, **kwargs):
+        inputs, depthwise, pointwise = separable_conv2d_backprop(*args, **kwargs)
+        return inputs, depthwise, pointwise * np.asarray(1.01, pointwise.dtype)
+
+    results = [run_case(case, Backend("one_wrong", separable_conv2d, backprop=backprop), OracleReference())
+               for case in _cases(tmp_path, SWEEP)]
+    assert {r.status for r in results} == {"fail"}
+    assert all(r.metrics["failing_gradients"] == ["pointwise_filter_gradient"] for r in results)
+    assert all(r.details["gradient"] == "pointwise_filter_gradient" and r.details["layout"] == "HWKO"
+               and "heatmap" not in r.details for r in results)  # a filter is no image: no spatial maps
+
+
+def test_the_input_gradient_of_a_failing_case_has_maps_in_the_cases_layout(tmp_path: Path):
+    backend = resolve_backend("conformance.impls.backward_zoo:nchw_input_gradient_as_nhwc")
+    [case] = _cases(tmp_path, "cases:\n  - {input: [2, 6, 5, 3], kernel: [3, 3], channel_multiplier: 1, "
+                              "out_channels: 2, padding: SAME, data_format: NCHW, mode: backward}\n")
+    result = run_case(case, backend, OracleReference())
+    assert result.status == "fail" and result.details["gradient"] == "input_gradient"
+    assert result.details["layout"] == "NCHW" and result.details["shape"] == [2, 6, 5, 3]  # logical NHWC maps
+
+
+def test_a_backend_without_a_backward_pass_is_skipped_with_the_reason(tmp_path: Path):
+    [case] = _cases(tmp_path, SWEEP)[:1]
+    result = run_case(case, resolve_backend("conformance.impls.mutants:last_channel_dropped"), OracleReference())
+    assert result.status == "skip" and "no backward pass" in result.message and "backprop" in result.message
+    numpy = resolve_backend("numpy")
+    assert numpy.backprop is separable_conv2d_backprop  # the module attribute next to the forward function
+
+
+def test_forbidden_backward_input_must_be_rejected(tmp_path: Path):
+    cases = [c for c in load_cases([BACKWARD_BANK]) if c.expect_error]
+    assert cases
+    reference = OracleReference()
+    assert {run_case(c, resolve_backend("numpy"), reference).status for c in cases} == {"pass"}
+
+    def accepting(input, depthwise_filter, pointwise_filter, output_gradient, *args, **kwargs):
+        return np.zeros(1), np.zeros(1), np.zeros(1)
+    results = [run_case(c, Backend("accepting", separable_conv2d, backprop=accepting), reference) for c in cases]
+    assert {(r.status, r.kind) for r in results} == {("fail", "accepted_forbidden")}
+
+
+CRASHING = '''
+import os
+import time
+
+from conformance.impls.numpy_backend import separable_conv2d
+
+
+def conv(*args, **kwargs):
+    return separable_conv2d(*args, **kwargs)
+
+
+def separable_conv2d_backprop(input, depthwise_filter, pointwise_filter, output_gradient, *args, **kwargs):
+    if input.shape[0] == 2:
+        os.abort()
+    time.sleep(60)
+'''
+
+
+def test_a_backward_pass_that_crashes_or_hangs_is_that_cases_result(tmp_path: Path):
+    (tmp_path / "crashing.py").write_text(CRASHING, encoding="utf-8")
+    backend = load_backend(f"{tmp_path / 'crashing.py'}:conv", timeout=3.0)
+    assert backend.backprop is not None
+    cases = _cases(tmp_path, SWEEP)
+    try:
+        crash = run_case(cases[0], backend, OracleReference())  # batch 2: aborts
+        hang = run_case(cases[-1], backend, OracleReference())  # batch 1: sleeps past the timeout
+    finally:
+        backend.fn.close()
+    assert (crash.status, hang.status) == ("crash", "timeout")
+    assert "SIGABRT" in crash.message or "signal 6" in crash.message
+
+
+def test_mode_in_case_files_ids_sweeps_and_round_trips(tmp_path: Path):
+    cases = _cases(tmp_path, SWEEP + "cases:\n  - {input: [1, 4, 4, 1], kernel: [2, 2], channel_multiplier: 1, "
+                                      "out_channels: 1, padding: VALID, mode: forward}\n")
+    assert sorted(c.mode for c in cases) == ["backward"] * 8 + ["forward"]
+    assert all(("_backward" in c.id) == (c.mode == "backward") for c in cases)
+    assert [case_from_parameters(c.parameters()) for c in cases] == cases  # results records rebuild the case
+    (tmp_path / "written.yaml").write_text(render_case_file(cases), encoding="utf-8")  # what shrink and fuzz write
+    assert [c.id for c in load_cases([tmp_path / "written.yaml"])] == [c.id for c in cases]
+    backward = next(c for c in cases if c.mode == "backward")
+    inputs = materialize(backward)
+    assert inputs.output_gradient is not None and inputs.output_gradient.dtype == inputs.input.dtype
+    assert materialize(next(c for c in cases if c.mode == "forward")).output_gradient is None
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{input: [1, 4, 4, 1], kernel: [2, 2], channel_multiplier: 1, out_channels: 1, padding: VALID, mode: sideways}",
+     "mode"),
+    ("{input: [1, 4, 4, 1], kernel: [2, 2], channel_multiplier: 1, out_channels: 1, padding: VALID, mode: backward, "
+     "data: integers}", "a backward case takes normal, uniform, positive data"),
+])
+def test_a_bad_mode_or_backward_data_is_refused_naming_the_field(tmp_path: Path, text: str, words: str):
+    with pytest.raises(CaseFileError) as error:
+        _cases(tmp_path, f"cases:\n  - {text}\n")
+    assert words in str(error.value) and "cases.yaml:2" in str(error.value)
+
+
+def test_an_isolated_run_of_backward_cases_records_each_gradient(tmp_path: Path):
+    (tmp_path / "cases.yaml").write_text(SWEEP, encoding="utf-8")
+    code = run_suite(RunConfig(cases=[str(tmp_path / "cases.yaml")], backends=["numpy"], out=str(tmp_path / "out"),
+                               reference="oracle", quiet=True))
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert len(results) == 8 and all(r["parameters"]["mode"] == "backward" for r in results)
+    assert all(set(r["metrics"]["gradients"]) == set(GRADIENTS) for r in results)
