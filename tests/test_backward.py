@@ -193,3 +193,48 @@ def test_an_isolated_run_of_backward_cases_records_each_gradient(tmp_path: Path)
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     assert len(results) == 8 and all(r["parameters"]["mode"] == "backward" for r in results)
     assert all(set(r["metrics"]["gradients"]) == set(GRADIENTS) for r in results)
+
+
+@needs_tensorflow
+def test_goldens_carry_backward_entries_verified_per_gradient(tmp_path: Path):
+    import hashlib
+
+    from conformance.judging.golden import GoldenError, GoldenStore, build_goldens
+    from conformance.judging.references import GoldenReference
+
+    cases = _cases(tmp_path, SWEEP)
+    assert build_goldens(cases, tmp_path / "golden", TensorFlowReference())["entries"] == len(cases)
+    golden = GoldenReference(str(tmp_path / "golden"))
+    results = [run_case(case, resolve_backend("numpy"), golden) for case in cases]
+    assert {(r.status, r.reference) for r in results} == {("pass", "tensorflow")}
+    mutant = resolve_backend("conformance.impls.backward_zoo:no_batch_sum")
+    assert {run_case(case, mutant, golden).status for case in cases if case.batch > 1} == {"fail"}
+    # A stored gradient moved (its checksum updated, as a forger would): verification refuses the entry.
+    store = GoldenStore(tmp_path / "golden")
+    npz_path, json_path = store.paths(cases[0])
+    with np.load(npz_path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    moved = arrays["pointwise_filter_gradient.tensorflow"].astype(np.float32) * np.float32(1.5)  # still float32
+    arrays["pointwise_filter_gradient.tensorflow"] = moved.astype(np.float64)
+    np.savez(npz_path, **arrays)
+    meta = json.loads(json_path.read_text())
+    meta["npz_sha256"] = hashlib.sha256(npz_path.read_bytes()).hexdigest()
+    json_path.write_text(json.dumps(meta))
+    with pytest.raises(GoldenError, match="pointwise_filter_gradient"):
+        store.read(cases[0], materialize(cases[0]))
+
+
+def test_the_vector_pack_holds_each_gradient_with_its_error_model(tmp_path: Path):
+    from conformance.tools.export import export_pack
+
+    cases = _cases(tmp_path, SWEEP)[:2]
+    manifest = export_pack(cases, tmp_path / "pack", OracleReference())["manifest"]
+    entry = json.loads(Path(manifest).read_text())["cases"][0]
+    assert entry["mode"] == "backward"
+    assert set(entry["files"]) == {"input", "depthwise_filter", "pointwise_filter", "output_gradient",
+                                   *(f"{g}.{kind}" for g in GRADIENTS for kind in ("oracle", "bound"))}
+    lengths = {g: entry["gradient_tolerances"][g]["accumulation"] for g in GRADIENTS}
+    assert lengths["depthwise_filter_gradient"] > lengths["input_gradient"]  # N*Ho*Wo terms, not kh*kw*M
+    stored = np.load(tmp_path / "pack" / entry["files"]["pointwise_filter_gradient.oracle"]["path"])
+    exact = backward_oracle(cases[0], materialize(cases[0]))["pointwise_filter_gradient"].output
+    assert np.array_equal(stored, exact)

@@ -48,6 +48,7 @@ from conformance.cases import contract
 from conformance.cases.case import Case
 from conformance.cases.data import Inputs, numpy_dtype
 from conformance.files import atomic_write
+from conformance.judging.backward import GRADIENTS, backward_oracle, gradient_tolerance
 from conformance.judging.compare import compare
 from conformance.judging.oracle import OracleOutputs, compute_oracle
 from conformance.judging.reference import REFERENCE_STATUSES, Reference, tensorflow_version
@@ -142,10 +143,20 @@ def _misfit(case: Case, source: str, status: str) -> str | None:
     return None
 
 
+def _tensor_shapes(case: Case) -> dict[str, tuple[int, ...]]:
+    """The prefix of each stored tensor's arrays, and its shape: "" and the output's for a forward case;
+    "<gradient>." and that gradient's (the input's, or a filter's) for a backward case."""
+    if case.mode == "backward":
+        shapes = (case.input_shape, case.depthwise_shape, case.pointwise_shape)
+        return {f"{name}.": tuple(shape) for name, shape in zip(GRADIENTS, shapes)}
+    return {"": contract.output_shape(case)}
+
+
 def _expected_arrays(case: Case, source: str) -> set[str]:
     if case.expect_error:
         return set()
-    return {"oracle", "bound", "tensorflow"} if source == "tensorflow" else {"oracle", "bound"}
+    kinds = ("oracle", "bound", "tensorflow") if source == "tensorflow" else ("oracle", "bound")
+    return {prefix + kind for prefix in _tensor_shapes(case) for kind in kinds}
 
 
 def _parse_arrays(path: Path, payload: bytes, case: Case, source: str) -> dict[str, np.ndarray]:
@@ -160,10 +171,11 @@ def _parse_arrays(path: Path, payload: bytes, case: Case, source: str) -> dict[s
     if set(arrays) != expected:
         raise GoldenError(f"malformed golden entry {path}: arrays {sorted(arrays)}, expected {sorted(expected)} "
                           f"for source {source!r}")
-    shape = contract.output_shape(case) if expected else ()
+    shapes = _tensor_shapes(case)
     for name, array in arrays.items():
         if not isinstance(array, np.ndarray):  # NpzFile hands back the raw bytes of a member that is not .npy
             raise GoldenError(f"malformed golden entry {path}: {name!r} is not a .npy array")
+        shape = shapes[name[:name.rfind(".") + 1]]
         if array.dtype != np.float64 or array.shape != shape:
             raise GoldenError(f"malformed golden entry {path}: {name!r} is {array.dtype} {list(array.shape)}, "
                               f"expected float64 {list(shape)}")
@@ -196,22 +208,22 @@ def _drift(stored: np.ndarray, recomputed: np.ndarray, allowed: np.ndarray) -> s
 
 
 def _verify(path: Path, case: Case, arrays: dict[str, np.ndarray], oracle: OracleOutputs,
-            output: np.ndarray | None) -> None:
-    """The stored values against the recomputed oracle; GoldenError naming what disagrees."""
-    tolerance = Tolerance.for_case(case)
+            output: np.ndarray | None, tolerance: Tolerance, prefix: str = "") -> None:
+    """One stored tensor's values (arrays `prefix`oracle, ...) against the recomputed oracle, judged with
+    `tolerance`; GoldenError naming what disagrees."""
     allowed = ORACLE_DRIFT * tolerance.accumulation * (FLOAT64_ROUNDOFF * oracle.bound + FLOAT64_SUBNORMAL)
     for name, recomputed in (("oracle", oracle.output), ("bound", oracle.bound)):
-        if where := _drift(arrays[name], recomputed, allowed):
-            raise GoldenError(f"golden entry {path} fails verification: the stored {name} is not the recomputed "
-                              f"one: {where}")
+        if where := _drift(arrays[prefix + name], recomputed, allowed):
+            raise GoldenError(f"golden entry {path} fails verification: the stored {prefix}{name} is not the "
+                              f"recomputed one: {where}")
     if output is None:
         return
     # As build_reference judges TensorFlow: against the oracle, one side of rounding error.
     verdict = compare(output, oracle.output, oracle.output, oracle.bound, tolerance, sides=1,
                       dtype=numpy_dtype(case.dtype), variance=oracle.variance)
     if not verdict.passed:
-        raise GoldenError(f"golden entry {path} fails verification: TensorFlow's stored output vs the "
-                          f"recomputed oracle: {verdict.reason}")
+        raise GoldenError(f"golden entry {path} fails verification: TensorFlow's stored {prefix or 'output '}"
+                          f"vs the recomputed oracle: {verdict.reason}")
 
 
 class GoldenStore:
@@ -228,10 +240,16 @@ class GoldenStore:
 
     def write(self, case: Case, inputs: Inputs, reference: Reference) -> None:
         arrays: dict[str, np.ndarray] = {}
+        oracles = {f"{name}.": exact for name, exact in (reference.gradient_oracles or {}).items()}
+        found = {f"{name}.": value for name, value in (reference.gradients or {}).items()}
         if reference.oracle is not None:
-            arrays = {"oracle": reference.oracle.output, "bound": reference.oracle.bound}
-        if reference.output is not None:  # stored as float64: lossless for every dtype, portable
-            arrays["tensorflow"] = reference.output.astype(np.float64)
+            oracles[""] = reference.oracle
+        if reference.output is not None:
+            found[""] = reference.output
+        for prefix, exact in oracles.items():
+            arrays |= {f"{prefix}oracle": exact.output, f"{prefix}bound": exact.bound}
+        for prefix, value in found.items():  # stored as float64: lossless for every dtype, portable
+            arrays[f"{prefix}tensorflow"] = value.astype(np.float64)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
         payload = buffer.getvalue()
@@ -271,12 +289,28 @@ class GoldenStore:
             raise GoldenError(f"golden entry {json_path} was computed from other inputs (NumPy "
                               f"{meta['versions'].get('numpy')} then, {np.__version__} now): rebuild the goldens")
         arrays = _parse_arrays(npz_path, payload, case, meta["source"])
+        if case.mode == "backward" and not case.expect_error:
+            return self._backward(npz_path, case, inputs, arrays, meta)
         output = _tensorflow_output(npz_path, case, arrays["tensorflow"]) if "tensorflow" in arrays else None
         oracle = OracleOutputs(arrays["oracle"], arrays["bound"]) if "oracle" in arrays else None
         if self.verify and oracle is not None:
             oracle = compute_oracle(case, inputs)
-            _verify(npz_path, case, arrays, oracle, output)
+            _verify(npz_path, case, arrays, oracle, output, Tolerance.for_case(case))
         return Reference(meta["source"], meta["status"], meta["detail"], output, oracle, meta["metrics"])
+
+    def _backward(self, npz_path: Path, case: Case, inputs: Inputs, arrays: dict[str, np.ndarray],
+                  meta: dict[str, Any]) -> Reference:
+        """A backward case's entry: each gradient's stored tensors, verified as a forward output's are."""
+        found = {name: _tensorflow_output(npz_path, case, arrays[f"{name}.tensorflow"]) for name in GRADIENTS
+                 if f"{name}.tensorflow" in arrays}
+        oracles = {name: OracleOutputs(arrays[f"{name}.oracle"], arrays[f"{name}.bound"]) for name in GRADIENTS}
+        if self.verify:
+            oracles = backward_oracle(case, inputs)
+            for name in GRADIENTS:
+                _verify(npz_path, case, arrays, oracles[name], found.get(name), gradient_tolerance(case, name),
+                        f"{name}.")
+        return Reference(meta["source"], meta["status"], meta["detail"], metrics=meta["metrics"],
+                         gradients=found or None, gradient_oracles=oracles)
 
     def tensorflow_versions(self, cases: Iterable[Case]) -> dict[str, int]:
         """TensorFlow version -> how many of these cases' entries were made with it, e.g.

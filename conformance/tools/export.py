@@ -5,7 +5,10 @@ inputs, TensorFlow outputs, oracle and bound tensors this suite uses. See docs/v
 
 Layout:  out/manifest.json  and  out/<case id>/{input, depthwise_filter, pointwise_filter}.npy, plus for
 valid cases  oracle.npy, bound.npy  (float64) and  tensorflow.npy  where TensorFlow produced the
-reference. bfloat16 tensors are stored as their uint16 bit patterns ("storage": "bfloat16-as-uint16").
+reference. A backward case (manifest "mode": "backward") adds output_gradient.npy, and holds
+<gradient>.oracle.npy, <gradient>.bound.npy and <gradient>.tensorflow.npy per gradient instead, each judged
+with its entry of "gradient_tolerances". bfloat16 tensors are stored as their uint16 bit patterns
+("storage": "bfloat16-as-uint16").
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import conformance
 from conformance.cases.case import Case
 from conformance.cases.data import materialize
 from conformance.files import BFLOAT16_STORAGE, atomic_write, npy_storable
+from conformance.judging.backward import GRADIENTS, gradient_tolerance
 from conformance.judging.reference import Reference, tensorflow_version
 from conformance.judging.references import ReferenceSource
 from conformance.judging.tolerance import ORACLE_ROUNDOFF, Tolerance
@@ -57,8 +61,8 @@ def _npy_bytes(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
     return buffer.getvalue(), entry
 
 
-def _tolerance_entry(case: Case) -> dict[str, Any]:
-    tol = Tolerance.for_case(case)
+def _tolerance_entry(case: Case, tol: Tolerance | None = None) -> dict[str, Any]:
+    tol = tol or Tolerance.for_case(case)
     bound_coefficient, magnitude_coefficient, constant = tol.coefficients()
     return {"unit_roundoff": tol.unit_roundoff, "underflow": tol.underflow, "accumulation": tol.accumulation,
             "accumulator": tol.accumulator, "bound_coefficient": bound_coefficient,
@@ -70,6 +74,13 @@ def _tolerance_entry(case: Case) -> dict[str, Any]:
 def _tensors(case: Case, inputs: Any, reference: Reference) -> dict[str, np.ndarray]:
     tensors = {"input": inputs.input, "depthwise_filter": inputs.depthwise_filter,
                "pointwise_filter": inputs.pointwise_filter}
+    if case.mode == "backward":
+        tensors["output_gradient"] = inputs.output_gradient
+        for name, exact in (reference.gradient_oracles or {}).items():  # none for an error case
+            tensors |= {f"{name}.oracle": exact.output, f"{name}.bound": exact.bound}
+        for name, value in (reference.gradients or {}).items():
+            tensors[f"{name}.tensorflow"] = value
+        return tensors
     if not case.expect_error:
         if reference.output is not None:
             tensors["tensorflow"] = reference.output
@@ -88,7 +99,11 @@ def case_entry(case: Case, reference: Reference, files: dict[str, Any]) -> dict[
                      "data_format": case.data_format, "dilations": list(case.rates)},
         "expect": case.expect,
         "error_pattern": case.error_pattern,
+        "mode": case.mode,
         "tolerance": _tolerance_entry(case),
+        # backward: each gradient's own error model (its reduction lengths: conformance/judging/backward.py)
+        **({"gradient_tolerances": {name: _tolerance_entry(case, gradient_tolerance(case, name))
+                                    for name in GRADIENTS}} if case.mode == "backward" else {}),
         "reference": {"source": reference.source, "status": reference.status, "detail": reference.detail},
         "files": files,
     }
