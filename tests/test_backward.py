@@ -24,6 +24,7 @@ from conformance.impls.numpy_backend import separable_conv2d, separable_conv2d_b
 from conformance.judging.backward import GRADIENTS, backward_oracle
 from conformance.judging.reference import run_tensorflow_backward, tensorflow_missing
 from conformance.judging.references import OracleReference, TensorFlowReference
+from conformance.reporting.diagnosis import failure_groups
 from tests.conftest import BANK
 
 BACKWARD_BANK = BANK / "backward.yaml"
@@ -96,6 +97,8 @@ def test_a_backend_wrong_in_one_gradient_fails_on_that_one_only(tmp_path: Path):
     assert all(r.metrics["failing_gradients"] == ["pointwise_filter_gradient"] for r in results)
     assert all(r.details["gradient"] == "pointwise_filter_gradient" and r.details["layout"] == "HWKO"
                and "heatmap" not in r.details for r in results)  # a filter is no image: no spatial maps
+    [group] = failure_groups([r.to_dict() for r in results])  # grouped by the gradient that is off
+    assert group.pattern == "pointwise_filter_gradient: elements over their limit" and group.count == len(results)
 
 
 def test_the_input_gradient_of_a_failing_case_has_maps_in_the_cases_layout(tmp_path: Path):
@@ -113,6 +116,8 @@ def test_a_backend_without_a_backward_pass_is_skipped_with_the_reason(tmp_path: 
     assert result.status == "skip" and "no backward pass" in result.message and "backprop" in result.message
     numpy = resolve_backend("numpy")
     assert numpy.backprop is separable_conv2d_backprop  # the module attribute next to the forward function
+    command = run_case(case, resolve_backend("cmd:true"), OracleReference())
+    assert command.status == "skip" and "command protocol (version 2) has no backward call" in command.message
 
 
 def test_forbidden_backward_input_must_be_rejected(tmp_path: Path):

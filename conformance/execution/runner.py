@@ -46,6 +46,7 @@ from conformance.result import Kind, ReferenceStatus, Result, Status
 
 NO_BACKPROP = (f"no backward pass: the backend's function has no `backprop` attribute and its module no "
                f"{BACKPROP_ATTRIBUTE} (docs/backends.md, 'The backward pass')")
+NO_COMMAND_BACKPROP = "no backward pass: the command protocol (version 2) has no backward call yet"
 
 
 def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
@@ -184,7 +185,8 @@ def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int
     if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
         return skipped(case, backend.name, reason, options)
     if case.mode == "backward" and backend.backprop is None:
-        return skipped(case, backend.name, NO_BACKPROP, options)
+        return skipped(case, backend.name, NO_COMMAND_BACKPROP if backend.name.startswith("cmd:") else NO_BACKPROP,
+                       options)
     repro = reproducer(case, backend.name, options)
     try:
         inputs, reference = prepare(case, source)

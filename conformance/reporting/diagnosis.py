@@ -43,6 +43,7 @@ PATTERN_WORDS: dict[str, str] = {
     Kind.HARNESS: "a fault of the harness (not a verdict on the backend)",
     Kind.BIAS: "statistics only: a systematic bias", Kind.ENERGY: "statistics only: too much error energy",
     Kind.RMS: "statistics only: too much error energy (root mean square)",
+    Kind.ELEMENT: "elements over their limit",  # where no map says where (a filter gradient)
 }
 
 
@@ -104,7 +105,12 @@ def _axis_words(axis: str, where: dict[str, Any]) -> str:
 
 def pattern_of(record: dict[str, Any]) -> str:
     """What a failing result's error is (its relation to the reference) or where it is, coarsely enough that
-    one bug's variants share the words."""
+    one bug's variants share the words; a backward case's names the gradient that is off first."""
+    gradient = (record.get("details") or {}).get("gradient")
+    return f"{gradient}: {_pattern(record)}" if isinstance(gradient, str) else _pattern(record)
+
+
+def _pattern(record: dict[str, Any]) -> str:
     kind = record.get("kind") or ""
     details = record.get("details") or {}
     if kind == Kind.NONFINITE:

@@ -463,7 +463,7 @@
     return typeof value === "object" ? JSON.stringify(value) : String(value);
   }
 
-  function failureMaps(details, body) {
+  function failureMaps(details, body, row) {
     const shape = details.shape;
     scale = SCALES[details.scale] || SCALES.limit;
     if (scale.exact) {
@@ -474,6 +474,13 @@
     if (details.kind === "statistics") {
       body.appendChild(el("p", { text: "Every element is within its limit: the tensor-level check failed (the errors lean one way, " +
         "or there are too many of them). The signs of the errors and the histogram show how." }));
+    }
+    if (details.gradient) {  // a backward case: the maps are of the worst failing gradient
+      const failing = ((row.metrics || {}).failing_gradients || [details.gradient]).join(", ");
+      body.appendChild(el("p", { id: "gradient", className: "relation", text: "Gradients off: " + failing +
+        "; the maps below are of " + details.gradient + (details.layout && details.layout.length === 4 &&
+        !["NHWC", "NCHW"].includes(details.layout) ? " (a filter: indices [" + details.layout.split("").join(", ") +
+        "], no spatial maps)" : "") + "." }));
     }
     if (details.relation) {  // conformance/judging/detectors.py: the bug in one sentence, where one fits
       body.appendChild(el("p", { id: "relation", className: "relation", text: "Recognized: " + details.relation.sentence }));
@@ -538,7 +545,7 @@
       body.appendChild(el("h3", { text: "Reproduce this case alone" }));
       body.appendChild(el("div", { className: "reproducer" }, [pre, copy]));
     }
-    if (row.details) failureMaps(row.details, body);
+    if (row.details) failureMaps(row.details, body, row);
     else if (row.details_omitted) {
       body.appendChild(el("p", { className: "hint", text: "Error maps left out to keep the page small (it embeds them for " +
         "each backend's most severe failures first, within a size budget); the worst elements are below, " +
