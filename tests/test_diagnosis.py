@@ -126,4 +126,4 @@ def test_groups_form_whatever_a_hand_edited_file_holds():
             "parameters": {"input": "1x2", "channel_multiplier": "two", "strides": [0], "padding": 5}},
            {"case": "c", "backend": "b", "status": "pass", "parameters": None}]
     [group] = failure_groups(odd)  # features that cannot be read are left out, never an exception
-    assert group.cases == ("a",) and group.pattern == "element"
+    assert group.cases == ("a",) and group.pattern == "elements over their limit"
