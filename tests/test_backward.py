@@ -243,3 +243,35 @@ def test_the_vector_pack_holds_each_gradient_with_its_error_model(tmp_path: Path
     stored = np.load(tmp_path / "pack" / entry["files"]["pointwise_filter_gradient.oracle"]["path"])
     exact = backward_oracle(cases[0], materialize(cases[0]))["pointwise_filter_gradient"].output
     assert np.array_equal(stored, exact)
+
+
+def test_fuzz_draws_backward_cases_without_changing_its_forward_draws():
+    from conformance.cases.loader import BACKWARD_DATA
+    from conformance.tools.fuzz import draw_cases
+
+    forward = draw_cases(60, 5)
+    mixed = draw_cases(60, 5, backward_fraction=0.5)
+    assert [c.mode for c in forward] == ["forward"] * 60
+    backward = [c for c in mixed if c.mode == "backward"]
+    assert 15 <= len(backward) <= 45 and all(c.data in BACKWARD_DATA for c in backward)
+    # The same draws, some made backward (with their data, where the backward pass takes it).
+    assert [m.id.replace("_backward", "") for c, m in zip(forward, mixed) if c.data in BACKWARD_DATA] == \
+        [c.id for c in forward if c.data in BACKWARD_DATA]
+
+
+def test_shrink_keeps_a_backward_failure_and_its_gradient(tmp_path: Path):
+    from tests.conftest import cli_here
+
+    (tmp_path / "cases.yaml").write_text(SWEEP, encoding="utf-8")
+    spec = "conformance.impls.backward_zoo:no_batch_sum"
+    run = cli_here("run", "--cases", "cases.yaml", "--backend", spec, "--reference", "oracle", "--out", "out", "-q",
+                   cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    failing = [r for r in json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+               if r["status"] == "fail"]
+    shrink = cli_here("shrink", "--results", "out/results.json", "--id", failing[0]["case"], "--backend", spec,
+                      "--reference", "oracle", cwd=tmp_path)
+    assert shrink.returncode == 0, shrink.stdout + shrink.stderr
+    [shrunk] = load_cases([tmp_path / "shrunk.yaml"])
+    assert shrunk.mode == "backward" and shrunk.batch == 2  # the bug needs a second image to show
+    assert "filter_gradient" in shrink.stdout

@@ -173,7 +173,7 @@ def _result(case: str, status: str, kind: str, message: str) -> Result:
 def test_a_reworded_message_is_the_same_failure():
     before = _result("c", "fail", Kind.ELEMENT, "error 3.1x the limit at [0, 1, 2, 0]: expected 1, got 2")
     after = _result("c", "fail", Kind.ELEMENT, "element [0, 0, 0, 1] is off by 7 limits (reworded)")
-    assert signature(before) == signature(after) == ("fail", "element", "element")
+    assert signature(before) == signature(after) == ("fail", "element", "elements over their limit")
     # Messages that once classified differently (a prefix) classify by kind alone now.
     assert signature(_result("c", "fail", Kind.BIAS, "error energy, or so it says"))[:2] == ("fail", "bias")
     assert signature(_result("c", "error", Kind.REJECTED_VALID, "reference: looks like a reference problem")) \
@@ -196,7 +196,7 @@ def test_shrinking_follows_the_kind_whatever_the_messages_say():
             return _result(case.id, "fail", Kind.SHAPE, f"{case.id}: the same words as below")
         return _result(case.id, "fail", Kind.ELEMENT, f"{case.id}: height {height}, worded anew each time")
     outcome = shrink(original, judge)
-    assert outcome.case.input[1] == 3 and outcome.signature == ("fail", "element", "element")
+    assert outcome.case.input[1] == 3 and outcome.signature == ("fail", "element", "elements over their limit")
     assert outcome.message.startswith(outcome.case.id)
 
 

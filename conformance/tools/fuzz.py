@@ -115,13 +115,20 @@ VIOLATIONS: dict[str, Callable[[random.Random, Case], Case]] = {
     "filter_rank": _break_rank}
 
 
-def draw_cases(count: int, seed: int, invalid_fraction: float = 0.2) -> list[Case]:
+def draw_cases(count: int, seed: int, invalid_fraction: float = 0.2, backward_fraction: float = 0.0) -> list[Case]:
     """`count` cases, deterministic in `seed`; about `invalid_fraction` of them break one contract rule
-    (and expect an error). Names fuzz{seed}_{i} keep ids unique within and across seeds."""
+    (and expect an error), about `backward_fraction` are backward cases (mode: backward; their data one the
+    backward pass takes). Names fuzz{seed}_{i} keep ids unique within and across seeds."""
+    from conformance.cases.loader import BACKWARD_DATA
+
     rng = random.Random(seed)
+    modes = random.Random(f"{seed}:mode")  # its own stream: the forward draws stay what they were
     cases = []
     for index in range(count):
         case = _valid_draw(rng, f"fuzz{seed}_{index}")
+        if modes.random() < backward_fraction:
+            case = dataclasses.replace(case, mode="backward",
+                                       data=case.data if case.data in BACKWARD_DATA else "normal")
         if rng.random() < invalid_fraction:
             violation = rng.choice(sorted(VIOLATIONS))
             case = VIOLATIONS[violation](rng, case)
@@ -148,6 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--invalid-fraction", type=float, default=0.2, metavar="F",
                         help="share of cases that break the contract and must be rejected (default 0.2)")
+    parser.add_argument("--backward-fraction", type=float, default=0.25, metavar="F",
+                        help="share of cases that test the backward pass (mode: backward; default 0.25)")
     parser.add_argument("--out", default="reports/fuzz", metavar="DIR",
                         help="where the cases, the reports and the failures go (default reports/fuzz)")
     add_reference_argument(parser, ("tensorflow", "oracle"))
@@ -170,13 +179,15 @@ def execute(args: argparse.Namespace) -> int:
         return usage_error("fuzz", f"--seed {args.seed}: must be >= 0")
     if not 0.0 <= args.invalid_fraction <= 1.0:
         return usage_error("fuzz", f"--invalid-fraction {args.invalid_fraction}: must be between 0 and 1")
+    if not 0.0 <= args.backward_fraction <= 1.0:
+        return usage_error("fuzz", f"--backward-fraction {args.backward_fraction}: must be between 0 and 1")
     if reason := reference_unusable(args.reference):
         return usage_error("fuzz", reason)
     backends = args.backend or ["numpy"]
     out = Path(args.out)
-    cases = draw_cases(args.count, args.seed, args.invalid_fraction)
+    cases = draw_cases(args.count, args.seed, args.invalid_fraction, args.backward_fraction)
     command = (f"sepconv-conformance fuzz --seed {args.seed} --count {args.count} "
-               f"--invalid-fraction {args.invalid_fraction:g}")
+               f"--invalid-fraction {args.invalid_fraction:g} --backward-fraction {args.backward_fraction:g}")
     cases_path = write_case_file(out / CASES_FILE, cases, [f"Drawn by: {command}"])
     load_cases([cases_path])  # our own output must be a valid case file
     invalid = sum(c.expect_error for c in cases)

@@ -109,14 +109,17 @@ def _candidates(case: Case) -> Iterator[tuple[str, Case]]:
 
 
 def _admissible(candidate: Case, broken_fields: frozenset[str]) -> bool:
-    """A valid case stays valid (with an exact integer range for integers); an error case keeps breaking
-    the same rules and no other."""
+    """A valid case stays valid (with an exact integer range for integers, and data the backward pass takes
+    for a backward case); an error case keeps breaking the same rules and no other."""
     from conformance.cases.data import (
         integer_range,  # NumPy: imported when shrinking, not with the CLI
     )
+    from conformance.cases.loader import BACKWARD_DATA
 
     fields = frozenset(field for field, _ in contract.violations(candidate))
     if fields != broken_fields:
+        return False
+    if candidate.mode == "backward" and candidate.data not in BACKWARD_DATA:
         return False
     return candidate.expect_error or candidate.data != "integers" or integer_range(candidate) >= 1
 
