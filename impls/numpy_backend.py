@@ -333,8 +333,9 @@ def separable_conv2d_backprop(input: Any, depthwise_filter: Any, pointwise_filte
     Numerics: computed in the compute dtype above (float32 for float16/bfloat16); as in TensorFlow's graph,
     the depthwise intermediate and the gradient reaching it (output_gradient @ pointwise^T) are rounded to
     the operator's dtype before the stages that read them, and each gradient is rounded once at the end.
-    Vectorized over pixels: one NumPy call per tap and stage; the filter gradients' sums over N*Ho*Wo run in
-    einsum's order (pairwise in BLAS where it uses one)."""
+    Vectorized, no loop over pixels: with multiplier 1, one elementwise pass per tap (_backprop_by_tap);
+    above, one BLAS product per channel (_backprop_by_channel). The pointwise stages are BLAS products
+    either way; the filter gradients' sums over N*Ho*Wo are NumPy's pairwise sums or BLAS's, in their order."""
     x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
     data_format = data_format or "NHWC"
     dilations = [1, 1] if dilations is None else list(dilations)
@@ -344,36 +345,85 @@ def separable_conv2d_backprop(input: Any, depthwise_filter: Any, pointwise_filte
     nhwc = (x.transpose(0, 2, 3, 1) if nchw else x).astype(compute)
     n, h, w, c = nhwc.shape
     kh, kw, _, m = dw.shape
-    out_channels = pw.shape[3]
+    out_channels, taps = pw.shape[3], kh * kw
     top, bottom, left, right, out_h, out_w = _padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding, data_format)
     grad = np.asarray(output_gradient)
     expected = (n, out_channels, out_h, out_w) if nchw else (n, out_h, out_w, out_channels)
     if grad.shape != expected or grad.dtype != dtype:
         _fail(f"output_gradient must have the output's shape {list(expected)} and dtype {dtype}, "
               f"got {list(grad.shape)} {grad.dtype}")
-    grad = (grad.transpose(0, 2, 3, 1) if nchw else grad).astype(compute).reshape(-1, out_channels)
+    positions = n * out_h * out_w
+    grad = (grad.transpose(0, 2, 3, 1) if nchw else grad).astype(compute).reshape(positions, out_channels)
     weights, pointwise = dw.astype(compute), pw[0, 0].astype(compute)
-    padded = np.pad(nhwc, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    taps = [(a, b, slice(a * rh, a * rh + (out_h - 1) * sh + 1, sh), slice(b * rw, b * rw + (out_w - 1) * sw + 1, sw))
-            for a in range(kh) for b in range(kw)]
+    geometry = (top, bottom, left, right, out_h, out_w, sh, sw, rh, rw)
 
     def rounded(values: np.ndarray) -> np.ndarray:  # to the operator's dtype and back (float16/bfloat16)
         return values if dtype == compute else values.astype(dtype).astype(compute)
 
+    stages = _backprop_by_channel if m > 1 else _backprop_by_tap
     with np.errstate(invalid="ignore", over="ignore"):
-        intermediate = np.zeros((n, out_h, out_w, c, m), dtype=compute)
-        for a, b, rows, columns in taps:
-            intermediate += padded[:, rows, columns, :, None] * weights[a, b]
-        intermediate = rounded(intermediate).reshape(-1, c * m)
-        to_intermediate = rounded(grad @ pointwise.T).reshape(n, out_h, out_w, c, m)
-        pointwise_gradient = (intermediate.T @ grad).reshape(1, 1, c * m, out_channels)
-        depthwise_gradient = np.empty(dw.shape, dtype=compute)
-        padded_gradient = np.zeros(padded.shape, dtype=compute)
-        for a, b, rows, columns in taps:
-            depthwise_gradient[a, b] = np.einsum("nijc,nijcm->cm", padded[:, rows, columns, :], to_intermediate)
-            padded_gradient[:, rows, columns, :] += np.einsum("nijcm,cm->nijc", to_intermediate, weights[a, b])
+        padded_gradient, depthwise_gradient, pointwise_gradient = stages(nhwc, weights, pointwise, grad, geometry,
+                                                                         rounded)
     input_gradient = padded_gradient[:, top:top + h, left:left + w, :]
     if nchw:
         input_gradient = input_gradient.transpose(0, 3, 1, 2)
     return (np.ascontiguousarray(input_gradient).astype(dtype), depthwise_gradient.astype(dtype),
             pointwise_gradient.astype(dtype))
+
+
+_Stages = tuple[np.ndarray, np.ndarray, np.ndarray]  # padded input gradient (NHWC), depthwise, pointwise gradients
+
+
+def _backprop_by_tap(x: np.ndarray, weights: np.ndarray, pointwise: np.ndarray, grad: np.ndarray,
+                     geometry: tuple[int, ...], rounded: Any) -> _Stages:
+    """Multiplier 1: NHWC, one elementwise pass per tap and stage (each tap's window of the padded input is a
+    strided view); the two pointwise stages are BLAS products."""
+    top, bottom, left, right, out_h, out_w, sh, sw, rh, rw = geometry
+    n, _, _, c = x.shape
+    kh, kw = weights.shape[:2]
+    padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    taps = [(a, b, slice(a * rh, a * rh + (out_h - 1) * sh + 1, sh), slice(b * rw, b * rw + (out_w - 1) * sw + 1, sw))
+            for a in range(kh) for b in range(kw)]
+    intermediate = np.zeros((n, out_h, out_w, c), dtype=x.dtype)
+    for a, b, rows, columns in taps:
+        intermediate += padded[:, rows, columns, :] * weights[a, b, :, 0]
+    intermediate = rounded(intermediate).reshape(-1, c)
+    to_intermediate = rounded(grad @ pointwise.T).reshape(n, out_h, out_w, c)
+    pointwise_gradient = (intermediate.T @ grad).reshape(1, 1, c, -1)
+    depthwise_gradient = np.empty(weights.shape, dtype=x.dtype)
+    padded_gradient = np.zeros(padded.shape, dtype=x.dtype)
+    for a, b, rows, columns in taps:
+        depthwise_gradient[a, b, :, 0] = np.einsum("nijc,nijc->c", padded[:, rows, columns, :], to_intermediate)
+        padded_gradient[:, rows, columns, :] += to_intermediate * weights[a, b, :, 0]
+    return padded_gradient, depthwise_gradient, pointwise_gradient
+
+
+def _backprop_by_channel(x: np.ndarray, weights: np.ndarray, pointwise: np.ndarray, grad: np.ndarray,
+                         geometry: tuple[int, ...], rounded: Any) -> _Stages:
+    """Multiplier > 1: channels first (one transpose of the input), every stage a batch of one BLAS product
+    per channel (im2col: each channel's windows gathered once as a [kh*kw, N*Ho*Wo] matrix); the input
+    gradient's per-tap shares are then added into the padded input tap by tap."""
+    top, bottom, left, right, out_h, out_w, sh, sw, rh, rw = geometry
+    n, h, w, c = x.shape
+    kh, kw, _, m = weights.shape
+    taps, positions = kh * kw, n * out_h * out_w
+    padded = np.zeros((c, n, h + top + bottom, w + left + right), dtype=x.dtype)
+    padded[:, :, top:top + h, left:left + w] = x.transpose(3, 0, 1, 2)
+    s0, s1, s2, s3 = padded.strides
+    windows = np.lib.stride_tricks.as_strided(padded, (c, kh, kw, n, out_h, out_w),
+                                              (s0, s2 * rh, s3 * rw, s1, s2 * sh, s3 * sw), writeable=False)
+    patches = np.ascontiguousarray(windows).reshape(c, taps, positions)
+    kernel = np.ascontiguousarray(weights.reshape(taps, c, m).transpose(1, 0, 2))  # [C, taps, M]
+    # The intermediate and the gradient reaching it, [C*M, N*Ho*Wo], rows in TensorFlow's (c, m) order.
+    intermediate = rounded(np.matmul(kernel.transpose(0, 2, 1), patches)).reshape(c * m, positions)
+    to_intermediate = rounded(pointwise @ grad.T)
+    pointwise_gradient = (intermediate @ grad).reshape(1, 1, c * m, -1)
+    per_channel = to_intermediate.reshape(c, m, positions)
+    depthwise_gradient = np.matmul(patches, per_channel.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(kh, kw, c, m)
+    shares = np.matmul(kernel, per_channel).reshape(c, taps, n, out_h, out_w)
+    padded_gradient = np.zeros(padded.shape, dtype=x.dtype)
+    for tap in range(taps):
+        a, b = divmod(tap, kw)
+        padded_gradient[:, :, a * rh:a * rh + (out_h - 1) * sh + 1:sh, b * rw:b * rw + (out_w - 1) * sw + 1:sw] \
+            += shares[:, tap]
+    return padded_gradient.transpose(1, 2, 3, 0), depthwise_gradient, pointwise_gradient

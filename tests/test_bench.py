@@ -4,6 +4,7 @@ backend it times."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -259,3 +260,21 @@ def test_depthwise_sums_taps_in_the_documented_order(monkeypatch, dtype):
     nchw = numpy_backend.separable_conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), dw, pw, [1, 1, 2, 1],
                                           "SAME", data_format="NCHW")
     assert nchw.tobytes() == np.ascontiguousarray(expected.transpose(0, 3, 1, 2)).tobytes()
+
+
+def test_backward_mode_times_the_backprop_against_gradient_tape_and_flags_a_wrong_one(case_file, tmp_path,
+                                                                                      bench_here):
+    cases = case_file(BENCH_CASES)
+    code, out = bench_here("--cases", str(cases), "--mode", "backward", "--backend", "numpy", "--backend",
+                           "conformance.impls.backward_zoo:no_batch_sum", "--backend",
+                           "conformance.impls.mutants:last_channel_dropped", "--repeats", "2", "--warmup", "0",
+                           "--json", "bench.json", cwd=tmp_path)
+    assert code == 1, out  # the wrong backward pass and the one without a backward pass fail the bench
+    assert "3*kh*kw + 2*O" in out
+    timed = json.loads((tmp_path / "bench.json").read_text())["rows"][0]
+    assert timed["case"].endswith("_backward_timed")
+    assert timed["flops"] == flop_count(dataclasses.replace(load_cases([cases])[0], mode="backward"))
+    numpy_side, buggy, forward_only = timed["backends"]
+    assert numpy_side["status"] == "ok" and numpy_side["ratio"] > 0 and len(numpy_side["seconds"]) == 2
+    assert buggy["status"] == "wrong" and "filter_gradient" in buggy["detail"]
+    assert forward_only["status"] == "error" and "no backward pass" in forward_only["detail"]

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time only the case with this exact id (repeatable; replaces the tag selection)")
     parser.add_argument("--dtype", action="append", choices=DTYPE_CHOICES,
                         help="time the selected shapes in this dtype instead of each case's own (repeatable)")
+    parser.add_argument("--mode", choices=("forward", "backward"), default="forward",
+                        help="time the forward pass, or the backward pass (the three gradients: a backend's "
+                             "backprop against tf.GradientTape) on the same shapes (default forward)")
     parser.add_argument("--repeats", type=_count(1), default=10, metavar="N",
                         help="timed calls of each side per shape (default 10); the median is reported")
     parser.add_argument("--warmup", type=_count(0), default=2, metavar="N",
@@ -125,21 +128,26 @@ class Row:
 
 
 def flop_count(case: Any) -> int:
-    """Flops of one call: depthwise 2*N*Ho*Wo*C*M*kh*kw, pointwise 2*N*Ho*Wo*C*M*O."""
+    """Flops of one call: depthwise 2*N*Ho*Wo*C*M*kh*kw, pointwise 2*N*Ho*Wo*C*M*O. Backward: the
+    intermediate again, the gradient reaching it and the pointwise filter gradient (2 pointwise stages), the
+    depthwise filter and input gradients (2 depthwise stages): 2*N*Ho*Wo*C*M*(3*kh*kw + 2*O)."""
     from conformance.cases import contract
 
     geometry = contract.geometry(case)
     pixels = case.batch * geometry.out_h * geometry.out_w
     kh, kw = case.kernel
+    if case.mode == "backward":
+        return 2 * pixels * case.depthwise_channels * (3 * kh * kw + 2 * case.out_channels)
     return 2 * pixels * case.depthwise_channels * (kh * kw + case.out_channels)
 
 
-def _select(cases: Sequence[Any], tags: Sequence[str], case_ids: Sequence[str], dtypes: Sequence[str]) -> list[Any]:
+def _select(cases: Sequence[Any], tags: Sequence[str], case_ids: Sequence[str], dtypes: Sequence[str],
+            mode: str = "forward") -> list[Any]:
     if case_ids:
         chosen = [c for c in cases if c.id in set(case_ids)]
     else:
         chosen = [c for c in cases if set(tags) <= set(c.tags)]
-    chosen = [c for c in chosen if not c.expect_error]
+    chosen = [c if c.mode == mode else replace(c, mode=mode) for c in chosen if not c.expect_error]
     if dtypes:
         chosen = [c if c.dtype == d else replace(c, dtype=d) for c in chosen for d in dtypes]
     return sorted(chosen, key=lambda c: c.dtype != "float32")  # float32 first (the goals), else file order
@@ -168,23 +176,34 @@ class Schedule:
 
 def _check(case: Any, inputs: Any, outputs: dict[str, Any], sides: Sequence[Timing]) -> None:
     """Judge each backend's first output with the harness's comparison: against TensorFlow's (both sides
-    carry rounding error), or against the float64 oracle where TensorFlow refused the case."""
+    carry rounding error), or against the float64 oracle where TensorFlow refused the case; backward, each
+    gradient with its own error model."""
     from conformance.cases.data import numpy_dtype
+    from conformance.judging.backward import GRADIENT_LAYOUTS, GRADIENTS, backward_oracle, gradient_tolerance
     from conformance.judging.compare import compare
     from conformance.judging.oracle import compute_oracle
     from conformance.judging.tolerance import Tolerance
 
-    oracle = compute_oracle(case, inputs)
-    reference, sides_with_error = outputs.get("tensorflow"), 2
-    if reference is None:
-        reference, sides_with_error = oracle.output, 1
+    if case.mode == "backward":
+        exact = backward_oracle(case, inputs)
+        checks = [(name, exact[name], gradient_tolerance(case, name), GRADIENT_LAYOUTS.get(name, case.data_format))
+                  for name in GRADIENTS]
+    else:
+        checks = [("", compute_oracle(case, inputs), Tolerance.for_case(case), case.data_format)]
     for timing in sides:
-        if timing.status == "ok":
-            verdict = compare(outputs[timing.name], reference, oracle.output, oracle.bound, Tolerance.for_case(case),
-                              sides=sides_with_error, dtype=numpy_dtype(case.dtype), data_format=case.data_format,
-                              variance=oracle.variance)
+        if timing.status != "ok":
+            continue
+        for index, (name, oracle, tolerance, layout) in enumerate(checks):
+            got = outputs[timing.name][index] if name else outputs[timing.name]
+            reference, sides_with_error = outputs.get("tensorflow"), 2
+            reference = None if reference is None else reference[index] if name else reference
+            if reference is None:
+                reference, sides_with_error = oracle.output, 1
+            verdict = compare(got, reference, oracle.output, oracle.bound, tolerance, sides=sides_with_error,
+                              dtype=numpy_dtype(case.dtype), data_format=layout, variance=oracle.variance)
             if not verdict.passed:
-                timing.status, timing.detail = "wrong", verdict.reason
+                timing.status, timing.detail = "wrong", f"{name}: {verdict.reason}" if name else verdict.reason
+                break
 
 
 def _time(calls: Sequence[tuple[Timing, Callable[[], Any]]], schedule: Schedule) -> None:
@@ -222,12 +241,25 @@ def _bench_case(tf: Any, case: Any, backends: Sequence[Any], schedule: Schedule)
 
     def call_tensorflow() -> Any:
         with tf.device("/CPU:0"):
-            return tf.nn.separable_conv2d(*tensors, **arguments).numpy()
+            if case.mode == "forward":
+                return tf.nn.separable_conv2d(*tensors, **arguments).numpy()
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                output = tf.nn.separable_conv2d(*tensors, **arguments)
+            found = tape.gradient(output, tensors, output_gradients=tf.constant(inputs.output_gradient))
+            return tuple(g.numpy() for g in found)
 
-    def caller(fn: Callable[..., Any]) -> Callable[[], Any]:
-        return lambda: np.asarray(fn(inputs.input, inputs.depthwise_filter, inputs.pointwise_filter, **arguments))
+    def caller(backend: Any) -> Callable[[], Any]:
+        operands = (inputs.input, inputs.depthwise_filter, inputs.pointwise_filter)
+        if case.mode == "forward":
+            return lambda: np.asarray(backend.fn(*operands, **arguments))
+        if backend.backprop is None:
+            def missing() -> Any:
+                raise ValueError(f"{backend.name} has no backward pass (backprop)")
+            return missing
+        return lambda: tuple(np.asarray(g) for g in backend.backprop(*operands, inputs.output_gradient, **arguments))
 
-    sides = [(Timing("tensorflow"), call_tensorflow)] + [(Timing(b.name), caller(b.fn)) for b in backends]
+    sides = [(Timing("tensorflow"), call_tensorflow)] + [(Timing(b.name), caller(b)) for b in backends]
     outputs = {}
     for timing, call in sides:
         try:
@@ -362,7 +394,8 @@ def _to_json(rows: Sequence[Row], summaries: list[dict[str, Any]], setup: dict[s
                      for row in rows]}
 
 
-def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Schedule, shapes: int) -> None:
+def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Schedule, shapes: int,
+                 mode: str = "forward") -> None:
     primed = "each after an untimed call of the same side" if schedule.prime else "not primed"
     pause = f", {schedule.pause:g} s pause before each" if schedule.pause else ""
     print(f"bench: {shapes} shapes; per side {schedule.repeats} interleaved timed calls ({primed}{pause}) after "
@@ -377,7 +410,11 @@ def _print_setup(setup: dict[str, Any], backends: Sequence[Any], schedule: Sched
         print(f"backend {backend.name} (version {backend.version or '?'})"
               + (f": threads() = {threads}" if threads else "")
               + (": times include .npy files and starting the program" if backend.name.startswith("cmd:") else ""))
-    print("GFLOP per call = 2*N*Ho*Wo*C*M*(kh*kw + O) / 1e9 (depthwise + pointwise)\n")
+    if mode == "backward":
+        print("GFLOP per call = 2*N*Ho*Wo*C*M*(3*kh*kw + 2*O) / 1e9 (the three gradients: tf.GradientTape on "
+              "TensorFlow's side, the backend's backprop on the other)\n")
+    else:
+        print("GFLOP per call = 2*N*Ho*Wo*C*M*(kh*kw + O) / 1e9 (depthwise + pointwise)\n")
 
 
 
@@ -391,7 +428,8 @@ def execute(args: argparse.Namespace) -> int:
         return usage_error("bench", f"bench times backends against TensorFlow: {reason}")
     tags = args.tag or [DEFAULT_TAG]
     try:
-        cases = _select(load_cases(args.cases or [str(default_bank())]), tags, args.case_ids, args.dtype or [])
+        cases = _select(load_cases(args.cases or [str(default_bank())]), tags, args.case_ids, args.dtype or [],
+                        args.mode)
     except CaseFileError as error:
         return usage_error("bench", f"invalid case file(s):\n{error}")
     if not cases:
@@ -406,7 +444,7 @@ def execute(args: argparse.Namespace) -> int:
     schedule = Schedule(args.repeats, args.warmup, args.pause, not args.no_prime)
     tf = _tensorflow(args.threads)
     setup = environment(tf, backends) | dataclasses.asdict(schedule)
-    _print_setup(setup, backends, schedule, len(cases))
+    _print_setup(setup, backends, schedule, len(cases), args.mode)
     table, rows = _Table(cases, [b.name for b in backends]), []
     print(table.header())
     for case in cases:
