@@ -167,70 +167,53 @@ def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def build_reference(case: Case, inputs: Inputs, use_tensorflow: bool = True) -> Reference:
-    """The reference for one case; never raises for anything TensorFlow does."""
+    """The reference for one case; never raises for anything TensorFlow does. A forward case has one
+    tensor ("output"), a backward case three (its gradients, conformance.judging.backward), each judged
+    on its own; TensorFlow is trusted only where every one of them passes."""
     if case.expect_error:
         return _error_reference(case, inputs, use_tensorflow)
-    if case.mode == "backward":
-        return _backward_reference(case, inputs, use_tensorflow)
-    oracle = compute_oracle(case, inputs)
-    if not use_tensorflow:
-        return Reference("oracle", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)",
-                         oracle=oracle)
-    try:
-        first = run_tensorflow(case, inputs)
-        second = run_tensorflow(case, inputs)
-    except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
-        return Reference("oracle", ReferenceStatus.REFUSED, error_summary(error), oracle=oracle)
-    accumulator = tensorflow_depthwise_accumulator(case.dtype)
-    verdict = compare(first, oracle.output, oracle.output, oracle.bound,
-                      Tolerance.for_case(case, {case.dtype: accumulator}), sides=1, dtype=numpy_dtype(case.dtype),
-                      variance=oracle.variance)
-    metrics = {"tf_" + k: v for k, v in verdict.metrics.items() if not k.startswith("worst")}
-    if case.dtype in _PROBE_BIG:
-        metrics["tf_depthwise_accumulator"] = accumulator
-    if not _bitwise_equal(first, second):
-        changed = int(np.sum(first.astype(np.float64) != second.astype(np.float64)))
-        return Reference("oracle", ReferenceStatus.NONDETERMINISTIC,
-                         f"two TensorFlow runs differ in {changed} elements", oracle=oracle, metrics=metrics)
-    if not verdict.passed:
-        return Reference("oracle", ReferenceStatus.MISMATCH, f"TensorFlow vs oracle: {verdict.reason}",
-                         oracle=oracle, metrics=metrics)
-    return Reference("tensorflow", ReferenceStatus.OK, output=first, oracle=oracle, metrics=metrics)
-
-
-def _backward_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
-    """TensorFlow's gradients, checked like its forward output: twice, bitwise, and each against the exact
-    gradient under that gradient's error model (conformance.judging.backward)."""
     from conformance.judging.backward import GRADIENTS, backward_oracle, gradient_tolerance
 
-    oracles = backward_oracle(case, inputs)
+    backward = case.mode == "backward"
+    exact = backward_oracle(case, inputs) if backward else {"output": compute_oracle(case, inputs)}
+
+    def reference(source: str, status: str, detail: str = "", found: dict[str, np.ndarray] | None = None,
+                  metrics: dict[str, Any] | None = None) -> Reference:
+        if backward:
+            return Reference(source, status, detail, metrics=metrics or {}, gradients=found, gradient_oracles=exact)
+        return Reference(source, status, detail, None if found is None else found["output"], exact["output"],
+                         metrics or {})
+
     if not use_tensorflow:
-        return Reference("oracle", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)",
-                         gradient_oracles=oracles)
+        return reference("oracle", ReferenceStatus.NOT_RUN, "TensorFlow not used (--reference oracle)")
     try:
-        first = run_tensorflow_backward(case, inputs)
-        second = run_tensorflow_backward(case, inputs)
+        runs = [run_tensorflow_backward(case, inputs) if backward else {"output": run_tensorflow(case, inputs)}
+                for _ in range(2)]
     except Exception as error:  # noqa: BLE001 - any refusal by TensorFlow is a finding, not a crash
-        return Reference("oracle", ReferenceStatus.REFUSED, error_summary(error), gradient_oracles=oracles)
+        return reference("oracle", ReferenceStatus.REFUSED, error_summary(error))
+    first, second = runs
     accumulator = tensorflow_depthwise_accumulator(case.dtype)
-    metrics: dict[str, Any] = {}
-    wrong = []
-    for name in GRADIENTS:
-        exact = oracles[name]
-        verdict = compare(first[name], exact.output, exact.output, exact.bound,
-                          gradient_tolerance(case, name, {case.dtype: accumulator}), sides=1,
-                          dtype=numpy_dtype(case.dtype), variance=exact.variance)
-        metrics |= {f"tf_{name}_{k}": v for k, v in verdict.metrics.items() if not k.startswith("worst")}
+    metrics: dict[str, Any] = {"tf_depthwise_accumulator": accumulator} if case.dtype in _PROBE_BIG else {}
+    wrong, changed = [], []
+    for name in GRADIENTS if backward else ("output",):
+        tolerance = (gradient_tolerance(case, name, {case.dtype: accumulator}) if backward
+                     else Tolerance.for_case(case, {case.dtype: accumulator}))
+        verdict = compare(first[name], exact[name].output, exact[name].output, exact[name].bound, tolerance, sides=1,
+                          dtype=numpy_dtype(case.dtype), variance=exact[name].variance)
+        prefix = f"tf_{name}_" if backward else "tf_"
+        metrics |= {prefix + k: v for k, v in verdict.metrics.items() if not k.startswith("worst")}
         if not verdict.passed:
-            wrong.append(f"{name}: {verdict.reason}")
-    unequal = [name for name in GRADIENTS if not _bitwise_equal(first[name], second[name])]
-    if unequal:
-        return Reference("oracle", ReferenceStatus.NONDETERMINISTIC, f"two TensorFlow runs differ in "
-                         f"{', '.join(unequal)}", metrics=metrics, gradient_oracles=oracles)
+            wrong.append(f"{name}: {verdict.reason}" if backward else verdict.reason)
+        if not _bitwise_equal(first[name], second[name]):
+            differ = int(np.sum(first[name].astype(np.float64) != second[name].astype(np.float64)))
+            changed.append(f"{differ} elements" + (f" of {name}" if backward else ""))
+    if changed:
+        return reference("oracle", ReferenceStatus.NONDETERMINISTIC,
+                         f"two TensorFlow runs differ in {', '.join(changed)}", metrics=metrics)
     if wrong:
-        return Reference("oracle", ReferenceStatus.MISMATCH, "TensorFlow vs oracle: " + "; ".join(wrong),
-                         metrics=metrics, gradient_oracles=oracles)
-    return Reference("tensorflow", ReferenceStatus.OK, metrics=metrics, gradients=first, gradient_oracles=oracles)
+        return reference("oracle", ReferenceStatus.MISMATCH, "TensorFlow vs oracle: " + "; ".join(wrong),
+                         metrics=metrics)
+    return reference("tensorflow", ReferenceStatus.OK, found=first, metrics=metrics)
 
 
 def _error_reference(case: Case, inputs: Inputs, use_tensorflow: bool) -> Reference:
