@@ -77,10 +77,11 @@ def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool
             Path(stderr_path).unlink(missing_ok=True)
             return
         try:
-            if entry == "backward" and backend.backprop is None:  # the handshake said otherwise: never a rejection
-                reply: tuple[Any, ...] = ("aborted", "HarnessFault", "no backward pass in the backend's process")
-            elif entry == "backward":
-                reply = ("ok", as_judged_gradients(backend.backprop(*args, **kwargs)))
+            if entry == "backward":
+                if backend.backprop is None:  # the handshake said otherwise: an error, never a rejection
+                    reply: tuple[Any, ...] = ("aborted", "HarnessFault", "no backward pass in the backend's process")
+                else:
+                    reply = ("ok", as_judged_gradients(backend.backprop(*args, **kwargs)))
             else:
                 reply = ("ok", as_judged(backend.fn(*args, **kwargs)))
         except BaseException as error:  # noqa: BLE001 - everything the backend raises goes back to the harness
