@@ -87,8 +87,7 @@ def _backprop(input: Any, depthwise_filter: Any, pointwise_filter: Any, output_g
             pointwise_gradient = pointwise_gradient.T.reshape(c * m, o)
         depthwise_gradient = np.empty(dw.shape, dtype=compute)
         read = (1, 1) if variant == "filter_gradient_ignores_dilation" else (rh, rw)
-        for (a, b, rows, columns), (_, _, read_rows, read_columns) in zip(taps(rh, rw), taps(*read)):
-            del rows, columns
+        for a, b, read_rows, read_columns in taps(*read):  # the taps' windows, as read (the bug: at rate 1)
             window = padded[batch, read_rows, read_columns, :]
             depthwise_gradient[a, b] = _filter_sum(window[..., None] * dz[batch], dtype, in_dtype,
                                                    axes=(0, 1, 2)).reshape(c, m)

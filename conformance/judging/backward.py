@@ -38,7 +38,7 @@ GRADIENTS = ("input_gradient", "depthwise_filter_gradient", "pointwise_filter_gr
 GRADIENT_LAYOUTS = {"depthwise_filter_gradient": "HWCM", "pointwise_filter_gradient": "HWKO"}
 
 
-def _taps(case: Case, padded_shape: tuple[int, ...]) -> list[tuple[int, int, tuple[slice, slice]]]:
+def _taps(case: Case) -> list[tuple[int, int, tuple[slice, slice]]]:
     """Each tap (a, b) with the rows and columns of the padded input it reads, one per output position."""
     g = contract.geometry(case)
     (kh, kw), (sh, sw), (rh, rw) = case.kernel, case.spatial_strides, case.rates
@@ -55,7 +55,7 @@ def gradients(case: Case, x: np.ndarray, dw: np.ndarray, pw: np.ndarray, grad: n
     n, _, _, c = x.shape
     m, o = case.channel_multiplier, case.out_channels
     padded = np.pad(x, ((0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right), (0, 0)))
-    taps = _taps(case, padded.shape)
+    taps = _taps(case)
     z = np.zeros((n, g.out_h, g.out_w, c, m), dtype=x.dtype)
     for a, b, (rows, columns) in taps:
         z += padded[:, rows, columns, :, None] * dw[a, b]
