@@ -45,3 +45,19 @@ def separable_conv2d(input: Any, depthwise_filter: Any, pointwise_filter: Any, s
             tf.constant(np.asarray(pointwise_filter)), strides=list(strides), padding=padding,
             data_format=data_format or "NHWC", dilations=None if dilations is None else list(dilations))
     return np.asarray(result.numpy())
+
+
+def separable_conv2d_backprop(input: Any, depthwise_filter: Any, pointwise_filter: Any, output_gradient: Any,
+                              strides: Sequence[int], padding: Any, data_format: str | None = None,
+                              dilations: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three gradients tf.GradientTape gives over tf.nn.separable_conv2d on the CPU (the backward
+    pass's control experiment: judged against the exact gradients, it shows docs/backward.md's findings)."""
+    with tf.device("/CPU:0"):
+        tensors = [tf.constant(np.asarray(t)) for t in (input, depthwise_filter, pointwise_filter)]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            result = tf.nn.separable_conv2d(*tensors, strides=list(strides), padding=padding,
+                                            data_format=data_format or "NHWC",
+                                            dilations=None if dilations is None else list(dilations))
+        found = tape.gradient(result, tensors, output_gradients=tf.constant(np.asarray(output_gradient)))
+    return tuple(np.asarray(g.numpy()) for g in found)  # type: ignore[return-value]

@@ -275,3 +275,16 @@ def test_shrink_keeps_a_backward_failure_and_its_gradient(tmp_path: Path):
     [shrunk] = load_cases([tmp_path / "shrunk.yaml"])
     assert shrunk.mode == "backward" and shrunk.batch == 2  # the bug needs a second image to show
     assert "filter_gradient" in shrink.stdout
+
+
+@needs_tensorflow
+def test_tensorflow_as_a_backend_fails_exactly_where_its_backward_health_is_not_ok():
+    """The control experiment: tf.GradientTape judged against the exact gradients conforms wherever the
+    reference health is ok, and each failure is one of docs/backward.md's findings."""
+    cases = [c for c in load_cases([BACKWARD_BANK]) if not c.expect_error]
+    tensorflow = resolve_backend("tensorflow")
+    assert tensorflow.backprop is not None
+    health = {c.id: run_case(c, resolve_backend("numpy"), TensorFlowReference()).reference_status for c in cases}
+    failing = {c.id: r.message for c in cases if (r := run_case(c, tensorflow, OracleReference())).status != "pass"}
+    assert failing and all(health[case] != "ok" for case in failing), failing
+    assert {health[case] for case in failing} == {"refused", "mismatch"}
