@@ -155,7 +155,8 @@ def _transposed_conv(dz: np.ndarray, weights: np.ndarray, padded_shape: tuple[in
     covered = np.zeros((n, rows, columns, c), dtype=dz.dtype)
     for a in range(kh):
         for b in range(kw):
-            covered += np.einsum("nijcm,cm->nijc", full[:, a * rh:a * rh + rows, b * rw:b * rw + columns], rotated[a, b])
+            window = full[:, a * rh:a * rh + rows, b * rw:b * rw + columns]
+            covered += np.einsum("nijcm,cm->nijc", window, rotated[a, b])
     padded_gradient = np.zeros(padded_shape, dtype=dz.dtype)
     padded_gradient[:, :rows, :columns] = covered
     return padded_gradient

@@ -345,7 +345,7 @@ def separable_conv2d_backprop(input: Any, depthwise_filter: Any, pointwise_filte
     nhwc = (x.transpose(0, 2, 3, 1) if nchw else x).astype(compute)
     n, h, w, c = nhwc.shape
     kh, kw, _, m = dw.shape
-    out_channels, taps = pw.shape[3], kh * kw
+    out_channels = pw.shape[3]
     top, bottom, left, right, out_h, out_w = _padding_and_output(h, w, kh, kw, sh, sw, rh, rw, padding, data_format)
     grad = np.asarray(output_gradient)
     expected = (n, out_channels, out_h, out_w) if nchw else (n, out_h, out_w, out_channels)

@@ -16,6 +16,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from tests.browser import chromium, open_page, wait  # noqa: E402
 
+FIRST_ROW = "location.hash = 'result-' + document.querySelector('#results-body tr').dataset.index"
 GROUP_OF = "return [...document.querySelectorAll('tr[data-group]')].find((tr) => tr.innerText.includes(arguments[0]))"
 
 
@@ -29,7 +30,7 @@ def main(run: Path) -> None:
             open_page(driver, page)
             driver.execute_script("arguments[0].click()", driver.execute_script(GROUP_OF, group))
             driver.save_screenshot(str(HERE / f"{name}-group.png"))
-            driver.execute_script("location.hash = 'result-' + document.querySelector('#results-body tr').dataset.index")
+            driver.execute_script(FIRST_ROW)
             wait(driver, lambda: driver.execute_script("return !document.getElementById('detail').hidden"))
             driver.save_screenshot(str(HERE / f"{name}-detail.png"))
 
