@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from conformance.execution.config import RunConfig
+from conformance.execution.session import run_suite
 from conformance.reporting import html_report
 from tests.browser import chromium, console_problems, expect, open_page, screenshot, wait
 from tests.conftest import XSS, write_run
@@ -245,3 +247,23 @@ def test_the_table_shows_each_cases_numerics(fresh: Any) -> None:
     headers = fresh.execute_script(
         "return [...document.querySelectorAll('#results-head th')].map(th => th.dataset.column)")
     assert {"rms", "ratio", "identical", "model"} <= set(headers)
+
+
+def test_a_backward_failure_says_which_gradients_are_off(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    (tmp_path / "cases.yaml").write_text(
+        "cases:\n  - {input: [2, 6, 5, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4, padding: SAME, "
+        "mode: backward}\n", encoding="utf-8")
+    run_suite(RunConfig(cases=[str(tmp_path / "cases.yaml")], backends=["conformance.impls.backward_zoo:no_batch_sum"],
+                        out=str(tmp_path / "out"), reference="oracle", no_isolate=True, quiet=True))
+    with chromium() as browser:
+        open_page(browser, tmp_path / "out" / "report.html")
+        browser.execute_script("location.hash = 'result-0'")
+        wait(browser, browser.find_element(By.ID, "detail").is_displayed)
+        text = browser.find_element(By.ID, "gradient").text
+        assert text.startswith("Gradients off: depthwise_filter_gradient, pointwise_filter_gradient")
+        assert "(a filter: indices [H, W, C, M], no spatial maps)" in text or "indices [H, W, K, O]" in text
+        assert browser.find_elements(By.CSS_SELECTOR, "#worst tbody tr")  # its worst elements, no heatmap
+        assert not browser.find_elements(By.ID, "heatmap")
+        assert console_problems(browser) == []
