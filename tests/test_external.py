@@ -261,3 +261,47 @@ def test_the_cli_runs_a_command_backend_and_refuses_a_missing_one(tmp_path, case
                               "cmd:sepconv-no-such-program", "--reference", "oracle"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "not found on PATH" in missing.stdout + missing.stderr
+
+
+# --- the backward call ------------------------------------------------------------------------------------
+BACKWARD = CORRECT.replace("from conformance.impls.numpy_backend import separable_conv2d",
+                           "from conformance.impls.numpy_backend import separable_conv2d, separable_conv2d_backprop")
+BACKWARD += '''
+if case["mode"] == "backward":
+    (directory / "output.npy").unlink()
+    gradients = separable_conv2d_backprop(load("input"), load("depthwise_filter"), load("pointwise_filter"),
+                                          load("output_gradient"), case["strides"], case["padding"],
+                                          data_format=case["data_format"], dilations=case["dilations"])
+    for name, gradient in zip(("input_gradient", "depthwise_filter_gradient", "pointwise_filter_gradient"), gradients):
+        if name not in sys.argv[1:-1]:  # a name given before the directory: that file is left out
+            np.save(directory / (name + ".npy"), gradient.view(np.uint16) if bits else gradient)
+'''
+NO_BACKWARD = '''
+import json, sys
+from pathlib import Path
+if json.loads((Path(sys.argv[-1]) / "case.json").read_text())["mode"] == "backward":
+    sys.exit(69)
+'''
+
+
+@pytest.mark.parametrize("case", [dataclasses.replace(VALID, mode="backward"),
+                                  dataclasses.replace(VALID, mode="backward", data_format="NCHW", dtype="bfloat16")],
+                         ids=lambda case: case.id)
+def test_a_command_with_a_backward_call_passes_backward_cases(tmp_path, case):
+    status, message = judged(command(tmp_path, BACKWARD), case)
+    assert status == "pass", message
+
+
+def test_a_command_without_a_backward_call_is_skipped_never_judged(tmp_path):
+    backward = dataclasses.replace(VALID, mode="backward")
+    status, message = judged(command(tmp_path, CORRECT), backward)  # protocol 2 before the mode: output.npy
+    assert status == "skip" and "answered a backward call with output.npy" in message
+    status, message = judged(command(tmp_path, NO_BACKWARD, name="none.py"), backward)
+    assert status == "skip" and "exited with 69" in message
+    assert judged(command(tmp_path, CORRECT), dataclasses.replace(backward, mode="forward"))[0] == "pass"
+
+
+def test_a_missing_gradient_file_is_an_error_naming_the_gradient(tmp_path):
+    status, message = judged(command(tmp_path, BACKWARD, "depthwise_filter_gradient"),
+                             dataclasses.replace(VALID, mode="backward"))
+    assert status == "error" and message.startswith("depthwise_filter_gradient: returned MissingOutputNpy")

@@ -101,7 +101,8 @@ def _external_backend(spec: str) -> Backend:
             raise BackendError(f"backend {spec!r}: {program} is not executable")
     elif shutil.which(program) is None:
         raise BackendError(f"backend {spec!r}: program {program!r} not found on PATH")
-    return Backend(spec, ExternalCommand(argv, name=spec), fingerprint=file_fingerprint(shutil.which(program)))
+    command = ExternalCommand(argv, name=spec)
+    return Backend(spec, command, fingerprint=file_fingerprint(shutil.which(program)), backprop=command.backward)
 
 
 def _target(spec: str) -> tuple[str, str | None]:

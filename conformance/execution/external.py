@@ -2,7 +2,11 @@
 
 Per call, the harness writes the operands to a fresh directory (`input.npy`, `depthwise_filter.npy`,
 `pointwise_filter.npy`, `case.json`), runs the command with that directory appended as its last
-argument, and reads `output.npy`. Protocol version 2: exit code 0 is a result; exit code 65 (sysexits'
+argument, and reads `output.npy`. A backward call (`"mode": "backward"` in case.json, backward cases) adds
+`output_gradient.npy` and reads `input_gradient.npy`, `depthwise_filter_gradient.npy` and
+`pointwise_filter_gradient.npy`; a program without one exits 69 (EX_UNAVAILABLE), and one that answers
+with `output.npy` alone (it does not know the mode) is taken as saying the same: the case is skipped.
+Protocol version 2: exit code 0 is a result; exit code 65 (sysexits'
 EX_DATAERR) is the program rejecting the input, the one reserved rejection signal; any other exit code is
 an `error` (a bug, a failed parse: never a rejection); death by a signal is a crash; no exit within the
 timeout is a timeout (the process group is killed). A failure to write the files or start the program is
@@ -30,6 +34,7 @@ from conformance.execution.faults import (
     BackendAborted,
     BackendCrash,
     BackendTimeout,
+    BackwardUnsupported,
     HarnessFault,
     kill_group,
     signal_name,
@@ -39,6 +44,8 @@ from conformance.files import BFLOAT16_STORAGE, from_npy, npy_storable
 
 PROTOCOL_VERSION = 2
 REJECT_EXIT_CODE = 65  # EX_DATAERR: "the input data was incorrect"; the only exit code that rejects
+NO_BACKWARD_EXIT_CODE = 69  # EX_UNAVAILABLE: the program has no backward call (the case is skipped)
+GRADIENT_FILES = ("input_gradient", "depthwise_filter_gradient", "pointwise_filter_gradient")
 KEEP_DIRS_ENV = "SEPCONV_KEEP_CMD_DIRS"
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -96,32 +103,44 @@ class ExternalCommand:
 
     def __call__(self, input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Any, padding: Any,
                  data_format: str | None = None, dilations: Any = None, case_id: str | None = None) -> Any:
+        tensors = {"input": input, "depthwise_filter": depthwise_filter, "pointwise_filter": pointwise_filter}
+        return self._call(tensors, strides, padding, data_format, dilations, case_id)
+
+    def backward(self, input: Any, depthwise_filter: Any, pointwise_filter: Any, output_gradient: Any, strides: Any,
+                 padding: Any, data_format: str | None = None, dilations: Any = None,
+                 case_id: str | None = None) -> Any:
+        """The backward call: the three gradients (each as the forward call's output.npy is read)."""
+        tensors = {"input": input, "depthwise_filter": depthwise_filter, "pointwise_filter": pointwise_filter,
+                   "output_gradient": output_gradient}
+        return self._call(tensors, strides, padding, data_format, dilations, case_id)
+
+    def _call(self, tensors: dict[str, Any], strides: Any, padding: Any, data_format: str | None, dilations: Any,
+              case_id: str | None) -> Any:
         try:
             directory = Path(tempfile.mkdtemp(prefix="sepconv-cmd-"))
         except OSError as error:
             raise HarnessFault("io", f"cannot create the call's directory: {error}") from None
         keep = os.environ.get(KEEP_DIRS_ENV) == "1"
+        backward = "output_gradient" in tensors
         try:
-            dtype = self._write(directory, case_id, input, depthwise_filter, pointwise_filter, strides, padding,
-                                data_format, dilations)
-            return self._run(directory, keep, dtype)
+            dtype = self._write(directory, case_id, tensors, strides, padding, data_format, dilations)
+            return self._run(directory, keep, dtype, backward)
         finally:
             if not keep:
                 shutil.rmtree(directory, ignore_errors=True)
 
-    def _write(self, directory: Path, case_id: str | None, input: Any, depthwise_filter: Any,
-               pointwise_filter: Any, strides: Any, padding: Any, data_format: str | None,
-               dilations: Any) -> np.dtype:
+    def _write(self, directory: Path, case_id: str | None, tensors: dict[str, Any], strides: Any, padding: Any,
+               data_format: str | None, dilations: Any) -> np.dtype:
         """Write the call's files; a failure here (a full disk) is the harness's, never a rejection."""
         bfloat16 = False
-        dtype = np.asarray(input).dtype
+        dtype = np.asarray(tensors["input"]).dtype
         try:
-            for name, array in (("input", input), ("depthwise_filter", depthwise_filter),
-                                ("pointwise_filter", pointwise_filter)):
+            for name, array in tensors.items():
                 stored, as_bits = npy_storable(array)
                 bfloat16 = bfloat16 or as_bits
                 np.save(directory / f"{name}.npy", stored, allow_pickle=False)
             case = self._case_json(case_id, strides, padding, data_format, dilations, dtype, bfloat16)
+            case["mode"] = "backward" if "output_gradient" in tensors else "forward"
             (directory / "case.json").write_text(json.dumps(case, indent=2) + "\n", encoding="utf-8")
         except OSError as error:
             raise HarnessFault("io", f"cannot write the call's files in {directory}: {error}") from None
@@ -142,7 +161,7 @@ class ExternalCommand:
             "storage": BFLOAT16_STORAGE if bfloat16 else "native",
         }
 
-    def _run(self, directory: Path, keep: bool, dtype: np.dtype) -> Any:
+    def _run(self, directory: Path, keep: bool, dtype: np.dtype, backward: bool = False) -> Any:
         where = f" (files kept in {directory})" if keep else ""
         stderr_path = directory / "stderr.txt"
         try:
@@ -169,17 +188,29 @@ class ExternalCommand:
         if returncode < 0:
             raise CommandCrashed(f"external command {self.argv[0]!r} crashed: killed by "
                                  f"{signal_name(-returncode)}{said}{where}")
+        if backward and returncode == NO_BACKWARD_EXIT_CODE:
+            raise BackwardUnsupported(f"the command has no backward call (it exited with {NO_BACKWARD_EXIT_CODE})")
         if returncode == REJECT_EXIT_CODE:
             raise CommandRejected(f"external command {self.argv[0]!r} rejected the input (exit code "
                                   f"{returncode}){said}{where}")
         if returncode != 0:
             raise CommandFailed(f"external command {self.argv[0]!r} exited with code {returncode}, which is not "
                                 f"the rejection code {REJECT_EXIT_CODE}: a failure, not a rejection{said}{where}")
-        output_path = directory / "output.npy"
-        if not output_path.is_file():
+        if not backward:
+            return self._read(directory / "output.npy", dtype)
+        if not any((directory / f"{name}.npy").is_file() for name in GRADIENT_FILES) \
+                and (directory / "output.npy").is_file():
+            raise BackwardUnsupported("the command answered a backward call with output.npy: it does not read "
+                                      "case.json's mode (no backward call)")
+        return tuple(self._read(directory / f"{name}.npy", dtype) for name in GRADIENT_FILES)
+
+    @staticmethod
+    def _read(path: Path, dtype: np.dtype) -> Any:
+        """One result file as an array, or what stands for a missing or unreadable one (never an array)."""
+        if not path.is_file():
             return MissingOutputNpy()
         try:
-            output = np.load(output_path, allow_pickle=False)
+            output = np.load(path, allow_pickle=False)
         except Exception:  # noqa: BLE001 - a corrupt file is the backend's wrong answer, not our crash
             return UnreadableOutputNpy()
         return from_npy(output, dtype == BFLOAT16)

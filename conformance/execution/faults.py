@@ -49,6 +49,11 @@ class HarnessFault(Exception):
         self.kind = kind
 
 
+class BackwardUnsupported(Exception):
+    """A `cmd:` program said it has no backward call (exit code 69, or it answered a backward call with a
+    forward output): the case is skipped with this reason, never judged."""
+
+
 class RemoteError(Exception):
     """An exception the backend's own code raised in its process, with its original type name."""
 
@@ -58,7 +63,7 @@ class RemoteError(Exception):
 
 
 # What a backend call may raise that is not the backend rejecting its input.
-NOT_A_REJECTION = (BackendCrash, BackendTimeout, BackendAborted, HarnessFault)
+NOT_A_REJECTION = (BackendCrash, BackendTimeout, BackendAborted, HarnessFault, BackwardUnsupported)
 # What a backend raises that means it gave up rather than judged the input (in-process calls).
 ABORTS = (MemoryError, SystemExit)
 

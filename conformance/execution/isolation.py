@@ -264,6 +264,7 @@ def load_backend(spec: str, timeout: float = DEFAULT_TIMEOUT_S, isolate: bool = 
     if spec.startswith("cmd:"):
         backend = resolve_backend(spec)
         assert isinstance(backend.fn, ExternalCommand)
-        return dataclasses.replace(backend, fn=ExternalCommand(backend.fn.argv, timeout, spec))
+        command = ExternalCommand(backend.fn.argv, timeout, spec)
+        return dataclasses.replace(backend, fn=command, backprop=command.backward)
     probed = probe_backend(spec, timeout, declared, keep=isolate)
     return probed if isolate else resolve_backend(spec)

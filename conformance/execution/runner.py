@@ -30,6 +30,7 @@ from conformance.execution.faults import (
     BackendAborted,
     BackendCrash,
     BackendTimeout,
+    BackwardUnsupported,
     HarnessFault,
 )
 from conformance.judging.accuracy import relative_accuracy
@@ -46,7 +47,6 @@ from conformance.result import Kind, ReferenceStatus, Result, Status
 
 NO_BACKPROP = (f"no backward pass: the backend's function has no `backprop` attribute and its module no "
                f"{BACKPROP_ATTRIBUTE} (docs/backends.md, 'The backward pass')")
-NO_COMMAND_BACKPROP = "no backward pass: the command protocol (version 2) has no backward call yet"
 
 
 def reproducer(case: Case, backend: str, options: Sequence[str] = ()) -> str:
@@ -68,11 +68,11 @@ def prepare(case: Case, reference: ReferenceSource) -> tuple[Inputs, Reference]:
 def _call(backend: Backend, case: Case, inputs: Inputs) -> object:
     # Copies: a backend that writes into its inputs must not corrupt the reference or the next backend.
     tensors = [inputs.input.copy(), inputs.depthwise_filter.copy(), inputs.pointwise_filter.copy()]
+    extra = {"case_id": case.id} if getattr(backend.fn, "accepts_case_id", False) else {}  # a cmd: backend's
     if case.mode == "backward":
         assert backend.backprop is not None and inputs.output_gradient is not None
         return backend.backprop(*tensors, inputs.output_gradient.copy(), case.operator_strides, case.operator_padding,
-                                data_format=case.data_format, dilations=list(case.rates))
-    extra = {"case_id": case.id} if getattr(backend.fn, "accepts_case_id", False) else {}
+                                data_format=case.data_format, dilations=list(case.rates), **extra)
     return backend.fn(*tensors, case.operator_strides, case.operator_padding, data_format=case.data_format,
                       dilations=list(case.rates), **extra)
 
@@ -185,8 +185,7 @@ def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int
     if backend.support is not None and (reason := backend.support.reason_to_skip(case)):
         return skipped(case, backend.name, reason, options)
     if case.mode == "backward" and backend.backprop is None:
-        return skipped(case, backend.name, NO_COMMAND_BACKPROP if backend.name.startswith("cmd:") else NO_BACKPROP,
-                       options)
+        return skipped(case, backend.name, NO_BACKPROP, options)
     repro = reproducer(case, backend.name, options)
     try:
         inputs, reference = prepare(case, source)
@@ -220,6 +219,8 @@ def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int
                                                               f"(not a rejection): {error}", **common)
     except HarnessFault as error:
         return Result(status=Status.ERROR, fault="harness", kind=Kind.HARNESS, message=str(error), **common)
+    except BackwardUnsupported as error:  # a cmd: program without a backward call: not run, with the reason
+        return skipped(case, backend.name, f"no backward pass: {error}", options)
     output, raised = first
     if case.expect_error:
         status, kind, message = _judge_error_case(case, output, raised)
