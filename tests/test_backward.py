@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conformance.cases import contract
 from conformance.cases.case_yaml import case_from_parameters, render_case_file
 from conformance.cases.data import materialize
 from conformance.cases.loader import CaseFileError, load_cases
@@ -286,3 +287,49 @@ def test_tensorflow_as_a_backend_fails_exactly_where_its_backward_health_is_not_
     failing = {c.id: r.message for c in cases if (r := run_case(c, tensorflow, OracleReference())).status != "pass"}
     assert failing and all(health[case] != "ok" for case in failing), failing
     assert {health[case] for case in failing} == {"refused", "mismatch"}
+
+
+# --- the verdict's power, case by case: every case a backward mutant's bug can show on catches it ----------
+def _remainder(case) -> bool:
+    g = contract.geometry(case)
+    return (case.input[1] + g.pad_top + g.pad_bottom - (case.kernel[0] - 1) * case.rates[0] - 1) \
+        % case.spatial_strides[0] != 0
+
+
+def _odd_same(case) -> bool:
+    g = contract.geometry(case)
+    return case.padding == "SAME" and bool((g.pad_top + g.pad_bottom) % 2 or (g.pad_left + g.pad_right) % 2)
+
+
+def _positions(case) -> int:
+    g = contract.geometry(case)
+    return case.batch * g.out_h * g.out_w
+
+
+ELIGIBLE = {
+    "remainder_rows_misaligned": _remainder,
+    "filter_gradient_ignores_dilation": lambda c: max(c.rates) > 1,
+    "same_split_before": _odd_same,
+    "no_batch_sum": lambda c: c.batch > 1,
+    # in the dtype over N*Ho*Wo terms: shows once there are enough of them to round
+    "filter_gradient_in_dtype": lambda c: c.dtype in ("float16", "bfloat16") and _positions(c) >= 64,
+    "input_gradient_kernel_rotated": lambda c: c.kernel[0] * c.kernel[1] > 1,
+    "overlap_overwritten": lambda c: any((k - 1) * r + 1 > s for k, r, s in zip(c.kernel, c.rates, c.spatial_strides)),
+    "padding_ignored_in_input_gradient": lambda c: contract.geometry(c).pad_top + contract.geometry(c).pad_left > 0,
+    "multiplier_order": lambda c: c.channel_multiplier > 1,
+    "nchw_input_gradient_as_nhwc": lambda c: c.data_format == "NCHW" and c.in_channels > 1,
+    "pointwise_gradient_reshaped": lambda c: c.out_channels > 1 and c.depthwise_channels > 1,
+}
+
+
+def test_each_backward_mutant_is_caught_on_every_case_its_bug_can_show_on():
+    assert set(ELIGIBLE) == set(backward_zoo.BUGS)
+    cases = [c for c in load_cases([BACKWARD_BANK]) if not c.expect_error and "network" not in c.tags]
+    reference = OracleReference()
+    missed = {}
+    for name, eligible in ELIGIBLE.items():
+        backend = resolve_backend(f"conformance.impls.backward_zoo:{name}")
+        chosen = [c for c in cases if eligible(c)]
+        assert len(chosen) >= 5, name
+        missed[name] = [c.id for c in chosen if run_case(c, backend, reference).status == "pass"]
+    assert {name: ids for name, ids in missed.items() if ids} == {}
