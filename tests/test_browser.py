@@ -249,7 +249,7 @@ def test_the_table_shows_each_cases_numerics(fresh: Any) -> None:
     assert {"rms", "ratio", "identical", "model"} <= set(headers)
 
 
-def test_a_backward_failure_says_which_gradients_are_off(tmp_path: Path) -> None:
+def test_a_backward_failure_says_which_gradients_are_off(tmp_path: Path, driver: Any) -> None:
     from selenium.webdriver.common.by import By
 
     (tmp_path / "cases.yaml").write_text(
@@ -257,13 +257,12 @@ def test_a_backward_failure_says_which_gradients_are_off(tmp_path: Path) -> None
         "mode: backward}\n", encoding="utf-8")
     run_suite(RunConfig(cases=[str(tmp_path / "cases.yaml")], backends=["conformance.impls.backward_zoo:no_batch_sum"],
                         out=str(tmp_path / "out"), reference="oracle", no_isolate=True, quiet=True))
-    with chromium() as browser:
-        open_page(browser, tmp_path / "out" / "report.html")
-        browser.execute_script("location.hash = 'result-0'")
-        wait(browser, browser.find_element(By.ID, "detail").is_displayed)
-        text = browser.find_element(By.ID, "gradient").text
-        assert text.startswith("Gradients off: depthwise_filter_gradient, pointwise_filter_gradient")
-        assert "(a filter: indices [H, W, C, M], no spatial maps)" in text or "indices [H, W, K, O]" in text
-        assert browser.find_elements(By.CSS_SELECTOR, "#worst tbody tr")  # its worst elements, no heatmap
-        assert not browser.find_elements(By.ID, "heatmap")
-        assert console_problems(browser) == []
+    open_page(driver, tmp_path / "out" / "report.html")  # the module's browser, on another page
+    driver.execute_script("location.hash = 'result-0'")
+    wait(driver, driver.find_element(By.ID, "detail").is_displayed)
+    text = driver.find_element(By.ID, "gradient").text
+    assert text.startswith("Gradients off: depthwise_filter_gradient, pointwise_filter_gradient")
+    assert "(a filter: indices [H, W, C, M], no spatial maps)" in text or "indices [H, W, K, O]" in text
+    assert driver.find_elements(By.CSS_SELECTOR, "#worst tbody tr")  # its worst elements, no heatmap
+    assert not driver.find_elements(By.ID, "heatmap")
+    assert console_problems(driver) == []

@@ -6,7 +6,9 @@ included; each result is one line of the table, its long texts whole in the cell
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,26 +47,33 @@ def test_a_report_of_500_failures_with_every_map_stays_under_1_mb(large: Path) -
     assert large.stat().st_size < 1_000_000
 
 
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    with chromium() as browser:  # one browser, resized per width
+        yield browser
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [800, 1400, 1920])
-def test_nothing_overflows_and_each_result_is_one_line(large: Path, width: int) -> None:
+def test_nothing_overflows_and_each_result_is_one_line(large: Path, driver: Any, width: int) -> None:
     from selenium.webdriver.common.by import By
 
     rows = len(html_report.read_embedded(large.read_text(encoding="utf-8"))["rows"])
-    with chromium(width, 900) as driver:
-        open_page(driver, large)
-        assert console_problems(driver) == []
-        assert driver.find_element(By.ID, "shown").text == f"{rows} of {rows} results"
-        assert driver.execute_script(OVERFLOWING, "body *") == []
-        heights = driver.execute_script(ROW_HEIGHTS)
-        assert len(heights) == rows and statistics.median(heights) < 26 and max(heights) < 30
-        clipped = driver.execute_script(
-            "const td = document.querySelector('#results-body td.col-message');"
-            "return [td.scrollWidth > td.clientWidth, td.title === td.textContent, td.textContent.length];")
-        assert clipped[1] and clipped[2] > 20  # a long message, whole in its title
-        screenshot(driver, f"report-large-{width}px.png")
-        driver.execute_script("location.hash = 'result-0'")  # the worst failure: all its maps
-        wait(driver, driver.find_element(By.ID, "detail").is_displayed)
-        assert driver.find_elements(By.ID, "heatmap")
-        assert driver.execute_script(OVERFLOWING, "#detail *") == []
-        screenshot(driver, f"report-large-{width}px-detail.png")
+    driver.set_window_size(width, 900)
+    open_page(driver, large)  # afresh at this width
+    assert width - 16 <= driver.execute_script("return document.documentElement.clientWidth") <= width
+    assert console_problems(driver) == []
+    assert driver.find_element(By.ID, "shown").text == f"{rows} of {rows} results"
+    assert driver.execute_script(OVERFLOWING, "body *") == []
+    heights = driver.execute_script(ROW_HEIGHTS)
+    assert len(heights) == rows and statistics.median(heights) < 26 and max(heights) < 30
+    clipped = driver.execute_script(
+        "const td = document.querySelector('#results-body td.col-message');"
+        "return [td.scrollWidth > td.clientWidth, td.title === td.textContent, td.textContent.length];")
+    assert clipped[1] and clipped[2] > 20  # a long message, whole in its title
+    screenshot(driver, f"report-large-{width}px.png")
+    driver.execute_script("location.hash = 'result-0'")  # the worst failure: all its maps
+    wait(driver, driver.find_element(By.ID, "detail").is_displayed)
+    assert driver.find_elements(By.ID, "heatmap")
+    assert driver.execute_script(OVERFLOWING, "#detail *") == []
+    screenshot(driver, f"report-large-{width}px-detail.png")
