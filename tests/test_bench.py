@@ -18,7 +18,7 @@ import pytest
 from conformance.cases.loader import load_cases
 from conformance.cli import main
 from conformance.tools.bench import flop_count
-from tests.conftest import FORBIDDEN_CASE
+from tests.conftest import BANK, FORBIDDEN_CASE
 
 BENCH_CASES = """
 cases:
@@ -129,6 +129,15 @@ def test_bench_times_interleaved_flags_wrong_backends_and_tensorflow_refusals(ca
     numpy_summary = document["summary"][0]
     assert (numpy_summary["dtype"], numpy_summary["compared"], numpy_summary["tensorflow_na"]) == ("float32", 1, 0)
     assert numpy_summary["median_ratio"] == numpy_summary["worst_ratio"] == pytest.approx(numpy_side["ratio"])
+
+
+def test_a_shape_the_bank_has_in_two_dtypes_is_timed_once_per_dtype():
+    from conformance.tools.bench import _select
+
+    bank = [c for c in load_cases([BANK]) if "bench" in c.tags]
+    chosen = _select(bank, ["bench"], [], ["float32"])
+    assert len({c.id for c in chosen}) == len(chosen) and {c.dtype for c in chosen} == {"float32"}
+    assert len(chosen) == len({c.id for c in bank if c.dtype == "float32"})  # the re-typed ones are already there
 
 
 def test_dtype_threads_and_schedule_options(case_file, tmp_path, bench_here):

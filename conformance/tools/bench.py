@@ -150,6 +150,7 @@ def _select(cases: Sequence[Any], tags: Sequence[str], case_ids: Sequence[str], 
     chosen = [c if c.mode == mode else replace(c, mode=mode) for c in chosen if not c.expect_error]
     if dtypes:
         chosen = [c if c.dtype == d else replace(c, dtype=d) for c in chosen for d in dtypes]
+    chosen = list({c.id: c for c in chosen}.values())  # a shape re-typed into a dtype the bank has it in: once
     return sorted(chosen, key=lambda c: c.dtype != "float32")  # float32 first (the goals), else file order
 
 
