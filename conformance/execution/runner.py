@@ -34,7 +34,7 @@ from conformance.execution.faults import (
     HarnessFault,
 )
 from conformance.judging.accuracy import relative_accuracy
-from conformance.judging.backward import GRADIENT_LAYOUTS, GRADIENTS, gradient_tolerance
+from conformance.judging.backward import GRADIENTS, compare_gradients, gradient_tolerance
 from conformance.judging.compare import Comparison, compare
 from conformance.judging.golden import GoldenError
 from conformance.judging.hypotheses import recomputed_relation
@@ -243,15 +243,9 @@ def _judge_gradients(case: Case, backend: Backend, reference: Reference, output:
     if not (isinstance(output, tuple) and len(output) == len(GRADIENTS)):
         return Result(status=Status.ERROR, kind=Kind.NOT_ARRAY, metrics=dict(reference.metrics), **common,
                       message=f"returned {type(output).__name__}, not the 3 gradients ({', '.join(GRADIENTS)})")
-    support = backend.support
-    accumulators = support.accumulator if support else None
-    verdicts = {}
-    for name, got in zip(GRADIENTS, output):
-        exact = reference.gradient_oracles[name]
-        expected = reference.gradients[name] if reference.gradients is not None else exact.output
-        verdicts[name] = compare(got, expected, exact.output, exact.bound, gradient_tolerance(case, name, accumulators),
-                                 2 if reference.source == "tensorflow" else 1, numpy_dtype(case.dtype),
-                                 GRADIENT_LAYOUTS.get(name, case.data_format), exact.variance)
+    accumulators = backend.support.accumulator if backend.support else None
+    expected = None if reference.gradients is None else [reference.gradients[name] for name in GRADIENTS]
+    verdicts = compare_gradients(case, output, expected, reference.gradient_oracles, accumulators)
     failing = [name for name, verdict in verdicts.items() if not verdict.passed]
     worst = max(verdicts, key=lambda name: (name in failing, verdicts[name].metrics.get("max_error_in_limits", 0.0)))
     metrics = dict(reference.metrics) | verdicts[worst].metrics | {

@@ -23,12 +23,15 @@ in float16/bfloat16, the root-mean-square check (which does not) make up for.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from conformance.cases import contract
 from conformance.cases.case import Case
-from conformance.cases.data import Inputs
+from conformance.cases.data import Inputs, numpy_dtype
+from conformance.judging.compare import Comparison, compare
 from conformance.judging.oracle import LOW_PRECISION, OracleOutputs, working_precision
 from conformance.judging.tolerance import Tolerance
 
@@ -114,7 +117,19 @@ def reduction_lengths(case: Case) -> dict[str, tuple[int, int]]:
             "pointwise_filter_gradient": (taps, positions)}
 
 
-def gradient_tolerance(case: Case, name: str, accumulators: dict[str, str] | None = None) -> Tolerance:
+def gradient_tolerance(case: Case, name: str, accumulators: Mapping[str, str] | None = None) -> Tolerance:
     """The forward error model (conformance.judging.tolerance) with this gradient's reduction lengths."""
     first, second = reduction_lengths(case)[name]
     return dataclasses.replace(Tolerance.for_case(case, accumulators), accumulation=first + second + 1)
+
+
+def compare_gradients(case: Case, got: Sequence[Any], expected: Sequence[np.ndarray] | None,
+                      exact: Mapping[str, OracleOutputs],
+                      accumulators: Mapping[str, str] | None = None) -> dict[str, Comparison]:
+    """Each gradient a backend computed (in GRADIENTS' order) judged on its own: against `expected`
+    (TensorFlow's, both sides carrying rounding error) or, without it, against the exact gradient."""
+    return {name: compare(value, exact[name].output if expected is None else expected[index], exact[name].output,
+                          exact[name].bound, gradient_tolerance(case, name, accumulators),
+                          1 if expected is None else 2, numpy_dtype(case.dtype),
+                          GRADIENT_LAYOUTS.get(name, case.data_format), exact[name].variance)
+            for index, (name, value) in enumerate(zip(GRADIENTS, got))}

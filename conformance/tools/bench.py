@@ -180,31 +180,28 @@ def _check(case: Any, inputs: Any, outputs: dict[str, Any], sides: Sequence[Timi
     carry rounding error), or against the float64 oracle where TensorFlow refused the case; backward, each
     gradient with its own error model."""
     from conformance.cases.data import numpy_dtype
-    from conformance.judging.backward import GRADIENT_LAYOUTS, GRADIENTS, backward_oracle, gradient_tolerance
+    from conformance.judging.backward import backward_oracle, compare_gradients
     from conformance.judging.compare import compare
     from conformance.judging.oracle import compute_oracle
     from conformance.judging.tolerance import Tolerance
 
+    reference = outputs.get("tensorflow")
     if case.mode == "backward":
-        exact = backward_oracle(case, inputs)
-        checks = [(name, exact[name], gradient_tolerance(case, name), GRADIENT_LAYOUTS.get(name, case.data_format))
-                  for name in GRADIENTS]
+        gradients = backward_oracle(case, inputs)
+
+        def judge(got: Any) -> dict[str, Any]:
+            return compare_gradients(case, got, reference, gradients)
     else:
-        checks = [("", compute_oracle(case, inputs), Tolerance.for_case(case), case.data_format)]
-    for timing in sides:
-        if timing.status != "ok":
-            continue
-        for index, (name, oracle, tolerance, layout) in enumerate(checks):
-            got = outputs[timing.name][index] if name else outputs[timing.name]
-            reference, sides_with_error = outputs.get("tensorflow"), 2
-            reference = None if reference is None else reference[index] if name else reference
-            if reference is None:
-                reference, sides_with_error = oracle.output, 1
-            verdict = compare(got, reference, oracle.output, oracle.bound, tolerance, sides=sides_with_error,
-                              dtype=numpy_dtype(case.dtype), data_format=layout, variance=oracle.variance)
-            if not verdict.passed:
-                timing.status, timing.detail = "wrong", f"{name}: {verdict.reason}" if name else verdict.reason
-                break
+        oracle = compute_oracle(case, inputs)
+
+        def judge(got: Any) -> dict[str, Any]:
+            expected, sides_with_error = (oracle.output, 1) if reference is None else (reference, 2)
+            return {"": compare(got, expected, oracle.output, oracle.bound, Tolerance.for_case(case), sides_with_error,
+                                numpy_dtype(case.dtype), case.data_format, oracle.variance)}
+    for timing in (t for t in sides if t.status == "ok"):
+        verdicts = judge(outputs[timing.name])
+        if wrong := [f"{name}: {v.reason}" if name else v.reason for name, v in verdicts.items() if not v.passed]:
+            timing.status, timing.detail = "wrong", wrong[0]
 
 
 def _time(calls: Sequence[tuple[Timing, Callable[[], Any]]], schedule: Schedule) -> None:
