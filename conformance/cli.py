@@ -23,7 +23,7 @@ from conformance.cases.case import Case
 from conformance.cases.loader import CaseFileError, load_cases
 from conformance.cases.selection import default_bank
 from conformance.execution import config as run_options
-from conformance.execution.backends import BackendError, list_backends
+from conformance.execution.backends import RUNTIME_SPEC, BackendError, list_backends
 from conformance.execution.faults import describe_exit
 from conformance.execution.reference_process import opened_reference
 from conformance.execution.session import run_suite
@@ -150,7 +150,9 @@ def _list_backends(as_json: bool) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    print("\nAlso: --backend module:function, path/to/file.py:function or cmd:PROGRAM (see docs/backends.md).")
+    print(f"\nRuntimes take a device and a precision mode: {RUNTIME_SPEC}, e.g. onnxruntime:CUDAExecutionProvider,"
+          "\nopenvino:GPU, jax:gpu, torch:cuda, tensorflow:/GPU:0 (docs/runtimes.md).")
+    print("Also: --backend module:function, path/to/file.py:function or cmd:PROGRAM (see docs/backends.md).")
     return EXIT_OK
 
 

@@ -122,6 +122,11 @@ class Result:
     # What happened (Kind): what tools classify by, never `message`. A plain string in the record; "" on a
     # passing or skipped result, and on records written before the field existed.
     kind: str = ""
+    # Where a backend's rejection came from (faults.REJECTION_ORIGINS): "runtime" (the runtime itself
+    # refused), "adapter" (an adapter's own check: the runtime cannot express the input),
+    # "accepted_by_runtime" (the runtime accepted what the contract forbids; the adapter refused it after);
+    # "" where the backend does not say, or nothing was rejected.
+    rejected_by: str = ""
 
     def __post_init__(self) -> None:
         # Enum members (Status, Kind, ReferenceStatus) are stored as their plain values: the record is the

@@ -77,3 +77,26 @@ def test_nothing_overflows_and_each_result_is_one_line(large: Path, driver: Any,
     assert driver.find_elements(By.ID, "heatmap")
     assert driver.execute_script(OVERFLOWING, "#detail *") == []
     screenshot(driver, f"report-large-{width}px-detail.png")
+
+
+@pytest.mark.browser
+def test_the_matrix_shows_each_case_once_grouped_and_opens_a_cell(large: Path, driver: Any) -> None:
+    """Nine backends: one row per case not passing everywhere, under its failure group's header row; the
+    filter widens to every case; a click on a failing cell opens that result's detail."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    matrix = html_report.read_embedded(large.read_text(encoding="utf-8"))["matrix"]
+    failing = [row for row in matrix["rows"] if any(c["status"] != "pass" for c in row["cells"].values())]
+    driver.set_window_size(1400, 900)
+    open_page(driver, large)
+    assert driver.find_element(By.ID, "matrix-shown").text == f"{len(failing)} of {len(matrix['rows'])} cases"
+    headers = driver.find_elements(By.CSS_SELECTOR, "#matrix-body tr.matrix-group")
+    assert headers and headers[0].text.startswith("#1 ")
+    Select(driver.find_element(By.ID, "matrix-show")).select_by_value("")
+    wait(driver, lambda: driver.find_element(By.ID, "matrix-shown").text.startswith(f"{len(matrix['rows'])} of"))
+    cell = driver.find_element(By.CSS_SELECTOR, "#matrix-body td.status-fail")
+    cell.click()
+    wait(driver, driver.find_element(By.ID, "detail").is_displayed)
+    assert driver.execute_script("return location.hash").startswith("#result-")
+    assert console_problems(driver) == []

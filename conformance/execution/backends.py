@@ -1,9 +1,11 @@
 """Resolve a --backend spec to a callable with tf.nn.separable_conv2d's signature.
 
-Specs: a bundled name (`numpy`, `cupy`), the name of a backend an installed package registers in the
-entry-point group `sepconv_conformance.backends`, `package.module:function`, `path/to/file.py:function`,
-or `cmd:<command line>` (an external program, see conformance.execution.external). Bundled names win over
-entry-point names.
+Specs: a bundled name (`numpy`, `cupy`), a runtime with its device and precision mode
+(`NAME[:DEVICE][,precision=accurate|default]`, NAME one of RUNTIMES: `onnxruntime:CUDAExecutionProvider`,
+`openvino:GPU`, `jax:gpu`, `torch:cuda`, `tensorflow:/GPU:0`), the name of a backend an installed package
+registers in the entry-point group `sepconv_conformance.backends`, `package.module:function`,
+`path/to/file.py:function`, or `cmd:<command line>` (an external program, see
+conformance.execution.external). Bundled and runtime names win over entry-point and module names.
 Bundled backends are imported lazily, so a machine without CuPy still runs everything else. A backend
 that cannot be loaded is a BackendError with the reason (exit code 2), never a silently skipped run.
 """
@@ -30,6 +32,14 @@ BackendFn = Callable[..., Any]
 BUNDLED = {"numpy": "conformance.impls.numpy_backend:separable_conv2d",
            "cupy": "conformance.impls.cupy_backend:separable_conv2d",
            "tensorflow": "conformance.impls.tensorflow_backend:separable_conv2d"}
+# Runtimes: name -> (adapter module, its default device). The module has unavailable_reason(device) and
+# runtime_backend(device, precision) (conformance.impls.runtime_adapter has what they share).
+RUNTIMES = {"onnxruntime": ("conformance.impls.onnxruntime_backend", "CPUExecutionProvider"),
+            "openvino": ("conformance.impls.openvino_backend", "CPU"),
+            "jax": ("conformance.impls.jax_backend", "cpu"),
+            "torch": ("conformance.impls.torch_backend", "cpu"),
+            "tensorflow": ("conformance.impls.tensorflow_backend", "/CPU:0")}
+RUNTIME_SPEC = "NAME[:DEVICE][,precision=accurate|default]"
 ENTRY_POINT_GROUP = "sepconv_conformance.backends"
 BACKPROP_ATTRIBUTE = "separable_conv2d_backprop"  # the backward pass, next to the forward function
 
@@ -143,10 +153,56 @@ def _shipped_expectations(spec: str, module: Any) -> str | None:
     return str(path)
 
 
+@dataclass(frozen=True)
+class RuntimeSpec:
+    runtime: str  # a key of RUNTIMES
+    device: str
+    precision: str  # accurate or default (conformance.impls.runtime_adapter.PRECISIONS)
+
+
+def runtime_spec(spec: str) -> RuntimeSpec | None:
+    """The runtime, device and precision a spec names; None where it names no runtime (`tensorflow` alone is
+    the bundled control, TensorFlow on the CPU with its own expectations). Raises BackendError for a bad
+    option."""
+    head, _, options = spec.partition(",")
+    name, has_device, device = head.partition(":")
+    if name not in RUNTIMES or (spec == "tensorflow"):
+        return None
+    if has_device and not device:
+        raise BackendError(f"backend {spec!r}: empty device after {name}: (expected {RUNTIME_SPEC})")
+    precision = "accurate"
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key != "precision" or value not in ("accurate", "default"):
+            raise BackendError(f"backend {spec!r}: unknown option {option!r}; the one option is "
+                               "precision=accurate (the default) or precision=default (the runtime as it comes)")
+        precision = value
+    return RuntimeSpec(name, device or RUNTIMES[name][1], precision)
+
+
+def _runtime_backend(spec: str, runtime: RuntimeSpec) -> Backend:
+    module = importlib.import_module(RUNTIMES[runtime.runtime][0])
+    if reason := module.unavailable_reason(runtime.device):
+        raise BackendError(f"backend {spec!r} cannot run here: {reason}")
+    try:
+        fn = module.runtime_backend(runtime.device, runtime.precision)
+    except Exception as error:  # noqa: BLE001 - a runtime that fails to start is the user's to read
+        raise BackendError(f"backend {spec!r} cannot start: {type(error).__name__}: {error}") from None
+    # Shipped expectations are measured on the default device in the accurate mode: impls/expectations/NAME.yaml.
+    shipped = Path(__file__).resolve().parent.parent / "impls" / "expectations" / f"{runtime.runtime}.yaml"
+    default = (runtime.device, runtime.precision) == (RUNTIMES[runtime.runtime][1], "accurate")
+    backprop = getattr(fn, "backprop", None)
+    return Backend(spec, fn, fn.__version__, _declared_support(spec, fn, module),
+                   str(shipped) if default and shipped.is_file() else None,
+                   file_fingerprint(getattr(module, "__file__", None)), backprop)
+
+
 def resolve_backend(spec: str) -> Backend:
     """Import the backend named by `spec`; raises BackendError saying why it cannot run here."""
     if spec.startswith("cmd:"):
         return _external_backend(spec)
+    if (runtime := runtime_spec(spec)) is not None:
+        return _runtime_backend(spec, runtime)
     target, package_version = _target(spec)
     module_part, sep, attribute = target.rpartition(":")
     if not sep or not module_part or not attribute:
@@ -185,6 +241,8 @@ class BackendListing:
 def list_backends() -> list[BackendListing]:
     """Every named backend: bundled ones and those installed packages register, each tried here."""
     named = [(name, "bundled", target) for name, target in BUNDLED.items()]
+    named += [(name, f"runtime, {name}:DEVICE (default {device})", f"{module}:runtime_backend")
+              for name, (module, device) in RUNTIMES.items() if name not in BUNDLED]
     named += [(name, f"package {ep.dist.name if ep.dist else '?'}", ep.value)
               for name, ep in sorted(entry_points().items()) if name not in BUNDLED]
     listing = []

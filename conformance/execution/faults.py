@@ -54,6 +54,14 @@ class BackwardUnsupported(Exception):
     forward output): the case is skipped with this reason, never judged."""
 
 
+# A rejection's origin (Result.rejected_by), by the exception's type name (it crosses the process boundary as
+# a name): the runtime adapters' classes (conformance.impls.runtime_adapter), and any backend's of these names.
+# runtime: the runtime refused it; adapter: the adapter did, the runtime cannot express the input;
+# accepted_by_runtime: the runtime accepted what the contract forbids, and the adapter refused it after.
+REJECTION_ORIGINS = {"RuntimeRejection": "runtime", "AdapterRejection": "adapter",
+                     "AcceptedByRuntime": "accepted_by_runtime"}
+
+
 class RemoteError(Exception):
     """An exception the backend's own code raised in its process, with its original type name."""
 

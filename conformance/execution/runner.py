@@ -27,6 +27,7 @@ from conformance.execution.external import CommandFailed
 from conformance.execution.faults import (
     ABORTS,
     NOT_A_REJECTION,
+    REJECTION_ORIGINS,
     BackendAborted,
     BackendCrash,
     BackendTimeout,
@@ -222,6 +223,8 @@ def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int
     except BackwardUnsupported as error:  # a cmd: program without a backward call: not run, with the reason
         return skipped(case, backend.name, f"no backward pass: {error}", options)
     output, raised = first
+    if raised is not None:
+        common["rejected_by"] = REJECTION_ORIGINS.get(getattr(raised, "type_name", type(raised).__name__), "")
     if case.expect_error:
         status, kind, message = _judge_error_case(case, output, raised)
         return Result(status=status, kind=kind, message=message, **common)

@@ -4,10 +4,11 @@ A Python backend declares support with a plain mapping, as an attribute of its f
 (`separable_conv2d.supports = {...}`) or of its module (`SUPPORTS = {...}`):
 
     {"dtypes": ["float16", "float32"], "data_formats": ["NHWC"], "paddings": ["SAME", "VALID"],
-     "modes": ["forward"], "max_rate": 1, "max_channels": 1024, "max_elements": 16_777_216}
+     "modes": ["forward"], "max_rate": 1, "max_channels": 1024, "max_elements": 16_777_216,
+     "reasons": {"dtypes": "the tensor cores take float16 only"}}
 
 Every key is optional; a missing key means no restriction. A case outside the declaration is recorded
-as `skip` with the reason (counted and shown, never silently dropped).
+as `skip` with the reason (counted and shown, never silently dropped); `reasons` says why, per key.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Support:
     limits: tuple[tuple[str, int], ...] = ()  # (key of SIZE_LIMITS, largest supported value)
     accumulators: tuple[tuple[str, str], ...] = ()  # (dtype, accumulator dtype), as declared
     subnormals: str | None = None  # "preserve" or "flush" as declared; None: either (conformance.judging.subnormals)
+    reasons: tuple[tuple[str, str], ...] = ()  # (key, why the backend is limited there), as declared
 
     @property
     def accumulator(self) -> dict[str, str]:
@@ -62,7 +64,7 @@ class Support:
     def from_mapping(cls, declared: Mapping[str, Any]) -> Support:
         if not isinstance(declared, Mapping):
             raise SupportError(f"expected a mapping, got {type(declared).__name__}")
-        numerics = ("accumulator", "subnormals")
+        numerics = ("accumulator", "subnormals", "reasons")
         unknown = sorted(set(map(str, declared)) - set(CHOICES) - set(SIZE_LIMITS) - set(numerics))
         if unknown:
             raise SupportError(f"unknown key(s) {', '.join(unknown)}; known: "
@@ -87,24 +89,38 @@ class Support:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise SupportError(f"{key}: expected a positive integer, got {value!r}")
                 limits.append((key, value))
+        reasons = declared.get("reasons", {})
+        if not isinstance(reasons, Mapping) or not all(isinstance(v, str) for v in reasons.values()):
+            raise SupportError(f"reasons: expected a mapping of key to text, got {reasons!r:.80}")
+        if bad := sorted(set(map(str, reasons)) - set(CHOICES) - set(SIZE_LIMITS)):
+            raise SupportError(f"reasons: {', '.join(bad)} is not a key that limits cases")
         return cls(**fields, limits=tuple(limits), accumulators=_accumulators(declared.get("accumulator", {})),
-                   subnormals=subnormals)
+                   subnormals=subnormals, reasons=tuple((str(k), v) for k, v in reasons.items()))
 
     def reason_to_skip(self, case: Case) -> str | None:
-        """Why this backend does not take the case, or None if it does."""
+        """Why this backend does not take the case (with the declared reason), or None if it does."""
+        found = self._limit(case)
+        if found is None:
+            return None
+        key, message = found
+        why = dict(self.reasons).get(key)
+        return f"{message}: {why}" if why else message
+
+    def _limit(self, case: Case) -> tuple[str, str] | None:
         if case.dtype not in self.dtypes:
-            return f"the backend does not support dtype {case.dtype} (supports {', '.join(self.dtypes)})"
+            return "dtypes", f"the backend does not support dtype {case.dtype} (supports {', '.join(self.dtypes)})"
         if case.data_format not in self.data_formats:
-            return f"the backend does not support {case.data_format} (supports {', '.join(self.data_formats)})"
+            return ("data_formats",
+                    f"the backend does not support {case.data_format} (supports {', '.join(self.data_formats)})")
         if case.padding_kind not in self.paddings:
-            return (f"the backend does not support {case.padding_kind} padding "
-                    f"(supports {', '.join(self.paddings)})")
+            return ("paddings", f"the backend does not support {case.padding_kind} padding "
+                                f"(supports {', '.join(self.paddings)})")
         if case.mode not in self.modes:
-            return f"the backend does not run {case.mode} cases (supports {', '.join(self.modes)})"
+            return "modes", f"the backend does not run {case.mode} cases (supports {', '.join(self.modes)})"
         for key, largest in self.limits:
             what, measure = SIZE_LIMITS[key]
             if (value := measure(case)) > largest:
-                return f"{what} {value} exceeds the backend's {key}: {largest}"
+                return key, f"{what} {value} exceeds the backend's {key}: {largest}"
         return None
 
     def describe(self) -> str:

@@ -39,6 +39,7 @@ from conformance.reporting.baseline import baseline_diff, diff_line, metric
 from conformance.reporting.diagnosis import failure_groups
 from conformance.reporting.features import FEATURES
 from conformance.reporting.markdown import summary_markdown
+from conformance.reporting.matrix import conformance_matrix
 from conformance.reporting.results_file import ResultsFileError, load_results, results_of, run_verdict
 from conformance.result import FAILING_STATUSES, STATUSES, is_failing
 
@@ -236,6 +237,7 @@ def _rendered(document: dict[str, Any], baseline: dict[str, Any] | None) -> tupl
     for record in records:
         if (number := member.get((record["backend"], record["case"]))) is not None:
             record["group"] = number
+    matrix = conformance_matrix(records, backends, groups) if len(backends) > 1 else None
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = environment.get_template("report.html.j2")
@@ -249,13 +251,14 @@ def _rendered(document: dict[str, Any], baseline: dict[str, Any] | None) -> tupl
         backend_versions=run.get("backend_versions") or {}, environment=document.get("environment") or {},
         run=run, started=_when(run.get("started")),
         reference_health=(document.get("summary") or {}).get("reference_health") or {},
-        coverage=coverage(records, backends), groups=[g.to_dict() for g in groups], diff=diff,
+        coverage=coverage(records, backends), groups=[g.to_dict() for g in groups], diff=diff, matrix=matrix,
         numerics=numerics_lines(document),
         # Our own files, inlined as they are (they hold no data); the data goes through embedded_data.
         style=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
         script=Markup((TEMPLATES / "report.js").read_text(encoding="utf-8")),
-        data=Markup(embedded_data(page_data(records, baseline is not None,
-                                           [f"{g.count} {g.status}: {g.pattern} [{g.backend}]" for g in groups]))))
+        data=Markup(embedded_data({**page_data(records, baseline is not None,
+                                             [f"{g.count} {g.status}: {g.pattern} [{g.backend}]" for g in groups]),
+                                   "matrix": matrix})))
     return page, summary_markdown(document, groups, diff), diff
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from conformance.reporting.baseline import diff_line
 from conformance.reporting.diagnosis import FailureGroup
+from conformance.reporting.matrix import conformance_matrix, markdown_lines
 from conformance.reporting.results_file import run_verdict
 from conformance.result import STATUSES
 
@@ -45,6 +46,7 @@ def summary_markdown(document: dict[str, Any], groups: Sequence[FailureGroup], d
                          for n, g in enumerate(groups[:MAX_GROUPS], 1)])
         if len(groups) > MAX_GROUPS:
             lines.append(f"\n... {len(groups) - MAX_GROUPS} more groups in report.html")
+    lines += markdown_lines(conformance_matrix(records, list(per_backend), groups))
     if diff is not None:
         lines += ["", "### Against the baseline", "", diff_line(diff)]
         for title, entries in (("Newly failing", diff["newly_failing"]), ("Fixed", diff["fixed"])):

@@ -300,6 +300,60 @@
     document.getElementById("results").scrollIntoView();
   }));
 
+  // --- the conformance matrix (several backends): cases x backends, grouped by failure group -------------
+  function renderMatrix() {
+    const matrix = data.matrix;
+    const tbody = document.getElementById("matrix-body");
+    if (!matrix || !tbody) return;
+    const where = new Map(rows.map((row, index) => [row.case + "\n" + row.backend, index]));
+    const show = document.getElementById("matrix-show").value;
+    const words = document.getElementById("matrix-text").value.toLowerCase().split(/\s+/).filter(Boolean);
+    const fragment = document.createDocumentFragment();
+    let group = -1;
+    let count = 0;
+    for (const row of matrix.rows) {
+      const cells = matrix.backends.map((b) => row.cells[b]);
+      if (show === "failing" && !cells.some((c) => c && c.status !== "pass")) continue;
+      if (show === "differs" && !row.differs) continue;
+      if (!words.every((w) => row.case.toLowerCase().includes(w))) continue;
+      if ((row.group || 0) !== group) {  // a header row per failure group (0: no failing cell)
+        group = row.group || 0;
+        const label = group ? "#" + group + " " + data.groups[group - 1] : "no failing cell";
+        fragment.appendChild(el("tr", { className: "matrix-group" },
+          [el("td", { colspan: String(matrix.backends.length + 1), text: label })]));
+      }
+      const tr = el("tr", {}, [el("td", { className: "mono", text: row.case, title: row.case })]);
+      matrix.backends.forEach((backend, i) => {
+        const c = cells[i];
+        const td = el("td", { className: "num" });
+        if (c) {
+          td.classList.add("status-" + c.status);
+          td.textContent = c.status + (c.error !== undefined && c.status !== "skip" ? " " + fmt(c.error) : "");
+          td.title = backend + ": " + c.status + (c.error !== undefined ? ", worst error " + fmt(c.error) + " x its limit" : "") +
+            (c.rejected_by ? ", rejected by the " + c.rejected_by : "");
+          const index = where.get(row.case + "\n" + backend);
+          if (index !== undefined) td.addEventListener("click", () => { location.hash = "result-" + index; });
+        } else {
+          td.textContent = "-";
+        }
+        tr.appendChild(td);
+      });
+      fragment.appendChild(tr);
+      count += 1;
+    }
+    tbody.replaceChildren(fragment);
+    document.getElementById("matrix-shown").textContent = count + " of " + matrix.rows.length + " cases";
+  }
+  if (data.matrix) {
+    document.getElementById("matrix-show").addEventListener("change", renderMatrix);
+    let matrixTyping = null;
+    document.getElementById("matrix-text").addEventListener("input", () => {
+      clearTimeout(matrixTyping);
+      matrixTyping = setTimeout(renderMatrix, 150);
+    });
+    renderMatrix();
+  }
+
   // --- charts ---------------------------------------------------------------------------------------
   function heatmap(map, shape) {
     const rowsN = map.rows, columnsN = map.columns;
