@@ -9,6 +9,7 @@ A runtime that is not installed skips its tests with the reason, unless SEPCONV_
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from conformance.impls.runtime_adapter import AdapterRejection, read_arguments
 from conformance.judging.references import OracleReference
 from conformance.reporting.html_report import render_report
 from conformance.reporting.matrix import conformance_matrix, markdown_lines
-from tests.conftest import cli_here
+from tests.conftest import WRONG_BACKEND, cli_here
 
 REQUIRED = set(filter(None, os.environ.get("SEPCONV_REQUIRE_RUNTIMES", "").split(",")))
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "jax": "jax", "torch": "torch"}
@@ -216,3 +217,20 @@ def test_the_report_has_a_matrix_for_several_backends_only() -> None:
     assert 'id="matrix-table"' in page
     single = render_report({"results": records[:1], "run": {"backends": ["x"]}, "summary": {"per_backend": {}}})
     assert 'id="matrix-table"' not in single
+
+
+def test_merge_puts_runs_of_other_backends_side_by_side(small: Path, tmp_path: Path) -> None:
+    """One run per runtime, merged: one verdict and one matrix; a backend in two sets is refused."""
+    (tmp_path / "wrong.py").write_text(WRONG_BACKEND, encoding="utf-8")
+    for folder, backends in (("a", ["numpy"]), ("b", ["wrong.py:off_by_a_bit"]),
+                             ("c", ["numpy", "wrong.py:off_by_a_bit"])):
+        specs = [argument for backend in backends for argument in ("--backend", backend)]
+        cli_here("run", "--cases", str(small), *specs, "--reference", "oracle", "--out", folder, cwd=tmp_path)
+    done = cli_here("merge", "a", "b", "--out", "merged", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # the wrong backend fails a case
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged["run"]["backends"] == ["numpy", "wrong.py:off_by_a_bit"]
+    assert set(merged["run"]["backend_fingerprints"]) == set(merged["run"]["backends"])
+    assert "### Conformance matrix (2 cases x 2 backends)" in (tmp_path / "merged" / "summary.md").read_text()
+    refused = cli_here("merge", "a", "c", "--out", "again", cwd=tmp_path)
+    assert refused.returncode == 2 and "runs numpy with other backends" in refused.stderr

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.execution.support import Support, SupportError
+from conformance.impls.runtime_adapter import PRECISIONS
 
 BackendFn = Callable[..., Any]
 BUNDLED = {"numpy": "conformance.impls.numpy_backend:separable_conv2d",
@@ -157,7 +158,7 @@ def _shipped_expectations(spec: str, module: Any) -> str | None:
 class RuntimeSpec:
     runtime: str  # a key of RUNTIMES
     device: str
-    precision: str  # accurate or default (conformance.impls.runtime_adapter.PRECISIONS)
+    precision: str  # one of PRECISIONS
 
 
 def runtime_spec(spec: str) -> RuntimeSpec | None:
@@ -166,14 +167,14 @@ def runtime_spec(spec: str) -> RuntimeSpec | None:
     option."""
     head, _, options = spec.partition(",")
     name, has_device, device = head.partition(":")
-    if name not in RUNTIMES or (spec == "tensorflow"):
+    if name not in RUNTIMES or spec == "tensorflow":
         return None
     if has_device and not device:
         raise BackendError(f"backend {spec!r}: empty device after {name}: (expected {RUNTIME_SPEC})")
     precision = "accurate"
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
-        if key != "precision" or value not in ("accurate", "default"):
+        if key != "precision" or value not in PRECISIONS:
             raise BackendError(f"backend {spec!r}: unknown option {option!r}; the one option is "
                                "precision=accurate (the default) or precision=default (the runtime as it comes)")
         precision = value
@@ -244,7 +245,7 @@ def list_backends() -> list[BackendListing]:
     named += [(name, f"runtime, {name}:DEVICE (default {device})", f"{module}:runtime_backend")
               for name, (module, device) in RUNTIMES.items() if name not in BUNDLED]
     named += [(name, f"package {ep.dist.name if ep.dist else '?'}", ep.value)
-              for name, ep in sorted(entry_points().items()) if name not in BUNDLED]
+              for name, ep in sorted(entry_points().items()) if name not in BUNDLED and name not in RUNTIMES]
     listing = []
     for name, source, target in named:
         try:

@@ -1,9 +1,11 @@
-"""Combine the results of shard runs (`--shard K/N` on several machines) into one set of reports.
+"""Combine the results of shard runs (`--shard K/N` on several machines), and runs of different backends
+side by side (one run per runtime: the conformance matrix), into one set of reports.
 
-A merge is a verdict, so it demands what a single run demands: every shard 1..N of one split exactly once
-(or one unsharded run), each from the same bank, tool, reference, backends and options, each complete
-(neither interrupted nor stopped short, holding every result it expected), no result in two shards.
-Anything else is refused with exit code 2, naming the folder and what is wrong.
+A merge is a verdict, so it demands what a single run demands: for each set of backends, every shard 1..N
+of one split exactly once (or one unsharded run), each complete (neither interrupted nor stopped short,
+holding every result it expected); every run from the same bank, tool, reference and options; no backend
+in two sets, no result in two shards. Anything else is refused with exit code 2, naming the folder and what
+is wrong.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from conformance.reporting import html_report, reports
 from conformance.reporting.results_file import ResultsFileError, load_results, results_of
 from conformance.result import Result
 
-# What every shard of one split must agree on (the journal header's keys, less the shard itself).
-AGREEING_FIELDS = ("bank_digest", "version", "reference", "golden", "backends", "backend_versions",
-                   "backend_fingerprints", "repeat", "strict_expectations", "expectations", "selection")
+# What every run merged must agree on (the journal header's keys, less the shard and the backends).
+AGREEING_FIELDS = ("bank_digest", "version", "reference", "golden", "repeat", "strict_expectations", "selection")
+# What the shards of one split must agree on too; runs of other backends bring their own (dicts by backend).
+BACKEND_FIELDS = ("backends", "backend_versions", "backend_fingerprints", "expectations")
 
 
 class MergeError(Exception):
@@ -44,6 +47,14 @@ def _check_complete(folder: Path, document: dict[str, Any]) -> None:
     count = len(document["results"])
     if not isinstance(expected, int) or count != expected:
         raise MergeError(f"{folder}: holds {count} results of the {expected!r} its run expected")
+
+
+def _check_agreement(folder: Path, document: dict[str, Any], other_folder: Path, other: dict[str, Any],
+                     fields: Sequence[str]) -> None:
+    for field in fields:
+        if document["run"].get(field) != other["run"].get(field):
+            raise MergeError(f"{folder} and {other_folder} differ in {field}: "
+                             f"{str(document['run'].get(field))[:120]!r} vs {str(other['run'].get(field))[:120]!r}")
 
 
 def _check_split(documents: Sequence[tuple[Path, dict[str, Any]]]) -> None:
@@ -74,13 +85,22 @@ def merge_runs(folders: Sequence[Path], out: Path) -> tuple[Verdict, int]:
     and the number of results. Raises MergeError."""
     documents = [(folder, _read(folder)) for folder in folders]
     first_folder, first = documents[0]
+    splits: dict[tuple[str, ...], list[tuple[Path, dict[str, Any]]]] = {}
     for folder, document in documents:
         _check_complete(folder, document)
-        for field in AGREEING_FIELDS:
-            if document["run"].get(field) != first["run"].get(field):
-                raise MergeError(f"{folder} and {first_folder} differ in {field}: "
-                                 f"{str(document['run'].get(field))[:120]!r} vs {str(first['run'].get(field))[:120]!r}")
-    _check_split(documents)
+        _check_agreement(folder, document, first_folder, first, AGREEING_FIELDS)
+        splits.setdefault(tuple(document["run"].get("backends") or ()), []).append((folder, document))
+    run = dict(first["run"]) | {"backends": [], **{field: {} for field in BACKEND_FIELDS[1:]}}
+    for backends, split in splits.items():
+        if overlap := set(backends) & set(run["backends"]):
+            raise MergeError(f"{split[0][0]} runs {', '.join(sorted(overlap))} with other backends than another "
+                             "run does: merge the shards of one set of backends, or runs of disjoint sets")
+        for folder, document in split:
+            _check_agreement(folder, document, split[0][0], split[0][1], BACKEND_FIELDS)
+        _check_split(split)
+        run["backends"] += backends  # side by side, each backend with its own version, fingerprint, expectations
+        for field in BACKEND_FIELDS[1:]:
+            run[field] |= split[0][1]["run"].get(field) or {}
     seen: dict[tuple[str, str], Path] = {}
     results: list[Result] = []
     for folder, document in documents:
@@ -91,10 +111,10 @@ def merge_runs(folders: Sequence[Path], out: Path) -> tuple[Verdict, int]:
             seen[key] = folder
             results.append(result)
     verdict = judge(results, len(results), COMPLETE)
-    run = dict(first["run"]) | {"shard": None, "merged_from": [str(f) for f in folders],
-                                "duration_s": sum(float(d["run"].get("duration_s") or 0.0) for _, d in documents),
-                                "completion": COMPLETE, "expected_results": len(results),
-                                "verdict": {"exit_code": verdict.exit_code, "sentence": verdict.sentence}}
+    run |= {"shard": None, "merged_from": [str(f) for f in folders],
+            "duration_s": sum(float(d["run"].get("duration_s") or 0.0) for _, d in documents),
+            "completion": COMPLETE, "expected_results": len(results),
+            "verdict": {"exit_code": verdict.exit_code, "sentence": verdict.sentence}}
     try:
         reports.write_results_json(out / "results.json", results, run)
         reports.write_junit(out / "junit.xml", results)

@@ -65,12 +65,12 @@ def compare(name: str, got: np.ndarray, expected: np.ndarray, bound: np.ndarray)
     float64 one)."""
     got, expected = got.astype(np.float64), expected.astype(np.float64)
     mine, theirs = np.isnan(got), np.isnan(expected)
-    relation = "the same" if np.array_equal(mine, theirs) else \
-        "a superset" if (mine >= theirs).all() else "a subset" if (mine <= theirs).all() else "different"
+    relation = "the same as" if np.array_equal(mine, theirs) else "a superset of" if (mine >= theirs).all() else \
+        "a subset of" if (mine <= theirs).all() else "different from"
     finite = np.isfinite(got) & np.isfinite(expected) & (bound > 0)
     with np.errstate(invalid="ignore"):
         error = float(np.max(np.abs(got - expected)[finite] / (bound[finite] * 2.0**-24))) if finite.any() else 0.0
-    return (f"  vs {name:<32} the runtime's {int(mine.sum())} NaN are {relation} as its {int(theirs.sum())}; "
+    return (f"  vs {name:<32} the runtime's {int(mine.sum())} NaN are {relation} its {int(theirs.sum())}; "
             f"largest finite difference: {error:.3g} x 2^-24 x bound")
 
 
@@ -78,6 +78,8 @@ FINDINGS = [  # (runtime spec, case id, hypothesis name, hypothesis)
     ("jax", "n1_h4w4_c2_k3x1_m1_o2_s1x1_r1x1_SAME_NHWC_float64_nonfinite_seed2_xla_f64_grouped_conv_nan",
      "dense conv, zero-filled filter", dense_grouped),
     ("openvino", "n1_h1w6_c3_k2x3_m1_o4_s1x1_r1x1_SAME_NHWC_bfloat16_nonfinite_seed9_openvino_bf16_grouped_conv_nan",
+     "dense conv, zero-filled filter", dense_grouped),
+    ("torch", "n1_h1w6_c3_k2x3_m1_o4_s1x1_r1x1_SAME_NHWC_bfloat16_nonfinite_seed9_openvino_bf16_grouped_conv_nan",
      "dense conv, zero-filled filter", dense_grouped),
     ("openvino", "n1_h4w4_c2_k3x3_m1_o2_s1x1_r1x1_SAME_NHWC_float64_openvino_f64_in_f32",
      "computed in float32", in_float32),
