@@ -45,7 +45,7 @@ _GENERIC_SUPPORT = {"modes": ["forward"],
 
 def unavailable_reason(device: str | None = None) -> str | None:
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        return 'onnxruntime and onnx are not installed: pip install -e ".[onnxruntime]"'
+        return "onnxruntime and onnx are not installed: pip install 'sepconv-conformance[onnxruntime]'"
     import onnxruntime
 
     provider = device or DEFAULT_DEVICE

@@ -38,7 +38,7 @@ _SUPPORT = {"modes": ["forward"], "reasons": {"modes": _FORWARD_ONLY}}
 
 def unavailable_reason(device: str | None = None) -> str | None:
     if importlib.util.find_spec("openvino") is None:
-        return 'openvino is not installed: pip install -e ".[openvino]"'
+        return "openvino is not installed: pip install 'sepconv-conformance[openvino]'"
     import openvino
 
     name = device or DEFAULT_DEVICE

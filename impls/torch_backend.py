@@ -25,8 +25,8 @@ DEFAULT_DEVICE = "cpu"
 
 def unavailable_reason(device: str | None = None) -> str | None:
     if importlib.util.find_spec("torch") is None:
-        return ('torch is not installed: pip install -e ".[torch]" (or, for the CPU build, pip install torch '
-                "--index-url https://download.pytorch.org/whl/cpu)")
+        return ("torch is not installed: pip install 'sepconv-conformance[torch]' (or, for the CPU build, "
+                "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
     import torch
 
     name = device or DEFAULT_DEVICE

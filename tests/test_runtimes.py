@@ -113,7 +113,7 @@ def test_a_missing_runtime_or_device_is_exit_2_naming_what_to_install(tmp_path: 
     if importlib.util.find_spec("torch") is None:
         done = cli_here("run", "--backend", "torch", "--out", str(tmp_path / "out"), cwd=tmp_path)
         assert done.returncode == 2, done.stderr
-        assert 'pip install -e ".[torch]"' in done.stderr
+        assert "pip install 'sepconv-conformance[torch]'" in done.stderr
 
 
 def test_same_padding_and_output_geometry_are_tensorflows() -> None:
