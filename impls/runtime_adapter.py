@@ -22,11 +22,20 @@ inputs each runtime itself accepts (results carry `rejected_by`). Inputs no runt
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from conformance.execution.faults import HarnessFault
+
+ADAPTERS = Path(__file__).resolve().parent  # where the adapters' own code lives (conformance/impls)
+# What a bug in Python code raises, and a runtime's C++ core does not (it raises RuntimeError, ValueError,
+# TypeError or IndexError, whose innermost Python frame may well be the adapter's call into it).
+PROGRAMMING_ERRORS = (NameError, AttributeError, ImportError, AssertionError, KeyError)
 
 # accurate: the runtime's most exact mode (TF32 off, highest precision, OpenVINO's ACCURACY hint), the
 # default; default: the runtime as it comes, which is what deployments run.
@@ -153,13 +162,20 @@ def pointwise_oihw(pw: np.ndarray) -> np.ndarray:
 
 
 def checked(geometry: Geometry, runtime: str, run: Callable[[], Any]) -> Any:
-    """run()'s output, with the origin of a rejection made explicit (the module's docstring)."""
+    """run()'s output, with the origin of a rejection made explicit (the module's docstring). A programming
+    error raised in the adapter's own code (PROGRAMMING_ERRORS, innermost frame in conformance/impls) is a
+    bug of ours: a HarnessFault, never the runtime's refusal and never a pass on a forbidden input."""
     try:
         output = run()
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the runtime raises is its refusal
         text = " ".join(str(error).split())
+        frames = traceback.extract_tb(error.__traceback__)
+        if isinstance(error, PROGRAMMING_ERRORS) and frames and Path(frames[-1].filename).resolve().parent == ADAPTERS:
+            where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}"
+            raise HarnessFault("adapter", f"the {runtime} adapter failed at {where}: "
+                                          f"{type(error).__name__}: {text[:600]}") from None
         raise RuntimeRejection(f"{runtime} refused it: {type(error).__name__}: {text[:600]}") from None
     if geometry.violations:
         shapes = [list(np.shape(o)) for o in output] if isinstance(output, tuple) else list(np.shape(output))

@@ -27,7 +27,7 @@ from conformance.impls.runtime_adapter import AdapterRejection, read_arguments
 from conformance.judging.references import OracleReference
 from conformance.reporting.html_report import render_report
 from conformance.reporting.matrix import conformance_matrix, markdown_lines
-from tests.conftest import WRONG_BACKEND, cli_here
+from tests.conftest import WRONG_BACKEND, cli, cli_here
 
 REQUIRED = set(filter(None, os.environ.get("SEPCONV_REQUIRE_RUNTIMES", "").split(",")))
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "jax": "jax", "torch": "torch"}
@@ -234,3 +234,26 @@ def test_merge_puts_runs_of_other_backends_side_by_side(small: Path, tmp_path: P
     assert "### Conformance matrix (2 cases x 2 backends)" in (tmp_path / "merged" / "summary.md").read_text()
     refused = cli_here("merge", "a", "c", "--out", "again", cwd=tmp_path)
     assert refused.returncode == 2 and "runs numpy with other backends" in refused.stderr
+
+
+BUGGY_ADAPTER = '''
+from conformance.impls.runtime_adapter import checked, grouped_filter, read_arguments
+
+
+def conv(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None):
+    geometry = read_arguments(input, depthwise_filter, pointwise_filter, strides, padding, data_format, dilations)
+    return checked(geometry, "a runtime", lambda: grouped_filter(None))  # a bug of the adapter's own code
+'''
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_a_bug_in_an_adapter_is_a_harness_fault_never_a_rejection(small: Path, tmp_path: Path, isolate: bool) -> None:
+    """On the forbidden case too: a pass there would be a green gate that was never earned."""
+    (tmp_path / "buggy.py").write_text(BUGGY_ADAPTER, encoding="utf-8")
+    run, options = (cli_here, []) if isolate else (cli, ["--no-isolate"])  # in-process: a process of its own
+    done = run("run", "--cases", str(small), "--backend", "buggy.py:conv", "--reference", "oracle", *options,
+               "--out", "out", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert len(records) == 2 and all(r["status"] == "error" and r["fault"] == "harness" for r in records)
+    assert all("adapter failed at runtime_adapter.py" in r["message"] for r in records), records[0]["message"]

@@ -47,6 +47,8 @@ POLL_S = 0.5  # how often a waiting harness checks that the child is still alive
 
 
 def _reply_for(error: BaseException) -> tuple[Any, ...]:
+    if isinstance(error, HarnessFault):  # e.g. a bug in a bundled runtime adapter: ours, never a rejection
+        return ("fault", error.kind, str(error))
     if isinstance(error, (BackendCrash, BackendTimeout)):  # e.g. an external command that crashed in there
         return ("crash" if isinstance(error, BackendCrash) else "timeout", str(error))
     if isinstance(error, Exception) and not isinstance(error, MemoryError):
@@ -219,6 +221,8 @@ class IsolatedBackend:
         reply = self._receive("during the call", self.timeout)
         if reply[0] == "raised":
             raise RemoteError(reply[1], reply[2])
+        if reply[0] == "fault":
+            raise HarnessFault(reply[1], reply[2].removeprefix(f"harness fault ({reply[1]}): "))
         if reply[0] == "aborted":
             raise BackendAborted(reply[1], reply[2])
         if reply[0] == "crash":
