@@ -2,7 +2,9 @@
 
 Host arrays in, host array out (the backend signature); the work is done on the device: a CUDA kernel
 for the depthwise stage (impls/sepconv_depthwise.cu, one thread per intermediate element) and cuBLAS,
-through cupy.matmul, for the pointwise stage.
+through cupy.matmul, for the pointwise stage. The backward pass (separable_conv2d_backprop,
+run_backward_pipeline) adds two kernels, for the depthwise filter's and the input's gradients, and two
+GEMMs (docs/backward.md).
 
 Numerics, per dtype (the same as the NumPy backend's, and TensorFlow's two-op graph):
 - float32: depthwise sums in float32; the pointwise GEMM in float32 with TF32 turned off (CuPy uses TF32
@@ -36,7 +38,16 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from conformance.impls.cupy_kernels import DepthwiseGeometry, depthwise_cuda, depthwise_standin, layout_steps
+from conformance.impls.cupy_kernels import (
+    DepthwiseGeometry,
+    depthwise_cuda,
+    depthwise_standin,
+    filter_gradient_cuda,
+    filter_gradient_standin,
+    input_gradient_cuda,
+    input_gradient_standin,
+    layout_steps,
+)
 
 # The contract's argument checks and output geometry are the NumPy backend's: one definition for both.
 from conformance.impls.numpy_backend import _check, _padding_and_output
@@ -136,15 +147,19 @@ def float32_to_bfloat16_bits(xp: Any, values: Any) -> Any:
 
 @dataclass(frozen=True)
 class ArrayBackend:
-    """Where the pipeline runs: an array module, host<->array transfers, and the depthwise stage."""
+    """Where the pipeline runs: an array module, host<->array transfers, and the depthwise stage's kernels
+    (forward, and the backward pass's two)."""
 
     xp: Any
     to_array: Callable[[np.ndarray], Any]
     to_host: Callable[[Any], np.ndarray]
     depthwise: Callable[[Any, Any, Any, DepthwiseGeometry], None]
+    filter_gradient: Callable[[Any, Any, Any, DepthwiseGeometry], None]
+    input_gradient: Callable[[Any, Any, Any, DepthwiseGeometry], None]
 
 
-NUMPY_STANDIN = ArrayBackend(np, np.asarray, np.asarray, depthwise_standin)
+NUMPY_STANDIN = ArrayBackend(np, np.asarray, np.asarray, depthwise_standin, filter_gradient_standin,
+                             input_gradient_standin)
 
 
 def _upload(backend: ArrayBackend, host: np.ndarray, dtype: str) -> Any:
@@ -185,6 +200,68 @@ def run_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, point
     return result.view(ml_dtypes.bfloat16) if dtype == "bfloat16" else result
 
 
+def _in_dtype(xp: Any, values: Any, dtype: str) -> Any:
+    """Compute-dtype values rounded to the operator's dtype, in the kernels' storage dtype (bfloat16: its
+    values widened back to float32, exactly)."""
+    if dtype == "bfloat16":
+        return bfloat16_bits_to_float32(xp, float32_to_bfloat16_bits(xp, values))
+    return xp.ascontiguousarray(values.astype(_STORAGE[dtype], copy=False))
+
+
+def _to_host(backend: ArrayBackend, values: Any, dtype: str) -> np.ndarray:
+    """A result in the operator's dtype on the host (bfloat16 rounded to nearest even, by its bits)."""
+    xp = backend.xp
+    if dtype == "bfloat16":
+        return np.ascontiguousarray(backend.to_host(float32_to_bfloat16_bits(xp, values))).view(ml_dtypes.bfloat16)
+    return np.ascontiguousarray(backend.to_host(xp.ascontiguousarray(values)))
+
+
+def run_backward_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, pointwise_filter: Any,
+                          output_gradient: Any, strides: Sequence[int], padding: Any, data_format: str | None = None,
+                          dilations: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three gradients tf.GradientTape gives, with the work done by `backend`:
+    1. the intermediate again (the forward kernel), rounded to the dtype as in the forward pass;
+    2. the gradient reaching it, output_gradient @ pointwise^T (cuBLAS, compute dtype), rounded to the dtype
+       (TensorFlow's graph holds it in the dtype);
+    3. the pointwise filter's gradient, intermediate^T @ output_gradient (cuBLAS), rounded once;
+    4. the depthwise filter's and the input's gradients: the backward kernels, which read the rounded
+       gradient of 2 and round their sums once (sepconv_depthwise.cu)."""
+    x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
+    data_format = data_format or "NHWC"
+    dilations = [1, 1] if dilations is None else list(dilations)
+    sh, sw, rh, rw = (int(v) for v in _check(x, dw, pw, list(strides), data_format, dilations))
+    g = geometry(x.shape, dw.shape, data_format, sh, sw, rh, rw, padding)
+    dtype, xp = x.dtype.name, backend.xp
+    compute = _COMPUTE[dtype]
+    out_channels = pw.shape[3]
+    grad = np.asarray(output_gradient)
+    expected = (g.batch, g.out_h, g.out_w, out_channels) if data_format == "NHWC" else \
+        (g.batch, out_channels, g.out_h, g.out_w)
+    if grad.shape != expected or grad.dtype != x.dtype:
+        raise ValueError(f"separable_conv2d: output_gradient must have the output's shape {list(expected)} and "
+                         f"dtype {x.dtype}, got {list(grad.shape)} {grad.dtype}")
+    if data_format == "NCHW":
+        grad = grad.transpose(0, 2, 3, 1)
+    positions, width = g.batch * g.out_h * g.out_w, g.channels * g.multiplier
+    with np.errstate(invalid="ignore", over="ignore"):
+        x_dev, dw_dev = _upload(backend, x, dtype), _upload(backend, dw, dtype)
+        intermediate = xp.empty((positions, width), dtype=_STORAGE[dtype])
+        backend.depthwise(x_dev, dw_dev, intermediate, g)
+        intermediate = _in_dtype(xp, intermediate, dtype).astype(compute, copy=False)
+        gradient = _upload(backend, grad, dtype).astype(compute, copy=False).reshape(positions, out_channels)
+        pointwise = _upload(backend, pw[0, 0], dtype).astype(compute, copy=False)
+        reaching = _in_dtype(xp, xp.matmul(gradient, pointwise.T), dtype)  # [N*OH*OW, C*M]
+        pointwise_gradient = xp.matmul(intermediate.T, gradient).reshape(1, 1, width, out_channels)
+        depthwise_gradient = xp.empty(dw.shape, dtype=_STORAGE[dtype])
+        backend.filter_gradient(x_dev, reaching, depthwise_gradient, g)
+        input_gradient = xp.empty(x.shape, dtype=_STORAGE[dtype])
+        backend.input_gradient(dw_dev, reaching, input_gradient, g)
+        if dtype != "bfloat16":
+            pointwise_gradient = pointwise_gradient.astype(x.dtype, copy=False)
+        return (_to_host(backend, input_gradient, dtype), _to_host(backend, depthwise_gradient, dtype),
+                _to_host(backend, pointwise_gradient, dtype))
+
+
 # --- the device ----------------------------------------------------------------------------------------
 
 def _fp32_gemm(cupy: Any) -> None:
@@ -209,7 +286,7 @@ def _cupy_backend() -> ArrayBackend:
     import cupy
 
     _fp32_gemm(cupy)
-    return ArrayBackend(cupy, cupy.asarray, cupy.asnumpy, depthwise_cuda)
+    return ArrayBackend(cupy, cupy.asarray, cupy.asnumpy, depthwise_cuda, filter_gradient_cuda, input_gradient_cuda)
 
 
 def separable_conv2d(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int],
@@ -226,6 +303,26 @@ def separable_conv2d_standin(input: Any, depthwise_filter: Any, pointwise_filter
     """This backend's pipeline with NumPy standing in for CuPy and the kernel: runs anywhere."""
     return run_pipeline(NUMPY_STANDIN, input, depthwise_filter, pointwise_filter, strides, padding,
                         data_format, dilations)
+
+
+def separable_conv2d_backprop(input: Any, depthwise_filter: Any, pointwise_filter: Any, output_gradient: Any,
+                              strides: Sequence[int], padding: Any, data_format: str | None = None,
+                              dilations: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward pass on the GPU: (input, depthwise filter, pointwise filter) gradients."""
+    return run_backward_pipeline(_cupy_backend(), input, depthwise_filter, pointwise_filter, output_gradient,
+                                 strides, padding, data_format, dilations)
+
+
+def separable_conv2d_backprop_standin(input: Any, depthwise_filter: Any, pointwise_filter: Any,
+                                      output_gradient: Any, strides: Sequence[int], padding: Any,
+                                      data_format: str | None = None, dilations: Sequence[int] | None = None
+                                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward pipeline with NumPy standing in for CuPy and the kernels: runs anywhere."""
+    return run_backward_pipeline(NUMPY_STANDIN, input, depthwise_filter, pointwise_filter, output_gradient,
+                                 strides, padding, data_format, dilations)
+
+
+separable_conv2d_standin.backprop = separable_conv2d_backprop_standin  # type: ignore[attr-defined]
 
 
 # --- a side-by-side benchmark: python -m conformance.impls.cupy_backend [--standin] [--cases PATH] [--repeat N]

@@ -1,6 +1,11 @@
-"""The depthwise stage of the CuPy backend: the CUDA kernel (sepconv_depthwise.cu), its launcher, and a
-NumPy stand-in that does exactly the kernel's arithmetic, element by element, so that everything around
-the kernel (and the kernel's index arithmetic itself) runs in CI, where there is no GPU.
+"""The depthwise stage of the CuPy backend, forward and backward: the CUDA kernels (sepconv_depthwise.cu),
+their launchers, and NumPy stand-ins that do exactly the kernels' arithmetic, element by element, so that
+everything around the kernels (and their index arithmetic itself) runs in CI, where there is no GPU.
+
+Backward (filter_gradient_*, input_gradient_*): the same geometry; the gradient reaching the intermediate
+([N, OH, OW, C, M], storage dtype) in, the depthwise filter's gradient [KH, KW, C, M] or the input's
+gradient (in the input's layout) out; the same accumulators, the same rounding, the sums in the order the
+source's comment gives.
 
 Both take the same arguments: the input in its own layout (C-contiguous), the [KH, KW, C, M] filter, an
 output array of N*OH*OW*C*M elements (the intermediate, [N, OH, OW, C, M] row-major), and a
@@ -28,6 +33,8 @@ SOURCE_PATH = Path(__file__).with_name("sepconv_depthwise.cu")
 KERNEL_NAMES = {"float16": "sepconv_depthwise_float16", "float32": "sepconv_depthwise_float32",
                 "float64": "sepconv_depthwise_float64"}
 ACCUMULATOR = {"float16": np.float32, "float32": np.float32, "float64": np.float64}
+BACKWARD_KERNEL_NAMES = {stage: {dtype: f"sepconv_{stage}_{dtype}" for dtype in KERNEL_NAMES}
+                         for stage in ("filter_gradient", "input_gradient")}
 BLOCK = 256  # threads per block
 MAX_BLOCKS = 1 << 20  # the grid-stride loop covers the rest
 STANDIN_CHUNK = 1 << 18  # elements per vectorized step of the stand-in (bounds its int64 temporaries)
@@ -132,6 +139,77 @@ def depthwise_standin(x: np.ndarray, w: np.ndarray, out: np.ndarray, g: Depthwis
             out_flat[start:start + index.size] = acc.astype(out.dtype)
 
 
+def check_backward_launch(data: Any, grad: Any, out: Any, g: DepthwiseGeometry, stage: str) -> str:
+    """check_launch for a backward kernel: `data` is the input (filter_gradient) or the filter
+    (input_gradient), `grad` the intermediate's gradient; returns the storage dtype's name."""
+    name = np.dtype(data.dtype).name
+    if name not in KERNEL_NAMES or grad.dtype != data.dtype or out.dtype != data.dtype:
+        raise RuntimeError(f"{stage}: dtypes {data.dtype}, {grad.dtype}, {out.dtype}: expected one of "
+                           f"{', '.join(KERNEL_NAMES)}, the same for all three")
+    input_size = g.batch * g.in_h * g.in_w * g.channels
+    filter_size = g.kernel_h * g.kernel_w * g.channels * g.multiplier
+    sizes = {"data": (data.size, input_size if stage == "filter_gradient" else filter_size),
+             "grad": (grad.size, g.total),
+             "out": (out.size, filter_size if stage == "filter_gradient" else input_size)}
+    for label, array in (("data", data), ("grad", grad), ("out", out)):
+        if not array.flags.c_contiguous:
+            raise RuntimeError(f"{stage}: {label} is not C-contiguous")
+        if sizes[label][0] != sizes[label][1]:
+            raise RuntimeError(f"{stage}: {label} has {sizes[label][0]} elements, the geometry needs {sizes[label][1]}")
+    return name
+
+
+def filter_gradient_standin(x: np.ndarray, grad: np.ndarray, out: np.ndarray, g: DepthwiseGeometry) -> None:
+    """The filter_gradient kernel in NumPy: one lane per filter element, the sum over (b, oy, ox) in order."""
+    acc_dtype = ACCUMULATOR[check_backward_launch(x, grad, out, g, "filter_gradient")]
+    x_flat, grad_flat = x.reshape(-1), grad.reshape(-1)
+    index = np.arange(g.kernel_h * g.kernel_w * g.channels * g.multiplier, dtype=np.int64)
+    m, c = index % g.multiplier, (index // g.multiplier) % g.channels
+    j, i = (index // (g.multiplier * g.channels)) % g.kernel_w, index // (g.multiplier * g.channels * g.kernel_w)
+    acc = np.zeros(index.size, dtype=acc_dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for b in range(g.batch):
+            for oy in range(g.out_h):
+                iy = oy * g.stride_h - g.pad_top + i * g.rate_h
+                inside_h = (iy >= 0) & (iy < g.in_h)
+                for ox in range(g.out_w):
+                    ix = ox * g.stride_w - g.pad_left + j * g.rate_w
+                    inside = inside_h & (ix >= 0) & (ix < g.in_w)
+                    at = np.where(inside, b * g.step_n + iy * g.step_h + ix * g.step_w + c * g.step_c, 0)
+                    xv = np.where(inside, x_flat[at].astype(acc_dtype), acc_dtype(0))  # padding: zeros
+                    gv = grad_flat[(((b * g.out_h + oy) * g.out_w + ox) * g.channels + c) * g.multiplier + m]
+                    acc = acc + xv * gv.astype(acc_dtype)
+    out.reshape(-1)[:] = acc.astype(out.dtype)
+
+
+def input_gradient_standin(w: np.ndarray, grad: np.ndarray, out: np.ndarray, g: DepthwiseGeometry) -> None:
+    """The input_gradient kernel in NumPy: one lane per input element, the sum over taps (i, j), then m."""
+    acc_dtype = ACCUMULATOR[check_backward_launch(w, grad, out, g, "input_gradient")]
+    w_flat, grad_flat, out_flat = w.reshape(-1), grad.reshape(-1), out.reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = g.batch * g.in_h * g.in_w * g.channels
+        for start in range(0, total, STANDIN_CHUNK):
+            index = np.arange(start, min(start + STANDIN_CHUNK, total), dtype=np.int64)
+            c, x = index % g.channels, (index // g.channels) % g.in_w
+            y, b = (index // (g.channels * g.in_w)) % g.in_h, index // (g.channels * g.in_w * g.in_h)
+            acc = np.zeros(index.size, dtype=acc_dtype)
+            for i in range(g.kernel_h):
+                ny = y + g.pad_top - i * g.rate_h
+                oy = ny // g.stride_h
+                reads_h = (ny >= 0) & (ny % g.stride_h == 0) & (oy < g.out_h)
+                for j in range(g.kernel_w):
+                    nx = x + g.pad_left - j * g.rate_w
+                    ox = nx // g.stride_w
+                    reads = reads_h & (nx >= 0) & (nx % g.stride_w == 0) & (ox < g.out_w)
+                    for m in range(g.multiplier):
+                        at = np.where(reads, (((b * g.out_h + oy) * g.out_w + ox) * g.channels + c) * g.multiplier + m,
+                                      0)
+                        gv = grad_flat[at].astype(acc_dtype)
+                        wv = w_flat[((i * g.kernel_w + j) * g.channels + c) * g.multiplier + m].astype(acc_dtype)
+                        acc = np.where(reads, acc + gv * wv, acc)  # a tap that reads nothing adds nothing
+            out_flat[b * g.step_n + y * g.step_h + x * g.step_w + c * g.step_c] = acc.astype(out.dtype)
+
+
 @lru_cache(maxsize=1)
 def _module() -> Any:
     import cupy
@@ -143,8 +221,21 @@ def _module() -> Any:
 def depthwise_cuda(x: Any, w: Any, out: Any, g: DepthwiseGeometry) -> None:
     """Launch the kernel on CuPy arrays (asynchronous on the current stream, like any CuPy operation)."""
     name = check_launch(x, w, out, g)
-    if g.total == 0:  # an empty grid is an invalid launch
+    _launch(KERNEL_NAMES[name], g.total, (x, w, out), g)
+
+
+def _launch(name: str, total: int, args: tuple[Any, ...], g: DepthwiseGeometry) -> None:
+    if total == 0:  # an empty grid is an invalid launch
         return
-    kernel = _module().get_function(KERNEL_NAMES[name])
-    blocks = min(-(-g.total // BLOCK), MAX_BLOCKS)
-    kernel((blocks,), (BLOCK,), (x, w, out, *g.kernel_args()))
+    blocks = min(-(-total // BLOCK), MAX_BLOCKS)
+    _module().get_function(name)((blocks,), (BLOCK,), (*args, *g.kernel_args()))
+
+
+def filter_gradient_cuda(x: Any, grad: Any, out: Any, g: DepthwiseGeometry) -> None:
+    name = check_backward_launch(x, grad, out, g, "filter_gradient")
+    _launch(BACKWARD_KERNEL_NAMES["filter_gradient"][name], out.size, (x, grad, out), g)
+
+
+def input_gradient_cuda(w: Any, grad: Any, out: Any, g: DepthwiseGeometry) -> None:
+    name = check_backward_launch(w, grad, out, g, "input_gradient")
+    _launch(BACKWARD_KERNEL_NAMES["input_gradient"][name], out.size, (w, grad, out), g)

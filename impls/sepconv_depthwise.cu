@@ -111,3 +111,111 @@ extern "C" __global__ void sepconv_depthwise_float64(SEPCONV_DEPTHWISE_PARAMS(do
                       kernel_h, kernel_w, stride_h, stride_w, rate_h, rate_w, pad_top, pad_left,
                       step_n, step_h, step_w, step_c);
 }
+
+// --- the backward pass (impls/cupy_backend.py: separable_conv2d_backprop) -----------------------------------
+//
+// Two kernels over the same geometry, each one thread per element it writes, sums in the order below from
+// +0 with every product and sum rounded to nearest even (impls/cupy_kernels.py mirrors them exactly):
+// - the depthwise filter's gradient, [KH, KW, C, M]: the sum over b, oy, ox (in that order) of the input
+//   element tap (i, j) reads for output (b, oy, ox) (padding: a zero, multiplied like any value) times the
+//   gradient reaching the intermediate, `grad` ([N, OH, OW, C, M]);
+// - the input's gradient, written in the input's own layout (the step_* of the geometry): the sum over
+//   taps (i, j) whose output position (b, oy, ox) reads this element, then over m, of grad * filter.
+#define SEPCONV_BACKWARD_PARAMS(T)                                                                      \
+    const T* __restrict__ data, const T* __restrict__ grad, T* __restrict__ out,                        \
+    long long batch, long long channels, long long multiplier, long long in_h, long long in_w,          \
+    long long out_h, long long out_w, long long kernel_h, long long kernel_w,                           \
+    long long stride_h, long long stride_w, long long rate_h, long long rate_w,                         \
+    long long pad_top, long long pad_left,                                                              \
+    long long step_n, long long step_h, long long step_w, long long step_c
+
+#define SEPCONV_BACKWARD_ARGS                                                                           \
+    data, grad, out, batch, channels, multiplier, in_h, in_w, out_h, out_w, kernel_h, kernel_w,         \
+    stride_h, stride_w, rate_h, rate_w, pad_top, pad_left, step_n, step_h, step_w, step_c
+
+// data: the input, in its layout; grad: the intermediate's gradient; out: the filter's gradient.
+template <typename T>
+static __device__ __forceinline__ void filter_gradient(SEPCONV_BACKWARD_PARAMS(T)) {
+    typedef typename Traits<T>::Acc Acc;
+    const long long total = kernel_h * kernel_w * channels * multiplier;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
+        long long rest = index;
+        const long long m = rest % multiplier;
+        rest /= multiplier;
+        const long long c = rest % channels;
+        rest /= channels;
+        const long long j = rest % kernel_w;
+        const long long i = rest / kernel_w;
+        Acc acc = 0;
+        for (long long b = 0; b < batch; ++b) {
+            for (long long oy = 0; oy < out_h; ++oy) {
+                const long long iy = oy * stride_h - pad_top + i * rate_h;
+                const bool inside_h = iy >= 0 && iy < in_h;
+                for (long long ox = 0; ox < out_w; ++ox) {
+                    const long long ix = ox * stride_w - pad_left + j * rate_w;
+                    Acc x = 0;  // padding: a zero, multiplied like any input value
+                    if (inside_h && ix >= 0 && ix < in_w) {
+                        x = Traits<T>::load(data[b * step_n + iy * step_h + ix * step_w + c * step_c]);
+                    }
+                    const Acc g = Traits<T>::load(grad[(((b * out_h + oy) * out_w + ox) * channels + c) * multiplier + m]);
+                    acc = add_rn(acc, mul_rn(x, g));
+                }
+            }
+        }
+        out[index] = Traits<T>::store(acc);
+    }
+}
+
+// data: the depthwise filter [KH, KW, C, M]; grad: the intermediate's gradient; out: the input's gradient.
+template <typename T>
+static __device__ __forceinline__ void input_gradient(SEPCONV_BACKWARD_PARAMS(T)) {
+    typedef typename Traits<T>::Acc Acc;
+    const long long total = batch * in_h * in_w * channels;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
+        long long rest = index;  // (b, y, x, c), row-major
+        const long long c = rest % channels;
+        rest /= channels;
+        const long long x = rest % in_w;
+        rest /= in_w;
+        const long long y = rest % in_h;
+        const long long b = rest / in_h;
+        Acc acc = 0;
+        for (long long i = 0; i < kernel_h; ++i) {
+            const long long ny = y + pad_top - i * rate_h;  // oy * stride_h, if a whole oy in range reads y
+            if (ny < 0 || ny % stride_h != 0 || ny / stride_h >= out_h) continue;
+            const long long oy = ny / stride_h;
+            for (long long j = 0; j < kernel_w; ++j) {
+                const long long nx = x + pad_left - j * rate_w;
+                if (nx < 0 || nx % stride_w != 0 || nx / stride_w >= out_w) continue;
+                const long long ox = nx / stride_w;
+                for (long long m = 0; m < multiplier; ++m) {
+                    const Acc g = Traits<T>::load(grad[(((b * out_h + oy) * out_w + ox) * channels + c) * multiplier + m]);
+                    const Acc w = Traits<T>::load(data[((i * kernel_w + j) * channels + c) * multiplier + m]);
+                    acc = add_rn(acc, mul_rn(g, w));
+                }
+            }
+        }
+        out[b * step_n + y * step_h + x * step_w + c * step_c] = Traits<T>::store(acc);
+    }
+}
+
+extern "C" __global__ void sepconv_filter_gradient_float16(SEPCONV_BACKWARD_PARAMS(unsigned short)) {
+    filter_gradient<unsigned short>(SEPCONV_BACKWARD_ARGS);
+}
+extern "C" __global__ void sepconv_filter_gradient_float32(SEPCONV_BACKWARD_PARAMS(float)) {
+    filter_gradient<float>(SEPCONV_BACKWARD_ARGS);
+}
+extern "C" __global__ void sepconv_filter_gradient_float64(SEPCONV_BACKWARD_PARAMS(double)) {
+    filter_gradient<double>(SEPCONV_BACKWARD_ARGS);
+}
+extern "C" __global__ void sepconv_input_gradient_float16(SEPCONV_BACKWARD_PARAMS(unsigned short)) {
+    input_gradient<unsigned short>(SEPCONV_BACKWARD_ARGS);
+}
+extern "C" __global__ void sepconv_input_gradient_float32(SEPCONV_BACKWARD_PARAMS(float)) {
+    input_gradient<float>(SEPCONV_BACKWARD_ARGS);
+}
+extern "C" __global__ void sepconv_input_gradient_float64(SEPCONV_BACKWARD_PARAMS(double)) {
+    input_gradient<double>(SEPCONV_BACKWARD_ARGS);
+}

@@ -63,11 +63,21 @@ def test_quick_subset_catches_every_mutant_and_passes_every_correct_implementati
 
 
 def cupy_standin(*args, **kwargs):
-    """The CuPy backend's pipeline with NumPy standing in for CuPy and its kernel, as a backend that loads
+    """The CuPy backend's pipeline with NumPy standing in for CuPy and its kernels, as a backend that loads
     anywhere (conformance.impls.cupy_backend itself refuses to load without CuPy and a CUDA device)."""
     from conformance.impls.cupy_backend import separable_conv2d_standin
 
     return separable_conv2d_standin(*args, **kwargs)
+
+
+def cupy_standin_backprop(*args, **kwargs):
+    """The CuPy backend's backward pipeline, NumPy standing in for CuPy and its two backward kernels."""
+    from conformance.impls.cupy_backend import separable_conv2d_backprop_standin
+
+    return separable_conv2d_backprop_standin(*args, **kwargs)
+
+
+cupy_standin.backprop = cupy_standin_backprop
 
 
 # Judged on the bank with the zoo's correct implementations, in the same pass of TensorFlow over it
@@ -96,11 +106,12 @@ def test_bank_passes_every_correct_implementation_and_catches_every_mutant():
     false_alarms = {t.member.name: [(f.case, f.status, f.message) for f in t.failures[:3]]
                     for t in tallies if not t.ok}
     assert not false_alarms, f"correct implementations that fail: {false_alarms}"
-    # Every case judged where the member has that pass: numpy has both; the forward zoo (and the CuPy
-    # stand-in) no backward pass, so backward cases are skipped; the backward zoo runs backward cases only.
+    # Every case judged where the member has that pass: numpy and the CuPy stand-in have both; the forward
+    # zoo no backward pass, so backward cases are skipped; the backward zoo runs backward cases only.
     backward = sum(c.mode == "backward" for c in cases)
     assert backward >= 50
-    judged = {"numpy": len(cases), **{m.name: backward for m in zoo if m.name.startswith("backward:")}}
+    judged = {"numpy": len(cases), "cupy-standin": len(cases),
+              **{m.name: backward for m in zoo if m.name.startswith("backward:")}}
     assert [(t.member.name, t.seen, t.judged) for t in tallies] == \
         [(m.name, len(cases), judged.get(m.name, len(cases) - backward)) for m in correct]
     assert selftest.summary(tallies) == {"mutants": 0, "caught": 0, "score": None, "correct": len(correct),
