@@ -170,50 +170,49 @@ def _upload(backend: ArrayBackend, host: np.ndarray, dtype: str) -> Any:
     return backend.to_array(host)
 
 
-def run_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, pointwise_filter: Any,
-                 strides: Sequence[int], padding: Any, data_format: str | None = None,
-                 dilations: Sequence[int] | None = None) -> np.ndarray:
-    """tf.nn.separable_conv2d's semantics with the work done by `backend`; returns a host array."""
-    x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
-    data_format = data_format or "NHWC"
-    dilations = [1, 1] if dilations is None else list(dilations)
-    sh, sw, rh, rw = (int(v) for v in _check(x, dw, pw, list(strides), data_format, dilations))
-    g = geometry(x.shape, dw.shape, data_format, sh, sw, rh, rw, padding)
-    dtype, xp = x.dtype.name, backend.xp
-    compute = _COMPUTE[dtype]
-    out_channels = pw.shape[3]
-    with np.errstate(invalid="ignore", over="ignore"):  # NumPy stand-in: NaN/Inf are data, not warnings
-        intermediate = xp.empty((g.batch * g.out_h * g.out_w, g.channels * g.multiplier), dtype=_STORAGE[dtype])
-        backend.depthwise(_upload(backend, x, dtype), _upload(backend, dw, dtype), intermediate, g)
-        if dtype == "bfloat16":  # the intermediate has the operator's dtype, as in TensorFlow's graph
-            intermediate = bfloat16_bits_to_float32(xp, float32_to_bfloat16_bits(xp, intermediate))
-        weights = _upload(backend, pw[0, 0], dtype).astype(compute, copy=False)
-        out = xp.matmul(intermediate.astype(compute, copy=False), weights)
-        if dtype == "bfloat16":
-            out = float32_to_bfloat16_bits(xp, out)
-        else:
-            out = out.astype(x.dtype, copy=False)
-        out = out.reshape(g.batch, g.out_h, g.out_w, out_channels)
-        if data_format == "NCHW":
-            out = out.transpose(0, 3, 1, 2)
-        result = np.ascontiguousarray(backend.to_host(xp.ascontiguousarray(out)))
-    return result.view(ml_dtypes.bfloat16) if dtype == "bfloat16" else result
-
-
 def _in_dtype(xp: Any, values: Any, dtype: str) -> Any:
-    """Compute-dtype values rounded to the operator's dtype, in the kernels' storage dtype (bfloat16: its
-    values widened back to float32, exactly)."""
+    """Values rounded to the operator's dtype, in the kernels' storage dtype (bfloat16: its values widened
+    back to float32, exactly), as TensorFlow's graph holds a tensor between two ops."""
     if dtype == "bfloat16":
         return bfloat16_bits_to_float32(xp, float32_to_bfloat16_bits(xp, values))
     return xp.ascontiguousarray(values.astype(_STORAGE[dtype], copy=False))
 
 
 def _to_host(backend: ArrayBackend, values: Any, dtype: str) -> np.ndarray:
-    """A result in the operator's dtype on the host (bfloat16 rounded to nearest even, by its bits)."""
+    """A result on the host in the operator's dtype: bfloat16 rounded to nearest even by its bits, the other
+    dtypes rounded once from the compute dtype."""
     xp = backend.xp
     if dtype == "bfloat16":
         return np.ascontiguousarray(backend.to_host(float32_to_bfloat16_bits(xp, values))).view(ml_dtypes.bfloat16)
-    return np.ascontiguousarray(backend.to_host(xp.ascontiguousarray(values)))
+    return np.ascontiguousarray(backend.to_host(xp.ascontiguousarray(values.astype(_STORAGE[dtype], copy=False))))
+
+
+def _validated(input: Any, depthwise_filter: Any, pointwise_filter: Any, strides: Sequence[int], padding: Any,
+               data_format: str | None, dilations: Sequence[int] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, DepthwiseGeometry]:
+    """The operands as host arrays, the layout, and the kernels' geometry; raises the contract's ValueError."""
+    x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
+    data_format = data_format or "NHWC"
+    dilations = [1, 1] if dilations is None else list(dilations)
+    sh, sw, rh, rw = (int(v) for v in _check(x, dw, pw, list(strides), data_format, dilations))
+    return x, dw, pw, data_format, geometry(x.shape, dw.shape, data_format, sh, sw, rh, rw, padding)
+
+
+def run_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, pointwise_filter: Any,
+                 strides: Sequence[int], padding: Any, data_format: str | None = None,
+                 dilations: Sequence[int] | None = None) -> np.ndarray:
+    """tf.nn.separable_conv2d's semantics with the work done by `backend`; returns a host array."""
+    x, dw, pw, data_format, g = _validated(input, depthwise_filter, pointwise_filter, strides, padding,
+                                           data_format, dilations)
+    dtype, xp = x.dtype.name, backend.xp
+    compute = _COMPUTE[dtype]
+    with np.errstate(invalid="ignore", over="ignore"):  # NumPy stand-in: NaN/Inf are data, not warnings
+        intermediate = xp.empty((g.batch * g.out_h * g.out_w, g.channels * g.multiplier), dtype=_STORAGE[dtype])
+        backend.depthwise(_upload(backend, x, dtype), _upload(backend, dw, dtype), intermediate, g)
+        intermediate = _in_dtype(xp, intermediate, dtype)  # in the operator's dtype, as in TensorFlow's graph
+        weights = _upload(backend, pw[0, 0], dtype).astype(compute, copy=False)
+        out = xp.matmul(intermediate.astype(compute, copy=False), weights).reshape(g.batch, g.out_h, g.out_w, -1)
+        return _to_host(backend, out.transpose(0, 3, 1, 2) if data_format == "NCHW" else out, dtype)
 
 
 def run_backward_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: Any, pointwise_filter: Any,
@@ -226,11 +225,8 @@ def run_backward_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: A
     3. the pointwise filter's gradient, intermediate^T @ output_gradient (cuBLAS), rounded once;
     4. the depthwise filter's and the input's gradients: the backward kernels, which read the rounded
        gradient of 2 and round their sums once (sepconv_depthwise.cu)."""
-    x, dw, pw = np.asarray(input), np.asarray(depthwise_filter), np.asarray(pointwise_filter)
-    data_format = data_format or "NHWC"
-    dilations = [1, 1] if dilations is None else list(dilations)
-    sh, sw, rh, rw = (int(v) for v in _check(x, dw, pw, list(strides), data_format, dilations))
-    g = geometry(x.shape, dw.shape, data_format, sh, sw, rh, rw, padding)
+    x, dw, pw, data_format, g = _validated(input, depthwise_filter, pointwise_filter, strides, padding,
+                                           data_format, dilations)
     dtype, xp = x.dtype.name, backend.xp
     compute = _COMPUTE[dtype]
     out_channels = pw.shape[3]
@@ -256,8 +252,6 @@ def run_backward_pipeline(backend: ArrayBackend, input: Any, depthwise_filter: A
         backend.filter_gradient(x_dev, reaching, depthwise_gradient, g)
         input_gradient = xp.empty(x.shape, dtype=_STORAGE[dtype])
         backend.input_gradient(dw_dev, reaching, input_gradient, g)
-        if dtype != "bfloat16":
-            pointwise_gradient = pointwise_gradient.astype(x.dtype, copy=False)
         return (_to_host(backend, input_gradient, dtype), _to_host(backend, depthwise_gradient, dtype),
                 _to_host(backend, pointwise_gradient, dtype))
 
