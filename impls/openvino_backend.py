@@ -31,7 +31,6 @@ from conformance.impls.runtime_adapter import (
 
 DEFAULT_DEVICE = "CPU"
 _HINTS = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f32"}
-_ELEMENT = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 _FORWARD_ONLY = "OpenVINO is an inference runtime: it has no backward pass"
 _SUPPORT = {"modes": ["forward"], "reasons": {"modes": _FORWARD_ONLY}}
 
@@ -105,7 +104,7 @@ def runtime_backend(device: str | None, precision: str) -> Any:
                          dilations: Sequence[int] | None = None) -> np.ndarray:
         x, dw, pw = (np.asarray(a) for a in (input, depthwise_filter, pointwise_filter))
         geometry = read_arguments(x, dw, pw, strides, padding, data_format, dilations)
-        if geometry.dtype not in _ELEMENT:
+        if geometry.dtype not in _HINTS:
             raise AdapterRejection(f"dtype {geometry.dtype} has no OpenVINO convolution")
         # GroupConvolution's filter: [groups, outputs per group, inputs per group, kh, kw], groups = the
         # filter's channels (where they differ from the input's, OpenVINO is asked and refuses).

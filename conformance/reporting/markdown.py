@@ -9,12 +9,13 @@ from typing import Any
 
 from conformance.reporting.baseline import diff_line
 from conformance.reporting.diagnosis import FailureGroup
-from conformance.reporting.matrix import conformance_matrix, markdown_lines
+from conformance.reporting.matrix import conformance_matrix
 from conformance.reporting.results_file import run_verdict
-from conformance.result import STATUSES
+from conformance.result import STATUSES, is_failing
 
 MAX_GROUPS = 30
 MAX_CASES = 20  # newly failing and fixed cases listed by id
+MAX_MATRIX_ROWS = 60  # rows of the conformance matrix (all of them are in report.html)
 
 
 def _cell(text: Any) -> str:
@@ -46,7 +47,8 @@ def summary_markdown(document: dict[str, Any], groups: Sequence[FailureGroup], d
                          for n, g in enumerate(groups[:MAX_GROUPS], 1)])
         if len(groups) > MAX_GROUPS:
             lines.append(f"\n... {len(groups) - MAX_GROUPS} more groups in report.html")
-    lines += markdown_lines(conformance_matrix(records, list(per_backend), groups))
+    if len(per_backend) > 1:
+        lines += _matrix_lines(conformance_matrix(records, list(per_backend), groups))
     if diff is not None:
         lines += ["", "### Against the baseline", "", diff_line(diff)]
         for title, entries in (("Newly failing", diff["newly_failing"]), ("Fixed", diff["fixed"])):
@@ -55,3 +57,32 @@ def summary_markdown(document: dict[str, Any], groups: Sequence[FailureGroup], d
                 more = f" and {len(entries) - MAX_CASES} more" if len(entries) > MAX_CASES else ""
                 lines += ["", f"{title}: {listed}{more}"]
     return "\n".join(lines) + "\n"
+
+
+def _matrix_lines(matrix: dict[str, Any]) -> list[str]:
+    """The conformance matrix's rows where some backend is not passing (up to MAX_MATRIX_ROWS), then the
+    forbidden inputs each runtime itself accepted."""
+    backends = matrix["backends"]
+    shown = [r for r in matrix["rows"] if any(c["status"] != "pass" for c in r["cells"].values())]
+    lines = ["", f"### Conformance matrix ({len(matrix['rows'])} cases x {len(backends)} backends)", ""]
+    if not shown:
+        lines.append("Every backend passes every case.")
+    else:
+        lines += [f"The {len(shown)} cases not passing everywhere (cell: status, worst error / limit):", ""]
+        rows = [[f"`{row['case']}`", row["group"] or "", *(_matrix_cell(row["cells"].get(b)) for b in backends)]
+                for row in shown[:MAX_MATRIX_ROWS]]
+        lines += _table(["case", "group", *(f"`{b}`" for b in backends)], rows)
+        if len(shown) > MAX_MATRIX_ROWS:
+            lines.append(f"\n... {len(shown) - MAX_MATRIX_ROWS} more rows in report.html")
+    for backend, cases in matrix["accepted_forbidden"].items():
+        listed = ", ".join(f"`{c}`" for c in cases[:10]) + (f" and {len(cases) - 10} more" if len(cases) > 10 else "")
+        lines += ["", f"`{backend}` itself accepts {len(cases)} forbidden inputs (its adapter rejects them): {listed}"]
+    return lines
+
+
+def _matrix_cell(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "-"
+    status = cell["status"]
+    text = f"**{status}**" if is_failing(status) else status
+    return f"{text} {cell['error']:g}" if "error" in cell and status != "skip" else text

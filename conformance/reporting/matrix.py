@@ -3,7 +3,7 @@ reference), for a run of several backends (runtimes side by side) or a merge of 
 grouped by the failure group (conformance.reporting.diagnosis) of their first failing cell, so one bug's
 cases sit together; also, per backend, the forbidden inputs the runtime itself accepted (its adapter
 rejected them after the call: Result.rejected_by "accepted_by_runtime"). Pure: records in, a dict out,
-for report.html and summary.md."""
+which report.html and summary.md (conformance.reporting.markdown) render."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from typing import Any
 
 from conformance.reporting.baseline import metric
 from conformance.reporting.diagnosis import FailureGroup
-from conformance.result import is_failing
-
-MAX_MARKDOWN_ROWS = 60  # rows of summary.md's matrix (all of them are in report.html)
 
 
 def _cell(record: dict[str, Any]) -> dict[str, Any]:
@@ -51,38 +48,3 @@ def conformance_matrix(records: Sequence[dict[str, Any]], backends: Sequence[str
     ordered = sorted(rows.values(), key=lambda r: (r["group"] is None, r["group"] or 0, r["case"]))
     return {"backends": list(backends), "rows": ordered,
             "accepted_forbidden": {b: sorted(cases) for b, cases in accepted.items() if cases}}
-
-
-def markdown_lines(matrix: dict[str, Any]) -> list[str]:
-    """summary.md's matrix: the rows where some backend is not passing (up to MAX_MARKDOWN_ROWS), then the
-    forbidden inputs each runtime accepted."""
-    backends = matrix["backends"]
-    if len(backends) < 2:
-        return []
-    shown = [r for r in matrix["rows"] if any(c["status"] != "pass" for c in r["cells"].values())]
-    lines = ["", f"### Conformance matrix ({len(matrix['rows'])} cases x {len(backends)} backends)", ""]
-    if not shown:
-        lines.append("Every backend passes every case.")
-    else:
-        lines.append(f"The {len(shown)} cases not passing everywhere (cell: status, worst error / limit):")
-        lines.append("")
-        header = ["case", "group", *(f"`{b}`" for b in backends)]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + " --- |" * len(header))
-        for row in shown[:MAX_MARKDOWN_ROWS]:
-            cells = [_text(row["cells"].get(b)) for b in backends]
-            lines.append(f"| `{row['case']}` | {row['group'] or ''} | " + " | ".join(cells) + " |")
-        if len(shown) > MAX_MARKDOWN_ROWS:
-            lines.append(f"\n... {len(shown) - MAX_MARKDOWN_ROWS} more rows in report.html")
-    for backend, cases in matrix["accepted_forbidden"].items():
-        listed = ", ".join(f"`{c}`" for c in cases[:10]) + (f" and {len(cases) - 10} more" if len(cases) > 10 else "")
-        lines += ["", f"`{backend}` itself accepts {len(cases)} forbidden inputs (its adapter rejects them): {listed}"]
-    return lines
-
-
-def _text(cell: dict[str, Any] | None) -> str:
-    if cell is None:
-        return "-"
-    status = cell["status"]
-    text = f"**{status}**" if is_failing(status) else status
-    return f"{text} {cell['error']:g}" if "error" in cell and status != "skip" else text
