@@ -25,9 +25,19 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any, **options: Any) -> str:
+    """json.dumps(json_safe(value), allow_nan=False, default=str, **options), walking the value only where it
+    holds a non-finite float: the C encoder refuses those, and a clean value (most are, and a failure's
+    error maps are large) is encoded by it alone."""
+    try:
+        return json.dumps(value, allow_nan=False, default=str, **options)
+    except ValueError:
+        return json.dumps(json_safe(value), allow_nan=False, default=str, **options)
+
+
 def json_line(value: Any) -> str:
     """One line of JSON (for a journal), non-finite floats as strings."""
-    return json.dumps(json_safe(value), allow_nan=False, default=str) + "\n"
+    return json_text(value) + "\n"
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

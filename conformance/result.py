@@ -137,7 +137,9 @@ class Result:
                 object.__setattr__(self, name, value.value)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The record as a dict: its own dict, metrics, details and parameters are new, what they hold is
+        shared (a failure's error maps are large; dataclasses.asdict deep-copied every value of them)."""
+        return {item.name: _copied(getattr(self, item.name)) for item in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
@@ -153,6 +155,10 @@ class Result:
                                   f"got {str(data[item.name])[:80]!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _copied(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value
 
 
 # The JSON form of each field's annotation: the Python types it may hold, and how a message names them.

@@ -156,7 +156,7 @@ def test_concurrent_builders_leave_only_whole_entries(small_bank, tmp_path):
 
     builders = [subprocess.Popen([sys.executable, "-m", "conformance", "golden", "build", "--cases", str(small_bank),
                                   "--out", "gold"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for _ in range(3)]
+                for _ in range(2)]  # two writers race for every entry
     assert all(b.wait(timeout=300) == 0 for b in builders)
     assert not [p for p in (tmp_path / "gold").rglob(".*")]  # no temporary file left behind
     done = cli("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",

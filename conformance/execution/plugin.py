@@ -41,7 +41,7 @@ from conformance.exitcodes import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from conformance.files import json_safe
+from conformance.files import json_text
 from conformance.judging import accuracy, subnormals
 from conformance.judging.golden import GoldenStore, version_note
 from conformance.judging.reference import reference_unusable, tensorflow_version
@@ -272,7 +272,7 @@ class CaseItem(pytest.Item):
             result = runner.run_case(self.case, self.backend, self.config.stash[REFERENCE], run.repeat, options,
                                      run.max_error_ratio)
             result = apply_expectation(result, expected, run.strict_expectations)
-        self.user_properties.append((RESULT_PROPERTY, json.dumps(json_safe(result.to_dict()))))
+        self.user_properties.append((RESULT_PROPERTY, json_text(result.to_dict())))
         if is_failing(result.status):
             raise CaseFailure(result)
         if result.status == "skip":

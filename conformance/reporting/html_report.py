@@ -179,9 +179,9 @@ def _detailed(records: list[dict[str, Any]]) -> set[int]:
 def embedded_data(data: Any) -> str:
     """The page's data block: JSON (non-finite floats as strings, as in results.json), gzip-compressed
     (no timestamp: the same data gives the same page) and base64-encoded, which no `<` can break out of."""
-    from conformance.files import json_safe
+    from conformance.files import json_text
 
-    text = json.dumps(json_safe(data), allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = json_text(data, ensure_ascii=False, separators=(",", ":"))
     return base64.b64encode(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__
-from conformance.files import atomic_write, json_safe
+from conformance.files import atomic_write, json_text
 from conformance.reporting.diagnosis import failure_groups
 from conformance.result import STATUSES, Result, is_failing
 
@@ -97,7 +96,7 @@ def write_results_json(path: Path, results: Sequence[Result], run: dict[str, Any
     summary = summarize(ordered) | {"conforms": (run.get("verdict") or {}).get("exit_code") == 0}
     document = {"format_version": RESULTS_FORMAT_VERSION, "environment": environment(), "run": run,
                 "summary": summary, "results": [r.to_dict() for r in ordered]}
-    atomic_write(path, json.dumps(json_safe(document), indent=1, allow_nan=False, default=str) + "\n")
+    atomic_write(path, json_text(document, indent=1) + "\n")
 
 
 # XML 1.0 cannot hold most control characters (a driver's ANSI colours, a stray NUL), even escaped.
@@ -120,7 +119,7 @@ def write_junit(path: Path, results: Sequence[Result]) -> None:
     for result in sorted(results, key=lambda r: (r.case, r.backend)):
         case = ET.SubElement(suite, "testcase", classname=xml_text(result.backend), name=xml_text(result.case),
                              time=f"{result.duration_s:.3f}")
-        record = json.dumps(json_safe(result.to_dict() | {"details": {}}), default=str)
+        record = json_text(result.to_dict() | {"details": {}})
         ET.SubElement(ET.SubElement(case, "properties"), "property", name=RESULT_PROPERTY, value=xml_text(record))
         if is_failing(result.status):
             ET.SubElement(case, "failure", message=xml_text(f"{result.status}: {result.message}")).text = \
