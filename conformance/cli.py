@@ -23,8 +23,9 @@ from conformance.cases.case import Case
 from conformance.cases.loader import CaseFileError, load_cases
 from conformance.cases.selection import default_bank
 from conformance.execution import config as run_options
-from conformance.execution.backends import RUNTIME_SPEC, BackendError, list_backends
+from conformance.execution.backends import RUNTIME_SPEC, BackendError
 from conformance.execution.faults import describe_exit
+from conformance.execution.isolation import list_backends
 from conformance.execution.reference_process import opened_reference
 from conformance.execution.session import run_suite
 from conformance.exitcodes import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, usage_error

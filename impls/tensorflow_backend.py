@@ -20,19 +20,15 @@ judged against TensorFlow on the CPU and the oracle: the most common conformance
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf  # noqa: E402 - the log level must be set first
+from conformance.impls.runtime_adapter import RuntimeRejection
+from conformance.judging.reference import tensorflow_depthwise_accumulator, tensorflow_module
 
-from conformance.impls.runtime_adapter import RuntimeRejection  # noqa: E402
-from conformance.judging.reference import tensorflow_depthwise_accumulator  # noqa: E402
-
-tf.config.experimental.enable_tensor_float_32_execution(False)
+tf = tensorflow_module()  # quiet, TF32 off, as the reference process imports it
 __version__ = tf.__version__
 # Its numerics, declared as measured on this machine: on the Eigen path the depthwise taps of float16 and
 # bfloat16 accumulate in the dtype, and the tolerance model must judge it by that accumulator.

@@ -60,6 +60,22 @@ def test_backends_lists_an_installed_package_with_its_version(example_site, tmp_
     assert listed["numpy"]["runs_here"] is True
 
 
+def test_backends_loads_each_backend_in_a_child_of_its_own_and_lists_one_that_crashes(tmp_path, monkeypatch):
+    """The harness imports none of them: a backend that aborts while imported is listed as not running,
+    with how its process ended, and the others are listed as usual."""
+    from conformance.execution import isolation
+
+    (tmp_path / "crashy.py").write_text("import os\nos.abort()\ndef fn(*args, **kwargs):\n    pass\n")
+    crashy, missing = f"{tmp_path / 'crashy.py'}:fn", "no_such_module:fn"
+    monkeypatch.setattr(isolation, "named_backends", lambda: [(name, "package p", name) for name in
+                                                              ("numpy", crashy, missing)])
+    listed = {b.name: b for b in isolation.list_backends()}
+    assert listed["numpy"].problem is None and listed["numpy"].version
+    assert "killed by signal SIGABRT while loading the backend" in str(listed[crashy].problem)
+    assert "cannot be imported: ModuleNotFoundError" in str(listed[missing].problem)
+    assert listed[crashy].version is None and listed[missing].support is None
+
+
 def test_example_package_runs_through_its_entry_point(example_site, case_file, tmp_path):
     """Unsupported dtypes are skipped with the reason; the contract cases it is known to get wrong are
     xfail through the expectations file it ships; everything else passes. Against the oracle: what is

@@ -194,7 +194,9 @@ class Case:
 
     def parameters(self) -> dict[str, Any]:
         """Every parameter as plain JSON data, for the results file and reports."""
-        params = dataclasses.asdict(self)
+        # Field by field: dataclasses.asdict deep-copies every value, and this runs once per result.
+        params = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        params["tolerance"] = dataclasses.asdict(self.tolerance)
         params["origin"] = str(self.origin)
         params["padding"] = self.padding if isinstance(self.padding, str) else [list(p) for p in self.padding]
         return params

@@ -239,19 +239,12 @@ class BackendListing:
     support: Support | None
 
 
-def list_backends() -> list[BackendListing]:
-    """Every named backend: bundled ones and those installed packages register, each tried here."""
+def named_backends() -> list[tuple[str, str, str]]:
+    """(name, source, module:function) of every named backend: bundled ones, the runtimes, and those
+    installed packages register (conformance.execution.isolation.list_backends tries each)."""
     named = [(name, "bundled", target) for name, target in BUNDLED.items()]
     named += [(name, f"runtime, {name}:DEVICE (default {device})", f"{module}:runtime_backend")
               for name, (module, device) in RUNTIMES.items() if name not in BUNDLED]
     named += [(name, f"package {ep.dist.name if ep.dist else '?'}", ep.value)
               for name, ep in sorted(entry_points().items()) if name not in BUNDLED and name not in RUNTIMES]
-    listing = []
-    for name, source, target in named:
-        try:
-            backend = resolve_backend(name)
-        except BackendError as error:
-            listing.append(BackendListing(name, source, target, None, str(error), None))
-        else:
-            listing.append(BackendListing(name, source, target, backend.version, None, backend.support))
-    return listing
+    return named

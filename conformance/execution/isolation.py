@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from conformance.execution.backends import Backend, BackendError, resolve_backend
+from conformance.execution.backends import Backend, BackendError, BackendListing, named_backends, resolve_backend
 from conformance.execution.external import ExternalCommand
 from conformance.execution.faults import (
     DEFAULT_TIMEOUT_S,
@@ -139,6 +139,11 @@ class IsolatedBackend:
         """Start the child and wait for its handshake; returns what the backend declares. Raises
         BackendError when the backend cannot be loaded there, BackendCrash/BackendTimeout when the child
         dies or hangs while loading it."""
+        self.launch(probe_only)
+        return self.handshake()
+
+    def launch(self, probe_only: bool = False) -> None:
+        """Start the child, not waiting for it (handshake() does): several can load at once."""
         self.close()
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
@@ -148,6 +153,9 @@ class IsolatedBackend:
             self._process.start()
         child.close()
         self._connection = parent
+
+    def handshake(self) -> dict[str, Any]:
+        """What the launched child's backend declares, as start() returns it and raising as it does."""
         reply = self._receive("while loading the backend",
                               None if self.timeout is None else max(self.timeout, LOAD_TIMEOUT_S))
         if reply[0] == "unusable":
@@ -251,6 +259,27 @@ def probe_backend(spec: str, timeout: float | None = DEFAULT_TIMEOUT_S,
                 child.close()
     return Backend(spec, child, declared["version"], declared["support"], declared["expectations"],
                    declared["fingerprint"], child.backward if declared["backprop"] else None)
+
+
+def list_backends() -> list[BackendListing]:
+    """Every named backend (backends.named_backends), each loaded in a child process of its own, all at
+    once: the harness imports none of them (one that crashes while imported is listed with how it ended),
+    and the runtimes' own start-up logs stay in the children."""
+    named = named_backends()
+    children = [IsolatedBackend(name) for name, _, _ in named]
+    for child in children:
+        child.launch(probe_only=True)
+    listing = []
+    for (name, source, target), child in zip(named, children):
+        try:
+            declared = child.handshake()
+        except (BackendError, BackendCrash, BackendTimeout) as error:
+            listing.append(BackendListing(name, source, target, None, str(error), None))
+        else:
+            listing.append(BackendListing(name, source, target, declared["version"], None, declared["support"]))
+        finally:
+            child.close()
+    return listing
 
 
 def declarations(backend: Backend) -> dict[str, Any]:
