@@ -176,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "golden":
             if reason := reference_unusable("tensorflow"):
                 return usage_error(args.command, reason)
+            Path(args.out).mkdir(parents=True, exist_ok=True)  # an unusable --out stops here, before TensorFlow
             with opened_reference("tensorflow") as source:
                 summary = build_goldens(_selected_cases(args), Path(args.out), source)
             print(f"{summary['entries']} golden entries in {args.out}; TensorFlow per case: "
@@ -185,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if reason := reference_unusable(args.reference):
                 return usage_error(args.command, reason)
             cases = _selected_cases(args)
+            Path(args.out).mkdir(parents=True, exist_ok=True)  # as for golden: before any reference is computed
             with opened_reference(args.reference) as source:
                 written = export_pack(cases, Path(args.out), source)
             print(f"exported {written['cases']} cases, {written['files']} files, {written['bytes']} bytes: "

@@ -499,7 +499,7 @@ def test_cli_backend_cupy_exits_2_saying_what_is_missing(monkeypatch, capsys, sm
     if fake is not None:
         (tmp_path / "fakes" / "cupy").mkdir(parents=True)
         (tmp_path / "fakes" / "cupy" / "__init__.py").write_text(fake)
-        monkeypatch.syspath_prepend(str(tmp_path / "fakes"))  # spawn hands the child this sys.path
+        monkeypatch.syspath_prepend(str(tmp_path / "fakes"))  # the isolated child takes this sys.path
     elif importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed here")
     code = main(["run", "--cases", str(small), "--backend", "cupy", "--reference", "oracle",

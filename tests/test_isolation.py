@@ -132,7 +132,7 @@ import os, signal, sys
 import numpy as np
 from conformance.execution.isolation import IsolatedBackend
 
-if __name__ == "__main__":  # spawn re-imports this file in the child
+if __name__ == "__main__":  # where the child is spawned (no fork server), it re-imports this file
     backend = IsolatedBackend(sys.argv[1])
     backend(np.zeros(2))  # the child is up and has answered once
     os.kill(os.getpid(), signal.SIGKILL)  # the harness dies without closing anything
@@ -217,3 +217,29 @@ def test_tensorflow_aborting_on_a_case_is_recorded_and_the_backend_judged_agains
     assert [r.reference for r in results] == ["tensorflow", "oracle", "tensorflow"]
     assert results[1].reference_status == "crash" and "SIGABRT" in results[1].reference_detail
     assert "TensorFlow's reference process" in results[1].reference_detail
+
+
+def test_a_child_takes_the_harness_environment_folder_and_path_as_at_its_start(tmp_path, monkeypatch):
+    """Children are forked from a server started with the first one; each still takes what a spawned child
+    would inherit at its own start: os.environ (C's environment too), the working folder and sys.path."""
+    from conformance.execution import isolation
+
+    (tmp_path / "where.py").write_text(
+        "import ctypes, os, sys\ngetenv = ctypes.CDLL(None).getenv\ngetenv.restype = ctypes.c_char_p\n"
+        "def where(x):\n    return [os.environ.get('SEPCONV_PROBE'), (getenv(b'SEPCONV_PROBE') or b'').decode(),"
+        " os.getcwd(), sys.path[0]]\n")
+    spec = f"{tmp_path / 'where.py'}:where"
+    first = isolation.IsolatedBackend(spec)
+    try:
+        assert first(0)[0] is None
+    finally:
+        first.close()
+    monkeypatch.setenv("SEPCONV_PROBE", "set after the server started")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "extra"))
+    second = isolation.IsolatedBackend(spec)
+    try:
+        assert second(0) == ["set after the server started"] * 2 + [str(tmp_path), str(tmp_path / "extra")]
+    finally:
+        second.close()
+    assert isolation._context().get_start_method() == "forkserver"

@@ -1,8 +1,13 @@
 """Run a backend in a child process, so that a crash, a hang or an exit is one case's result, not the end of
 the run.
 
-The child is started with spawn (no state inherited from the harness, TensorFlow never imported there), in
-a process group of its own (so that a timeout kills whatever helpers it forked too). It imports the
+The child is forked from multiprocessing's fork server, a process started once per harness that has
+imported nothing but this module and what it needs (NumPy): no state of the harness is inherited and
+TensorFlow is never imported there, and a child starts in milliseconds, not the interpreter start-up and
+imports that spawn costs (a crashing backend restarts its child once per crash). The child takes the
+harness's environment (or the one given), working directory and sys.path as they are at its start, as a
+spawned child would. It runs in a process group of its own (so that a timeout kills whatever helpers it
+forked too). It imports the
 backend itself, answers with what the backend declares (a handshake), then serves calls over a pipe. The
 harness never imports a Python backend when it isolates: a backend that segfaults, exits or sets
 environment variables while being imported does so in its child (`probe_backend`: exit code 2 with the
@@ -17,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import multiprocessing
+import multiprocessing.forkserver
 import os
+import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -56,9 +64,26 @@ def _reply_for(error: BaseException) -> tuple[Any, ...]:
     return ("aborted", type(error).__name__, str(error))  # MemoryError, SystemExit, KeyboardInterrupt, ...
 
 
-def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool) -> None:
+@dataclasses.dataclass(frozen=True)
+class _StartState:
+    """What a spawned child would inherit from the harness at its start, and a forked one must be given."""
+
+    environment: dict[str, str]
+    cwd: str
+    path: list[str]
+
+    def apply(self) -> None:
+        os.environ.clear()
+        os.environ.update(self.environment)  # putenv too: C libraries and the backend's subprocesses see it
+        with contextlib.suppress(OSError):  # a folder removed since: the server's, as a spawned child's would be
+            os.chdir(self.cwd)
+        sys.path[:] = self.path
+
+
+def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool, state: _StartState) -> None:
     """The child's loop: a handshake, then one call per message, until the parent closes the pipe."""
     os.setsid()  # a group of its own: a timeout kills what the backend forked too
+    state.apply()
     descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(descriptor, 2)
     from conformance.judging.outputs import as_judged, as_judged_gradients
@@ -97,20 +122,19 @@ def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool
             connection.send(("ok", f"<unpicklable {type(reply[1]).__name__}>"))
 
 
-@contextlib.contextmanager
-def _environment(variables: Mapping[str, str] | None) -> Iterator[None]:
-    """Start a child with `variables` as its whole environment (spawn copies os.environ at start)."""
-    if variables is None:
-        yield
-        return
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+@functools.cache
+def _context() -> Any:  # a ForkServerContext, or a SpawnContext
+    """The fork server where the platform has one (Linux, macOS) and it starts, preloading this module (the
+    server imports it, and NumPy, once); else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        try:
+            multiprocessing.forkserver.ensure_running()
+            return context
+        except OSError:  # e.g. a TMPDIR too long for the server's socket path: spawn works wherever it runs
+            pass
+    return multiprocessing.get_context("spawn")
 
 
 class IsolatedBackend:
@@ -120,7 +144,8 @@ class IsolatedBackend:
         loading the backend (the import and the handshake) may take max(timeout, LOAD_TIMEOUT_S): an import is
         not a case, and a short per-case limit on a busy machine must not turn a slow import into a fault;
     role: how messages name the process ("the backend's process", "TensorFlow's reference process");
-    environment: the child's whole environment (None: the harness's at the time of the start).
+    environment: the child's whole environment (None: the harness's at the time of the start, as for cwd
+        and sys.path).
     """
 
     def __init__(self, spec: str, timeout: float | None = DEFAULT_TIMEOUT_S, role: str = BACKEND_ROLE,
@@ -145,12 +170,13 @@ class IsolatedBackend:
     def launch(self, probe_only: bool = False) -> None:
         """Start the child, not waiting for it (handshake() does): several can load at once."""
         self.close()
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         parent, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self.spec, str(self._stderr), probe_only),
+        state = _StartState(self.environment if self.environment is not None else dict(os.environ), os.getcwd(),
+                            list(sys.path))
+        self._process = context.Process(target=_serve, args=(child, self.spec, str(self._stderr), probe_only, state),
                                         daemon=True)
-        with _environment(self.environment):
-            self._process.start()
+        self._process.start()
         child.close()
         self._connection = parent
 
