@@ -16,6 +16,16 @@ from conformance.execution.session import run_suite
 REPO = Path(__file__).resolve().parent.parent
 BANK = REPO / "cases"
 
+# The longest modules (docs/performance.md, "The test suite"), collected first: `--dist loadfile` hands
+# modules out in collection order, and a long one handed out last leaves the other worker idle.
+LONGEST_FIRST = ("test_sensitivity.py", "test_fault_zoo.py", "test_selftest.py", "test_cli.py",
+                 "test_tensorflow_backend.py", "test_report_layout.py", "test_kill_resume.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
 SMALL_CASE = """
 cases:
   - input: [1, 6, 5, 3]
