@@ -84,7 +84,6 @@ def test_oracle_only_mode_does_not_touch_tensorflow(monkeypatch):
     assert (result.status, result.reference, result.reference_status) == ("pass", "oracle", "not_run")
 
 
-
 def test_tensorflows_import_does_not_pull_in_jax_and_jax_still_imports_after(tmp_path):
     """TensorFlow imports JAX where it is installed (TFLite's converter): tensorflow_module hides it for that
     import only. Stand-in `tensorflow` and `jax` packages: the first records what its own `import jax` met."""

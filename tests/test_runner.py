@@ -183,6 +183,7 @@ def test_the_kind_survives_a_reworded_message():
     reworded = dataclasses.replace(result, message="something else entirely")
     assert reworded.kind == result.kind == Kind.ELEMENT
 
+
 def test_the_record_of_a_failure_with_maps_holds_every_field_and_its_dicts_are_its_own():
     result = run_case(CASE, Backend("under_test", _scaled_last_element(1.01)), OracleReference())
     assert result.details  # error maps: nested lists, what a deep copy made slow
@@ -199,7 +200,6 @@ def test_json_text_writes_non_finite_floats_as_strings_wherever_they_sit():
     assert json_text(clean, indent=1) == json.dumps(clean, indent=1)
     nested = {"maps": [[0.5, float("nan")], [float("inf"), -float("inf")]], "shape": (2, 2)}
     assert json.loads(json_text(nested)) == {"maps": [[0.5, "nan"], ["inf", "-inf"]], "shape": [2, 2]}
-
 
 
 # --- the record: enums are stored as plain strings; records without `kind` (older versions) still load -------
