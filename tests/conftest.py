@@ -12,9 +12,14 @@ import pytest
 
 from conformance.execution.config import RunConfig
 from conformance.execution.session import run_suite
+from conformance.judging.reference import tensorflow_missing
 
 REPO = Path(__file__).resolve().parent.parent
 BANK = REPO / "cases"
+
+# For tests whose TensorFlow runs in child processes: skipped without it, and never imported here
+# (pytest.importorskip would import it into the worker, seconds of start-up for nothing).
+needs_tensorflow = pytest.mark.skipif(tensorflow_missing() is not None, reason=str(tensorflow_missing()))
 
 # The longest modules (docs/performance.md, "The test suite"), collected first: `--dist loadfile` hands
 # modules out in collection order, and a long one handed out last leaves the other worker idle.

@@ -23,13 +23,12 @@ from conformance.execution.session import run_suite
 from conformance.impls import backward_zoo
 from conformance.impls.numpy_backend import separable_conv2d, separable_conv2d_backprop
 from conformance.judging.backward import GRADIENTS, backward_oracle
-from conformance.judging.reference import run_tensorflow_backward, tensorflow_missing
+from conformance.judging.reference import run_tensorflow_backward
 from conformance.judging.references import OracleReference, TensorFlowReference
 from conformance.reporting.diagnosis import failure_groups
-from tests.conftest import BANK
+from tests.conftest import BANK, needs_tensorflow
 
 BACKWARD_BANK = BANK / "backward.yaml"
-needs_tensorflow = pytest.mark.skipif(tensorflow_missing() is not None, reason=str(tensorflow_missing()))
 
 SWEEP = """
 defaults: {mode: backward}

@@ -185,9 +185,6 @@ def test_bad_option_values_exit_2(arguments, message, capsys):
 
 
 # --- the NumPy backend's speed paths: tiles and threads change neither results nor contract checks ------
-tf = pytest.importorskip("tensorflow")
-
-
 @pytest.mark.parametrize("shape, k, m, strides, padding, rates, data_format, dtype", [
     ((2, 11, 9, 5), (3, 3), 2, [1, 2, 2, 1], "SAME", [1, 1], "NHWC", np.float32),
     ((2, 11, 9, 5), (5, 3), 3, [1, 1, 1, 1], "SAME", [2, 3], "NHWC", np.float32),
@@ -219,6 +216,7 @@ def test_tiles_and_threads_match_tensorflow_and_each_other(monkeypatch, shape, k
     assert all(r.tobytes() == results[0].tobytes() for r in results[1:])  # same arithmetic, any tiling
     if dtype == "bfloat16":
         return  # the bank judges bfloat16 with the tolerance model; here: the tiling changes nothing
+    tf = pytest.importorskip("tensorflow")  # here, not at collection: every xdist worker collects this module
     expected = tf.nn.separable_conv2d(x, dw, pw, strides, padding, data_format=data_format, dilations=rates).numpy()
     np.testing.assert_allclose(results[0], expected, rtol=1e-5, atol=1e-5)
 

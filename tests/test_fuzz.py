@@ -21,6 +21,7 @@ from conformance.exitcodes import EXIT_NONCONFORMING, EXIT_OK, EXIT_USAGE
 from conformance.judging.references import OracleReference
 from conformance.result import is_failing
 from conformance.tools.fuzz import CASES_FILE, FAILURES_FILE, VIOLATIONS, draw_cases
+from tests.conftest import needs_tensorflow
 
 
 def test_same_seed_same_cases_other_seed_other_cases():
@@ -50,8 +51,8 @@ def test_draws_cover_every_axis_valid_and_forbidden_apart(tmp_path):
     assert [c.id for c in load_cases([path])] == [c.id for c in cases]  # the loader agrees on every case
 
 
+@needs_tensorflow
 def test_fuzzing_a_correct_backend_conforms_and_saves_no_failure(tmp_path, capsys):
-    pytest.importorskip("tensorflow")
     out = tmp_path / "fuzz"
     assert main(["fuzz", "--backend", "numpy", "--count", "30", "--seed", "5", "--out", str(out), "-q"]) == EXIT_OK
     results = json.loads((out / "results.json").read_text())

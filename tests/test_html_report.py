@@ -17,13 +17,12 @@ from conformance.execution.config import RunConfig
 from conformance.execution.session import run_suite
 from conformance.judging import diagnostics
 from conformance.judging.compare import compare
-from conformance.judging.reference import tensorflow_missing
 from conformance.judging.tolerance import UNIT_ROUNDOFF, Tolerance
 from conformance.reporting import diagnosis, html_report
 from conformance.reporting.baseline import CLOSER_FACTOR, baseline_diff
 from conformance.reporting.diagnosis import failure_groups
 from conformance.result import FAILING_STATUSES, STATUSES
-from tests.conftest import BASELINE_BACKEND, BASELINE_CASES, XSS, write_run
+from tests.conftest import BASELINE_BACKEND, BASELINE_CASES, XSS, needs_tensorflow, write_run
 
 
 def embedded(page: str) -> dict[str, Any]:
@@ -189,9 +188,8 @@ def test_coverage_shows_pass_rates_per_backend_and_the_gaps(run):
     assert "not exercised" in html_report.render_report(document)
 
 
+@needs_tensorflow
 def test_tensorflow_reference_metrics_reach_the_page(tmp_path, case_file):
-    if reason := tensorflow_missing():
-        pytest.skip(reason)
     cases = case_file("""
         cases:
           - input: [1, 6, 5, 3]

@@ -18,7 +18,7 @@ from conformance.impls import backward_zoo, mutants
 from conformance.impls.alternatives import ALTERNATIVES
 from conformance.impls.mutants import MUTANTS
 from conformance.tools import selftest
-from tests.conftest import BANK, SMALL_CASE, bank_but_full_size
+from tests.conftest import BANK, SMALL_CASE, bank_but_full_size, needs_tensorflow
 
 # The backward pass's zoo, by the names the selftest gives its members.
 BACKWARD_MUTANTS = {f"backward:{name}" for name in backward_zoo.BUGS}
@@ -53,8 +53,8 @@ def test_the_zoo_is_big_enough():
     assert len(BACKWARD_MUTANTS) >= 10 and len(BACKWARD_ALTERNATIVES) >= 3  # the backward pass's own
 
 
+@needs_tensorflow
 def test_quick_subset_catches_every_mutant_and_passes_every_correct_implementation(tmp_path):
-    pytest.importorskip("tensorflow")
     code, report = _selftest(tmp_path, "--quick")
     assert code == EXIT_OK
     _assert_proves_itself(report)
@@ -85,6 +85,7 @@ cupy_standin.backprop = cupy_standin_backprop
 CUPY_STANDIN = selftest.Member("cupy-standin", f"{__name__}:cupy_standin", selftest.CORRECT)
 
 
+@needs_tensorflow
 def test_bank_passes_every_correct_implementation_and_catches_every_mutant():
     """The whole bank but the full-size layers (tags bench and network: `selftest` on all of them takes
     about 6 minutes on 2 cores; docs/tolerance.md has that run), against TensorFlow.
@@ -94,7 +95,6 @@ def test_bank_passes_every_correct_implementation_and_catches_every_mutant():
     caught: a catch is one case's verdict, whatever the other cases, and every mutant is caught on the
     quick subset (the previous test, also against TensorFlow), which is part of this selection; so the
     mutants are not run again here."""
-    pytest.importorskip("tensorflow")
     cases = bank_but_full_size()
     quick = {c.id for c in load_cases([BANK]) if selftest.QUICK_TAG in c.tags}
     assert quick and quick <= {c.id for c in cases}  # the catches of the quick subset are catches here

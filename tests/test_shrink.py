@@ -21,7 +21,7 @@ from conformance.impls import mutants
 from conformance.judging.references import OracleReference, TensorFlowReference
 from conformance.result import Kind, Result
 from conformance.tools.shrink import ShrinkError, shrink, signature
-from tests.conftest import THREE_BUGS
+from tests.conftest import THREE_BUGS, needs_tensorflow
 
 BASE = {"input": (2, 6, 5, 3), "kernel": (3, 3), "channel_multiplier": 2, "out_channels": 4, "strides": (2, 1),
         "rates": (1, 1), "padding": "SAME", "data_format": "NHWC", "dtype": "float32"}
@@ -62,8 +62,8 @@ def _shrink(case_file: Path, case_id: str, spec: str, out: Path, *extra: str) ->
     return main(["shrink", "--cases", str(case_file), "--id", case_id, "--backend", spec, "--out", str(out), *extra])
 
 
+@needs_tensorflow
 def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channels(tmp_path, capsys):
-    pytest.importorskip("tensorflow")
     source = _write(tmp_path / "big.yaml", """
         cases:
           - {name: big, input: [4, 28, 28, 32], kernel: [3, 3], channel_multiplier: 2, out_channels: 32,
@@ -89,8 +89,8 @@ def test_a_padding_bug_in_a_big_layer_shrinks_to_a_handful_of_pixels_and_channel
     assert "before: input 4x28x28x32" in printed and f"after:  input 1x{h}x{w}x1" in printed
 
 
+@needs_tensorflow
 def test_a_case_from_a_results_file_shrinks_with_its_failing_backend(tmp_path, small, capsys):
-    pytest.importorskip("tensorflow")
     spec, reports = "conformance.impls.mutants:kernel_transposed", tmp_path / "reports"
     assert main(["run", "--cases", str(small), "--backend", spec, "--backend", "numpy", "--out", str(reports),
                  "-q"]) != EXIT_OK

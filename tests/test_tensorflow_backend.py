@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BANK, REPO, cli
+from tests.conftest import BANK, REPO, cli, needs_tensorflow
 
-pytest.importorskip("tensorflow")
+pytestmark = needs_tensorflow
 
 # Small and long-reduction cases in float16/bfloat16 (NHWC: TensorFlow's Eigen path refuses NCHW there).
 # The first three are the ones TensorFlow's Eigen path failed before the reference's accumulator probe.

@@ -81,7 +81,7 @@ def recomputed_relation(case: Case, inputs: Inputs, got: np.ndarray, reference: 
             if (applied := hypothesis(case, inputs)) is None:
                 continue
             sentence, buggy_case, buggy_inputs = applied
-            oracle = compute_oracle(buggy_case, buggy_inputs)
+            oracle = compute_oracle(buggy_case, buggy_inputs, with_variance=False)  # the limit takes no variance
             limit = tolerance.limit(oracle.bound, 1, np.abs(oracle.output))
             if fits(got, oracle.output, limit) and not fits(reference, oracle.output, limit):
                 return what, f"the output is what {sentence} gives"
