@@ -87,13 +87,13 @@ def test_list_prints_ids_and_origins(small, tmp_path):
 
 def test_skip_tag_leaves_out_the_tagged_cases_of_list_golden_and_export(case_file, tmp_path):
     cases = case_file(SMALL_CASE + "    tags: [big]\n" + SMALL_CASE.split("cases:\n", 1)[1].replace("SAME", "VALID"))
-    listed = cli("list", "--cases", str(cases), "--skip-tag", "big", cwd=tmp_path)
+    listed = cli_here("list", "--cases", str(cases), "--skip-tag", "big", cwd=tmp_path)
     assert listed.returncode == 0 and [line.split("\t")[0] for line in listed.stdout.splitlines()] == [
         "n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_VALID_NHWC_float32"]
     built = cli("golden", "build", "--cases", str(cases), "--skip-tag", "big", "--out", "gold", cwd=tmp_path)
     assert built.returncode == 0 and built.stdout.startswith("1 golden entries"), built.stdout + built.stderr
-    exported = cli("export", "--cases", str(cases), "--skip-tag", "big", "--reference", "oracle", "--out", "pack",
-                   cwd=tmp_path)
+    exported = cli_here("export", "--cases", str(cases), "--skip-tag", "big", "--reference", "oracle", "--out",
+                        "pack", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
     assert [c["id"] for c in manifest["cases"]] == ["n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_VALID_NHWC_float32"]
