@@ -63,7 +63,7 @@ def test_the_run_says_where_a_backend_stands_and_the_gate_is_opt_in(plain, tmp_p
     assert ratio > 1.2 and record["metrics"]["identical_to_tensorflow"] is False
     (tmp_path / "noisy.py").write_text(NOISY)
     args = ["run", "--cases", str(small), "--backend", "noisy.py:one_ulp_off"]
-    gated = cli(*args, "--out", "gated", "--max-error-ratio", "1.1", cwd=tmp_path)
+    gated = cli_here(*args, "--out", "gated", "--max-error-ratio", "1.1", cwd=tmp_path)
     assert gated.returncode == 1 and "over --max-error-ratio 1.1" in gated.stdout, gated.stdout
     assert cli_here(*args, "--max-error-ratio", "0.5", cwd=tmp_path).returncode == 2  # below 1 fails TensorFlow itself
 

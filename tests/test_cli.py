@@ -73,14 +73,14 @@ def test_usage_errors_exit_2_without_traceback(small, tmp_path, args, message):
 def test_invalid_case_file_exits_2_naming_file_line_and_field(case_file, tmp_path):
     bad = case_file(SMALL_CASE.replace("padding: SAME", "padding: SAME\n    dtype: float8"), "bad.yaml")
     for command in ("run", "validate"):
-        done = cli(command, "--cases", str(bad), cwd=tmp_path)
+        done = cli_here(command, "--cases", str(bad), cwd=tmp_path)
         assert done.returncode == 2
         assert f"{bad}:7: dtype: expected one of" in done.stderr
         assert "Traceback" not in done.stderr
 
 
 def test_list_prints_ids_and_origins(small, tmp_path):
-    done = cli("list", "--cases", str(small), cwd=tmp_path)
+    done = cli_here("list", "--cases", str(small), cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout.splitlines()[0] == f"n1_h6w5_c3_k3x3_m2_o4_s2x1_r1x1_SAME_NHWC_float32\t{small}:2"
 
@@ -206,8 +206,8 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_case(tmp_path):
 def test_resumed_failures_keep_the_gate_red(small, tmp_path):
     (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
     args = ["run", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit", *ORACLE, "--out", "out"]
-    assert cli(*args, cwd=tmp_path).returncode == 1
-    again = cli(*args, "--resume", cwd=tmp_path)
+    assert cli_here(*args, cwd=tmp_path).returncode == 1
+    again = cli_here(*args, "--resume", cwd=tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
     assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["total"] == 2
 
@@ -230,7 +230,7 @@ def test_merge_combines_shards_and_refuses_mismatched_or_overlapping_ones(shards
 
 
 def test_export_writes_a_vector_pack(small, tmp_path):
-    done = cli("export", "--cases", str(small), "--out", "pack", cwd=tmp_path)
+    done = cli_here("export", "--cases", str(small), "--out", "pack", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
     assert len(manifest["cases"]) == 2

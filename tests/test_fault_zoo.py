@@ -377,7 +377,7 @@ def test_junit_names_are_the_same_for_single_and_merged_runs(tmp_path, small):
             shards = [f"shard{k}" for k in (1, 2) if (tmp_path / f"shard{k}" / "results.json").exists()]
             if len(shards) < 2:
                 pytest.skip("the hash put both cases in one shard")
-            assert cli("merge", *shards, "--out", "merged", cwd=tmp_path).returncode == 0
+            assert cli_here("merge", *shards, "--out", "merged", cwd=tmp_path).returncode == 0
         root = ET.parse(tmp_path / folder / "junit.xml").getroot()
         names[folder] = sorted((c.get("classname"), c.get("name")) for c in root.iter("testcase"))
     assert names["single"] == names["merged"] and names["single"][0][0] == "numpy"
@@ -448,7 +448,7 @@ def test_an_interrupted_run_says_so_and_is_never_green(tmp_path, small):
     assert process.returncode == 130, stdout + stderr
     run = json.loads((tmp_path / "out" / "results.json").read_text())["run"]
     assert run["completion"] == "interrupted" and run["verdict"]["exit_code"] == 130
-    assert cli("merge", "out", "--out", "merged", cwd=tmp_path).returncode == 2  # 5: never merged as a pass
+    assert cli_here("merge", "out", "--out", "merged", cwd=tmp_path).returncode == 2  # 5: never merged as a pass
 
 
 def heed_interrupts() -> None:
@@ -576,13 +576,13 @@ def test_report_refuses_mistyped_results_files_naming_the_field(tmp_path, shards
 def test_an_unwritable_out_is_a_usage_error_naming_it(tmp_path, shards, small, command):
     (tmp_path / "a_file").write_text("")
     cases = [] if command[0] == "merge" else ["--cases", str(small)]
-    done = cli(*command, *cases, "--out", str(tmp_path / "a_file" / "out"), cwd=tmp_path)
+    done = cli_here(*command, *cases, "--out", str(tmp_path / "a_file" / "out"), cwd=tmp_path)
     assert done.returncode == 2 and "a_file" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_export_of_a_case_with_a_very_long_name(tmp_path):
     (tmp_path / "long.yaml").write_text(SMALL_CASE + f"    name: {'n' * 300}\n")
-    done = cli("export", "--cases", "long.yaml", "--reference", "oracle", "--out", "pack", cwd=tmp_path)
+    done = cli_here("export", "--cases", "long.yaml", "--reference", "oracle", "--out", "pack", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     entry = json.loads((tmp_path / "pack" / "manifest.json").read_text())["cases"][0]
     assert entry["id"].endswith("n" * 300) and (tmp_path / "pack" / entry["files"]["input"]["path"]).is_file()

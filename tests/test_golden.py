@@ -22,7 +22,7 @@ from conformance.cases.loader import load_cases
 from conformance.judging.golden import GoldenError, GoldenStore, golden_key, version_note
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.reference import Reference
-from tests.conftest import BANK, cli
+from tests.conftest import BANK, cli, cli_here
 
 NO_TENSORFLOW = """
 import sys
@@ -116,8 +116,8 @@ def test_missing_or_corrupted_entries_are_errors_never_passes(small_bank, built,
     data[len(data) // 2] ^= 0xFF
     corrupted.write_bytes(bytes(data))
     missing.unlink()
-    done = cli("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",
-               cwd=tmp_path)
+    done = cli_here("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",
+                    cwd=tmp_path)
     assert done.returncode == 2 and "UNUSABLE INPUT on 2 results" in done.stdout  # a bad file, not the backend
     found = results(tmp_path / "out")
     assert {found[c.id]["fault"] for c in cases[:2]} == {"input"}
@@ -139,8 +139,8 @@ def test_cases_that_differ_only_by_name_have_entries_of_their_own(case_file, bui
     entry shared by the two would fail verification for one of them)."""
     cases = case_file(SAME_BUT_NAMED)
     copy_of(built, tmp_path)
-    done = cli("run", "--cases", str(cases), "--reference", "golden", "--golden", "gold", "--out", "out",
-               cwd=tmp_path)
+    done = cli_here("run", "--cases", str(cases), "--reference", "golden", "--golden", "gold", "--out", "out",
+                    cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [r["status"] for r in results(tmp_path / "out").values()] == ["pass", "pass"]
 
@@ -159,8 +159,8 @@ def test_concurrent_builders_leave_only_whole_entries(small_bank, tmp_path):
                 for _ in range(2)]  # two writers race for every entry
     assert all(b.wait(timeout=300) == 0 for b in builders)
     assert not [p for p in (tmp_path / "gold").rglob(".*")]  # no temporary file left behind
-    done = cli("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",
-               cwd=tmp_path)
+    done = cli_here("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",
+                    cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

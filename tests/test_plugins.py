@@ -15,7 +15,7 @@ from conformance.execution.backends import BackendError, resolve_backend
 from conformance.execution.runner import run_case
 from conformance.execution.support import Support, SupportError
 from conformance.judging.references import OracleReference
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, cli_here
 
 EXAMPLE = REPO / "examples" / "sepconv-example-backend"
 
@@ -111,8 +111,8 @@ def test_invalid_support_declaration_stops_the_run(tmp_path, small):
         "separable_conv2d.supports = {'paddings': ['SAME', 'REFLECT']}\n")
     with pytest.raises(BackendError, match="paddings: unknown REFLECT"):
         resolve_backend(str(tmp_path / "declares.py") + ":separable_conv2d")
-    done = cli("run", "--cases", str(small), "--backend", "declares.py:separable_conv2d", "--out", "out",
-               cwd=tmp_path)
+    done = cli_here("run", "--cases", str(small), "--backend", "declares.py:separable_conv2d", "--out", "out",
+                    cwd=tmp_path)
     assert done.returncode == 2 and "REFLECT" in done.stderr and "Traceback" not in done.stderr
 
 
