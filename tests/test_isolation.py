@@ -243,3 +243,20 @@ def test_a_child_takes_the_harness_environment_folder_and_path_as_at_its_start(t
     finally:
         second.close()
     assert isolation._context().get_start_method() == "forkserver"
+
+
+def test_a_child_does_not_run_the_harness_main_script_again(tmp_path):
+    """multiprocessing would run the main script again in every child (the console script: the CLI's
+    imports); a child here needs nothing from it. The script notes each run of its top level."""
+    (tmp_path / "harness.py").write_text(
+        "import os\n"
+        "with open('runs.txt', 'a') as runs:\n    runs.write(f'{__name__}\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from conformance.execution.isolation import IsolatedBackend\n"
+        "    child = IsolatedBackend('numpy')\n"
+        "    child.start()\n"
+        "    child.close()\n")
+    done = subprocess.run([sys.executable, "harness.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs.txt").read_text().splitlines() == ["__main__"]

@@ -4,7 +4,8 @@ the run.
 The child is forked from multiprocessing's fork server, a process started once per harness that has imported
 nothing but this module and what it needs (NumPy): no state of the harness is inherited and TensorFlow is
 never imported there, and a child starts in milliseconds, not the interpreter start-up and imports that
-spawn costs (a crashing backend restarts its child once per crash). The child takes the harness's
+spawn costs (a crashing backend restarts its child once per crash); nor does it run the harness's main
+script again (`_main_left_out`). The child takes the harness's
 environment (or the one given), working directory and sys.path as they are at its start, as a spawned child
 would. It runs in a process group of its own (so that a timeout kills whatever helpers it forked too). It
 imports the backend itself, answers with what the backend declares (a handshake), then serves calls over a
@@ -27,8 +28,9 @@ import os
 import sys
 import tempfile
 import time
+import types
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,20 @@ def _serve(connection: Connection, spec: str, stderr_path: str, probe_only: bool
             connection.send(("ok", f"<unpicklable {type(reply[1]).__name__}>"))
 
 
+@contextlib.contextmanager
+def _main_left_out() -> Iterator[None]:
+    """multiprocessing makes each child run the harness's main script again (as __mp_main__, so that what
+    it defines can be unpickled there): under the console script that re-imports the CLI, under pytest
+    pytest, 0.1-0.2 s a child. A child here is handed only this module's `_serve` and plain data, so the
+    start goes out with a stand-in main that names no script."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 @functools.cache
 def _context() -> Any:  # a ForkServerContext, or a SpawnContext
     """The fork server where the platform has one (Linux, macOS) and it starts, preloading this module (the
@@ -174,7 +190,8 @@ class IsolatedBackend:
                             list(sys.path))
         self._process = context.Process(target=_serve, args=(child, self.spec, str(self._stderr), probe_only, state),
                                         daemon=True)
-        self._process.start()
+        with _main_left_out():
+            self._process.start()
         child.close()
         self._connection = parent
 
