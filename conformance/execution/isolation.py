@@ -127,7 +127,8 @@ def _main_left_out() -> Iterator[None]:
     """multiprocessing makes each child run the harness's main script again (as __mp_main__, so that what
     it defines can be unpickled there): under the console script that re-imports the CLI, under pytest
     pytest, 0.1-0.2 s a child. A child here is handed only this module's `_serve` and plain data, so the
-    start goes out with a stand-in main that names no script."""
+    start goes out with a stand-in main that names no script (for the start only; the harness starts its
+    children from one thread)."""
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
