@@ -7,9 +7,9 @@ started (isolated children, TensorFlow's reference processes, CLI subprocesses, 
 Each test's own CPU is the worker's process time across the test (this file is also the pytest plugin
 that records it); the children's is sampled every 0.2 s from /proc and charged to the test their worker
 was running (a process is charged to a worker through PYTEST_XDIST_WORKER in its environment; a process
-that ends between two samples loses up to 0.2 s; a fixture shared by several tests is charged to the first).
-On a saturated machine wall time is about the total CPU
-divided by the cores, so this is where a faster suite has to come from."""
+that ends between two samples loses up to 0.2 s; a fixture shared by several tests is charged to the
+first). On a saturated machine wall time is about the total CPU divided by the cores, so this is where a
+faster suite has to come from."""
 
 from __future__ import annotations
 
