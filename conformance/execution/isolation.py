@@ -1,20 +1,20 @@
-"""Run a backend in a child process, so that a crash, a hang or an exit is one case's result, not the end of
-the run.
+"""Run a backend in a child process, so that a crash, a hang or an exit is one case's result, not the end of the
+run.
 
 The child is forked from multiprocessing's fork server, a process started once per harness that has imported
 nothing but this module and what it needs (NumPy): no state of the harness is inherited and TensorFlow is
-never imported there, and a child starts in milliseconds, not the interpreter start-up and imports that
-spawn costs (a crashing backend restarts its child once per crash); nor does it run the harness's main
-script again (`_main_left_out`). The child takes the harness's
-environment (or the one given), working directory and sys.path as they are at its start, as a spawned child
-would. It runs in a process group of its own (so that a timeout kills whatever helpers it forked too). It
-imports the backend itself, answers with what the backend declares (a handshake), then serves calls over a
-pipe. The harness never imports a Python backend when it isolates: a backend that segfaults, exits or sets
-environment variables while being imported does so in its child (`probe_backend`: exit code 2 with the
-reason). Replies say whose an exception was: the backend's own code raising (a rejection), or the backend
-giving up (MemoryError, SystemExit, KeyboardInterrupt). If the child dies, the call raises BackendCrash
-naming the process and how it ended, with the tail of its stderr; if it does not answer in time, its process
-group is killed and the call raises BackendTimeout. Either way the next call starts a fresh child.
+never imported there, and a child starts in milliseconds, not the interpreter start-up and imports that spawn
+costs (a crashing backend restarts its child once per crash); nor does it run the harness's main script again
+(`_main_left_out`). The child takes the harness's environment (or the one given), working directory and
+sys.path as they are at its start, as a spawned child would. It runs in a process group of its own (so that a
+timeout kills whatever helpers it forked too). It imports the backend itself, answers with what the backend
+declares (a handshake), then serves calls over a pipe. The harness never imports a Python backend when it
+isolates: a backend that segfaults, exits or sets environment variables while being imported does so in its
+child (`probe_backend`: exit code 2 with the reason). Replies say whose an exception was: the backend's own
+code raising (a rejection), or the backend giving up (MemoryError, SystemExit, KeyboardInterrupt). If the
+child dies, the call raises BackendCrash naming the process and how it ended, with the tail of its stderr; if
+it does not answer in time, its process group is killed and the call raises BackendTimeout. Either way the
+next call starts a fresh child.
 """
 
 from __future__ import annotations

@@ -219,7 +219,8 @@ def render_report(document: dict[str, Any], baseline: dict[str, Any] | None = No
 
 @functools.cache
 def _template() -> Any:  # a jinja2.Template
-    """The page's template, compiled once per process (0.1 s; runs in one process each write a report)."""
+    """The page's template, compiled once per process: about 0.1 s, and a process may write many reports
+    (selftest, the tests, tools that run in-process)."""
     import jinja2
 
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
