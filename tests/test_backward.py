@@ -26,6 +26,7 @@ from conformance.judging.backward import GRADIENTS, backward_oracle
 from conformance.judging.reference import run_tensorflow_backward
 from conformance.judging.references import OracleReference, TensorFlowReference
 from conformance.reporting.diagnosis import failure_groups
+from conformance.result import Result
 from tests.conftest import BANK, needs_tensorflow
 
 BACKWARD_BANK = BANK / "backward.yaml"
@@ -70,12 +71,23 @@ def test_numpy_and_the_correct_alternatives_pass_every_backward_case_of_the_bank
     assert "ok" in statuses and "refused" in statuses  # NCHW with explicit padding, unequal strides: TF refuses
 
 
-def test_every_backward_mutant_is_caught_on_the_bank_and_says_which_gradient(tmp_path: Path):
+@pytest.fixture(scope="module")
+def mutant_results() -> dict[str, list[Result]]:
+    """Every backward mutant on every backward case but the network layers, against the oracle, case by
+    case: the mutants of a case share its exact gradients (the runner keeps them for the next backend)."""
     cases = [c for c in load_cases([BACKWARD_BANK]) if "network" not in c.tags]
+    backends = [resolve_backend(f"conformance.impls.backward_zoo:{name}") for name in backward_zoo.BUGS]
     reference = OracleReference()
+    results: dict[str, list[Result]] = {name: [] for name in backward_zoo.BUGS}
+    for case in cases:
+        for name, backend in zip(backward_zoo.BUGS, backends):
+            results[name].append(run_case(case, backend, reference))
+    return results
+
+
+def test_every_backward_mutant_is_caught_on_the_bank_and_says_which_gradient(mutant_results):
     for name in backward_zoo.BUGS:
-        backend = resolve_backend(f"conformance.impls.backward_zoo:{name}")
-        failing = [r for r in (run_case(case, backend, reference) for case in cases) if r.status == "fail"]
+        failing = [r for r in mutant_results[name] if r.status == "fail"]
         assert failing, f"{name} is not caught"
         for result in failing:
             wrong = result.metrics["failing_gradients"]
@@ -321,14 +333,12 @@ ELIGIBLE = {
 }
 
 
-def test_each_backward_mutant_is_caught_on_every_case_its_bug_can_show_on():
+def test_each_backward_mutant_is_caught_on_every_case_its_bug_can_show_on(mutant_results):
     assert set(ELIGIBLE) == set(backward_zoo.BUGS)
-    cases = [c for c in load_cases([BACKWARD_BANK]) if not c.expect_error and "network" not in c.tags]
-    reference = OracleReference()
+    cases = {c.id: c for c in load_cases([BACKWARD_BANK]) if not c.expect_error and "network" not in c.tags}
     missed = {}
     for name, eligible in ELIGIBLE.items():
-        backend = resolve_backend(f"conformance.impls.backward_zoo:{name}")
-        chosen = [c for c in cases if eligible(c)]
+        chosen = [r for r in mutant_results[name] if r.case in cases and eligible(cases[r.case])]
         assert len(chosen) >= 5, name
-        missed[name] = [c.id for c in chosen if run_case(c, backend, reference).status == "pass"]
+        missed[name] = [r.case for r in chosen if r.status == "pass"]
     assert {name: ids for name, ids in missed.items() if ids} == {}
