@@ -84,21 +84,25 @@ def test_oracle_only_mode_does_not_touch_tensorflow(monkeypatch):
     assert (result.status, result.reference, result.reference_status) == ("pass", "oracle", "not_run")
 
 
-def test_tensorflows_import_does_not_pull_in_jax_and_jax_still_imports_after(tmp_path):
-    """TensorFlow imports JAX where it is installed (TFLite's converter): tensorflow_module hides it for that
-    import only. Stand-in `tensorflow` and `jax` packages: the first records what its own `import jax` met."""
+def test_tensorflows_import_does_not_pull_in_jax_or_keras_and_both_still_import_after(tmp_path):
+    """TensorFlow imports JAX (TFLite's converter) and Keras (tf.keras) where they are installed:
+    tensorflow_module hides them for that import only. Stand-in `tensorflow`, `jax` and `keras` packages: the
+    first records what its own imports met."""
     import os
     import subprocess
     import sys
 
-    for name, source in (("jax", "version = 'stand-in'\n"), ("tensorflow", (
-            "import types\ntry:\n    import jax\n    met = 'jax'\nexcept ImportError:\n    met = 'ImportError'\n"
-            "config = types.SimpleNamespace(experimental=types.SimpleNamespace(\n"
-            "    enable_tensor_float_32_execution=lambda enabled: None))\n"))):
+    meets = "".join(f"try:\n    import {name}\n    met.append('{name}')\nexcept ImportError:\n    met.append('-')\n"
+                    for name in ("jax", "keras"))
+    for name, source in (("jax", "version = 'jax stand-in'\n"), ("keras", "version = 'keras stand-in'\n"),
+                         ("tensorflow", "import types\nmet = []\n" + meets +
+                          "config = types.SimpleNamespace(experimental=types.SimpleNamespace(\n"
+                          "    enable_tensor_float_32_execution=lambda enabled: None))\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(source)
     probe = ("import sys\nfrom conformance.judging.reference import tensorflow_module\n"
-             "print(tensorflow_module().met, 'jax' in sys.modules)\nimport jax\nprint(jax.version)\n")
+             "print(*tensorflow_module().met, 'jax' in sys.modules, 'keras' in sys.modules, sep=',')\n"
+             "import jax, keras\nprint(jax.version, keras.version, sep=',')\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert done.stdout.split() == ["ImportError", "False", "stand-in"], done.stderr
+    assert done.stdout.splitlines() == ["-,-,False,False", "jax stand-in,keras stand-in"], done.stdout + done.stderr

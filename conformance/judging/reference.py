@@ -74,19 +74,25 @@ def reference_unusable(reference: str, golden: str | None = None) -> str | None:
     return None
 
 
+# Packages that importing TensorFlow imports where they are installed, for parts never used here: JAX for
+# TFLite's JAX converter (0.8 s), Keras 3 for tf.keras (about 1 s). Together a third of a TensorFlow
+# process's start; every reference process, and the TensorFlow backend, pays it.
+HIDDEN_FROM_TENSORFLOW = ("jax", "keras")
+
+
 def tensorflow_module() -> Any:
+    """TensorFlow, imported with HIDDEN_FROM_TENSORFLOW hidden for that import only (`import jax` raises
+    ImportError there, which TensorFlow handles), unless this process already uses them; a backend may still
+    import them afterwards."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Where JAX is installed, importing TensorFlow imports it too (for TFLite's JAX converter, which is never
-    # used here): 0.8 s of every reference process's start. Hidden for that import only, unless this process
-    # already uses JAX; a backend may still import it afterwards.
-    hidden = "jax" not in sys.modules
-    if hidden:
-        sys.modules["jax"] = None  # type: ignore[assignment]  # `import jax` raises ImportError
+    hidden = [name for name in HIDDEN_FROM_TENSORFLOW if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import NAME` raises ImportError
     try:
         import tensorflow as tf
     finally:
-        if hidden:
-            del sys.modules["jax"]
+        for name in hidden:
+            del sys.modules[name]
 
     if not getattr(tensorflow_module, "configured", False):
         # TF32 would silently lower float32 matmuls to 10-bit mantissas on Ampere+ GPUs.
