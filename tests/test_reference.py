@@ -106,3 +106,22 @@ def test_tensorflows_import_does_not_pull_in_jax_or_keras_and_both_still_import_
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert done.stdout.splitlines() == ["-,-,False,False", "jax stand-in,keras stand-in"], done.stdout + done.stderr
+
+
+def test_a_tensorflow_that_needs_keras_at_import_gets_it(tmp_path):
+    """Should a TensorFlow need a hidden package to import at all, it is imported again with it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras" / "__init__.py").write_text("version = 'keras stand-in'\n")
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        "import types\nimport keras\nmet = keras.version\n"
+        "config = types.SimpleNamespace(experimental=types.SimpleNamespace(\n"
+        "    enable_tensor_float_32_execution=lambda enabled: None))\n")
+    probe = "from conformance.judging.reference import tensorflow_module\nprint(tensorflow_module().met)\n"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.stdout.strip() == "keras stand-in", done.stdout + done.stderr

@@ -83,12 +83,17 @@ HIDDEN_FROM_TENSORFLOW = ("jax", "keras")
 def tensorflow_module() -> Any:
     """TensorFlow, imported with HIDDEN_FROM_TENSORFLOW hidden for that import only (`import jax` raises
     ImportError there, which TensorFlow handles), unless this process already uses them; a backend may still
-    import them afterwards."""
+    import them afterwards. A TensorFlow whose import fails without them is imported again with them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     hidden = [name for name in HIDDEN_FROM_TENSORFLOW if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # `import NAME` raises ImportError
     try:
+        import tensorflow as tf
+    except ImportError:
+        for name in hidden:
+            del sys.modules[name]
+        hidden = []
         import tensorflow as tf
     finally:
         for name in hidden:
