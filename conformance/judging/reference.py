@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,29 +76,32 @@ def reference_unusable(reference: str, golden: str | None = None) -> str | None:
 
 
 # Packages that importing TensorFlow imports where they are installed, for parts never used here: JAX for
-# TFLite's JAX converter (0.8 s), Keras 3 for tf.keras (about 1 s). Together a third of a TensorFlow
-# process's start; every reference process, and the TensorFlow backend, pays it.
+# TFLite's JAX converter, Keras 3 for tf.keras, 0.8 s each of every TensorFlow process's start (every
+# reference process, and the TensorFlow backend).
 HIDDEN_FROM_TENSORFLOW = ("jax", "keras")
 
 
-def tensorflow_module() -> Any:
-    """TensorFlow, imported with HIDDEN_FROM_TENSORFLOW hidden for that import only (`import jax` raises
-    ImportError there, which TensorFlow handles), unless this process already uses them; a backend may still
-    import them afterwards. A TensorFlow whose import fails without them is imported again with them."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    hidden = [name for name in HIDDEN_FROM_TENSORFLOW if name not in sys.modules]
+def _import_tensorflow(hidden: Sequence[str]) -> Any:
+    """`import tensorflow` with `hidden` packages unimportable (ImportError) for that import only."""
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # `import NAME` raises ImportError
     try:
         import tensorflow as tf
-    except ImportError:
-        for name in hidden:
-            del sys.modules[name]
-        hidden = []
-        import tensorflow as tf
     finally:
         for name in hidden:
             del sys.modules[name]
+    return tf
+
+
+def tensorflow_module() -> Any:
+    """TensorFlow, imported with HIDDEN_FROM_TENSORFLOW hidden (TensorFlow handles their absence) unless this
+    process already uses them; a backend may still import them afterwards. A TensorFlow whose import fails
+    without them is imported again with them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        tf = _import_tensorflow([name for name in HIDDEN_FROM_TENSORFLOW if name not in sys.modules])
+    except ImportError:
+        tf = _import_tensorflow([])
 
     if not getattr(tensorflow_module, "configured", False):
         # TF32 would silently lower float32 matmuls to 10-bit mantissas on Ampere+ GPUs.
