@@ -55,6 +55,7 @@ def _flush_subnormals(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 # Output rows are summed a block at a time: a block and its scratch stay in cache through the k loop.
 _BLOCK_ELEMENTS = 1 << 15
 _F16_MAGIC = np.uint32((13 << 23) | 0x400000)  # added to a float32's exponent bits: 1.5 * 2**(e + 13)
+_SIGN_BIT = np.uint32(0x80000000)
 
 
 class _Rounding:
@@ -67,6 +68,7 @@ class _Rounding:
         self.narrow = np.empty(shape, dtype)
         self.magic = np.empty(shape, np.float32)
         self.sum = np.empty(shape, np.float32)
+        self.sign = np.empty(shape, np.uint32)
         self.big = np.empty(shape, bool)
 
     def __call__(self, values: np.ndarray) -> None:
@@ -79,14 +81,16 @@ class _Rounding:
         # 2**(e+1), c = 1.5 * 2**(e + 13) puts x + c in [2**(e+13), 2**(e+14)), where float32's spacing is
         # float16's at x, so the addition rounds x as float16 does and (x + c) - c is exact; c is an even
         # multiple of that spacing (ties go to even), and c >= 0.75 keeps the spacing at least 2**-24, that
-        # of float16's subnormals. copysign keeps the sign of a zero; from 65520 up float16 overflows.
-        magic, total = self.magic[:rows], self.sum[:rows]
-        np.bitwise_and(values.view(np.uint32), np.uint32(0x7F800000), out=magic.view(np.uint32))
+        # of float16's subnormals. (x + c) - c has x's sign or is +0: OR-ing in x's sign bit keeps the sign of
+        # a zero (as copysign would, at a third of its cost); from 65520 up float16 overflows.
+        magic, total, sign, bits = self.magic[:rows], self.sum[:rows], self.sign[:rows], values.view(np.uint32)
+        np.bitwise_and(bits, np.uint32(0x7F800000), out=magic.view(np.uint32))
         np.add(magic.view(np.uint32), _F16_MAGIC, out=magic.view(np.uint32))
         np.maximum(magic, np.float32(0.75), out=magic)
+        np.bitwise_and(bits, _SIGN_BIT, out=sign)
         np.add(values, magic, out=total)
         np.subtract(total, magic, out=total)
-        np.copysign(total, values, out=values)
+        np.bitwise_or(total.view(np.uint32), sign, out=bits)
         if self.overflow:
             big = self.big[:rows]
             np.greater_equal(np.abs(values, out=magic), np.float32(65536), out=big)
@@ -103,8 +107,9 @@ def _running_sum_in_dtype(intermediate: np.ndarray, terms: np.ndarray) -> np.nda
     NumPy's float16 and ml_dtypes' bfloat16 arithmetic do element by element (the same bits), vectorized
     over a block of outputs, which is many times faster. A product of two 16-bit values is exact in float32
     (11 + 11 or 8 + 8 significand bits; for bfloat16, beyond float32's range aside), so it is rounded once,
-    correctly; a sum can be rounded twice (to float32, then to the dtype), which differs from a native
-    16-bit adder only on rare ties: harmless for a mutant, whose point is an error growing with C*M."""
+    correctly; a sum is rounded twice (to float32, then to the dtype), which is still correct rounding since
+    float32's 24 bits are at least 2p + 2 for the dtype's p (Figueroa, "When is double rounding innocuous?",
+    1995). tests/test_selftest.py checks the bits against the dtype's own scalar arithmetic."""
     dtype = intermediate.dtype
     columns = np.ascontiguousarray(intermediate.T, dtype=np.float32)  # row k: x[:, k], contiguous
     weights = terms.astype(np.float32)

@@ -292,3 +292,38 @@ def test_row_wraparound_reads_the_neighbouring_rows_through_the_halo():
     image = np.arange(1, 7, dtype=np.float32).reshape(1, 2, 3, 1)  # rows [1 2 3], [4 5 6]
     padded = mutants._wraparound_padded(image, (0, 0, 1, 1), np.float32)[0, :, :, 0]
     assert padded.tolist() == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 0]]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+def test_rounding_in_float32_gives_the_dtypes_own_bits(dtype):
+    """_Rounding's float32 arithmetic rounds as converting to the dtype and back does, bit for bit: random
+    bit patterns below the overflow threshold, signed zeros, subnormals and ties; and beyond it, infinity."""
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 2**32, 1 << 14, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    limit = 65504.0 if dtype == np.float16 else float(np.finfo(np.float32).max)
+    ties = np.float32(1 + 2.0 ** -11) * np.arange(1, 9, dtype=np.float32)  # halfway between float16 values
+    values = np.concatenate([values[np.isfinite(values) & (np.abs(values) <= limit)], ties, -ties,
+                             np.float32([0.0, -0.0, 2.0 ** -25, -2.0 ** -25, 3 * 2.0 ** -25, 2.0 ** -14])])
+    rounded = values.copy()
+    mutants._Rounding(np.dtype(dtype), rounded.shape + (1,), overflow=False)(rounded[:, None])
+    assert rounded.view(np.uint32).tolist() == values.astype(dtype).astype(np.float32).view(np.uint32).tolist()
+    if dtype == np.float16:
+        big = np.float32([65519.0, 65520.0, -70000.0])
+        mutants._Rounding(np.dtype(dtype), (3, 1), overflow=True)(big[:, None])
+        assert big.tolist() == [65504.0, np.inf, -np.inf]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+def test_the_running_sum_rounds_every_product_and_sum_as_the_dtype_does(dtype):
+    """_running_sum_in_dtype against the dtype's own scalar arithmetic, one product and one add at a time."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((5, 40)).astype(dtype), rng.standard_normal((40, 3)).astype(dtype)
+    expected = np.empty((5, 3), dtype)
+    for row in range(5):
+        for column in range(3):
+            total = x[row, 0] * w[0, column]
+            for k in range(1, 40):
+                total = total + x[row, k] * w[k, column]
+            expected[row, column] = total
+    got = mutants._running_sum_in_dtype(x, w)
+    assert got.dtype == np.dtype(dtype) and got.tobytes() == expected.tobytes()
