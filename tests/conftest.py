@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from conformance.cases.case import Case
+from conformance.cases.data import Inputs, numpy_dtype
 from conformance.execution.config import RunConfig
 from conformance.execution.session import run_suite
-from conformance.judging.reference import tensorflow_missing
+from conformance.judging.oracle import compute_oracle
+from conformance.judging.reference import Reference, tensorflow_missing
 
 REPO = Path(__file__).resolve().parent.parent
 BANK = REPO / "cases"
@@ -30,6 +33,23 @@ LONGEST_FIRST = ("test_sensitivity.py", "test_fault_zoo.py", "test_selftest.py",
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
+class OracleAsTensorFlow:
+    """A reference source for golden entries without TensorFlow's start-up: `golden build`'s entries with the
+    oracle rounded to the dtype standing in for TensorFlow's output (it is within the model, as TensorFlow's
+    must be), and TensorFlow's rejection of a case the contract forbids."""
+
+    name = "tensorflow"
+
+    def reference(self, case: Case, inputs: Inputs) -> Reference:
+        if case.expect_error:
+            return Reference("contract", "ok", "TensorFlow rejects it")
+        oracle = compute_oracle(case, inputs)
+        return Reference("tensorflow", "ok", output=oracle.output.astype(numpy_dtype(case.dtype)), oracle=oracle)
+
+    def close(self) -> None:
+        pass
+
 
 SMALL_CASE = """
 cases:

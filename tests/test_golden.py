@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from conformance.cases.case import Case
-from conformance.cases.data import materialize, numpy_dtype
+from conformance.cases.data import materialize
 from conformance.cases.loader import load_cases
-from conformance.judging.golden import GoldenError, GoldenStore, golden_key, version_note
+from conformance.judging.golden import GoldenError, GoldenStore, build_goldens, golden_key, version_note
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.reference import Reference
-from tests.conftest import BANK, cli, cli_here
+from tests.conftest import BANK, REPO, OracleAsTensorFlow, cli, cli_here
 
 NO_TENSORFLOW = """
 import sys
@@ -48,6 +48,18 @@ sweeps:
 cases:
   - {input: [1, 5, 5, 2], kernel: [3, 3], channel_multiplier: 1, out_channels: 2, padding: SAME,
      strides: [2, 2], rates: [2, 2], expect: error}
+"""
+# A builder for the race: twenty builds of the bank named by argv[1] into gold/, TensorFlow stood in for.
+RACING_BUILDER = """
+import sys
+from pathlib import Path
+
+from conformance.cases.loader import load_cases
+from conformance.judging.golden import build_goldens
+from tests.conftest import OracleAsTensorFlow
+
+for _ in range(20):
+    build_goldens(load_cases([sys.argv[1]]), Path("gold"), OracleAsTensorFlow())
 """
 # A case that differs from GOLDEN_BANK's SAME float32 case by its name only; SAME_BUT_NAMED holds both.
 NAMED = """
@@ -151,32 +163,23 @@ def test_every_case_of_the_bank_has_its_own_entry():
 
 
 def test_concurrent_builders_leave_only_whole_entries(small_bank, tmp_path):
+    """Two builders race for every entry, twenty builds each (TensorFlow stood in for: what is tested is
+    how entries are written; `built` runs `golden build` with TensorFlow)."""
     import subprocess
     import sys
 
-    builders = [subprocess.Popen([sys.executable, "-m", "conformance", "golden", "build", "--cases", str(small_bank),
-                                  "--out", "gold"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for _ in range(2)]  # two writers race for every entry
-    assert all(b.wait(timeout=300) == 0 for b in builders)
+    builders = [subprocess.Popen([sys.executable, "-c", RACING_BUILDER, str(small_bank)], cwd=tmp_path,
+                                 env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE) for _ in range(2)]
+    assert all(b.wait(timeout=300) == 0 for b in builders), [b.stderr.read() for b in builders if b.stderr]
     assert not [p for p in (tmp_path / "gold").rglob(".*")]  # no temporary file left behind
     done = cli_here("run", "--cases", str(small_bank), "--reference", "golden", "--golden", "gold", "--out", "out",
                     cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "7 passed" in done.stdout, done.stdout
 
 
 # --- entries checked on reading: written here without TensorFlow, so these tests stay fast ---------------
-
-
-def write_entry(store: GoldenStore, case: Case) -> None:
-    """An entry as `golden build` writes it; the oracle rounded to the dtype stands in for TensorFlow's
-    output (it is within the model, as TensorFlow's must be)."""
-    inputs = materialize(case)
-    if case.expect_error:
-        store.write(case, inputs, Reference("contract", "ok", "TensorFlow rejects it"))
-        return
-    oracle = compute_oracle(case, inputs)
-    store.write(case, inputs, Reference("tensorflow", "ok", output=oracle.output.astype(numpy_dtype(case.dtype)),
-                                        oracle=oracle))
 
 
 @pytest.fixture
@@ -186,10 +189,8 @@ def cases(small_bank) -> list[Case]:
 
 @pytest.fixture
 def store(cases, tmp_path) -> GoldenStore:
-    store = GoldenStore(tmp_path / "gold")
-    for case in cases:
-        write_entry(store, case)
-    return store
+    build_goldens(cases, tmp_path / "gold", OracleAsTensorFlow())
+    return GoldenStore(tmp_path / "gold")
 
 
 @pytest.fixture
