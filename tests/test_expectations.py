@@ -140,3 +140,27 @@ def test_a_reworded_message_does_not_change_how_a_fault_is_treated():
     unavailable = Result(case="c", backend="b", status="error", kind=Kind.REFERENCE_UNAVAILABLE, fault="input",
                          message="worded any way at all")
     assert apply_expectation(unavailable, ENTRY) is unavailable
+
+
+def test_an_expected_failure_is_reported_with_its_reason_not_a_traceback(small, tmp_path, monkeypatch):
+    """pytest would format an xfail's traceback, parsing the source of each frame (about 0.1 s per expected
+    failure); the report carries the reason, as a failure's carries its description."""
+    class Recorder:
+        def __init__(self) -> None:
+            self.longreprs: list[object] = []
+
+        def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+            if hasattr(report, "wasxfail"):
+                self.longreprs.append(report.longrepr)
+
+    (tmp_path / "wrong.py").write_text(WRONG_BACKEND)
+    (tmp_path / "wrong.yaml").write_text("expectations:\n  - cases: 'n1_h6w5_c3_*'\n    status: xfail\n"
+                                          "    reason: ticket 7\n")
+    monkeypatch.chdir(tmp_path)
+    recorder = Recorder()
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "--cases", str(small), "--backend", "wrong.py:off_by_a_bit",
+                        "--expectations", "wrong.yaml", "--reference", "oracle", "--report-dir", "out"],
+                       plugins=[recorder])
+    assert code == 0 and recorder.longreprs
+    assert all(isinstance(text, str) and text.startswith("expected to fail (wrong.yaml:2: ticket 7)")
+               for text in recorder.longreprs), recorder.longreprs
