@@ -15,7 +15,7 @@ from conformance.cases.data import materialize
 from conformance.judging.accuracy import relative_accuracy
 from conformance.judging.oracle import compute_oracle
 from conformance.judging.tolerance import Tolerance
-from tests.conftest import SMALL_BANK, cli, cli_here
+from tests.conftest import SMALL_BANK, cli_here
 
 CASE = Case(input=(1, 6, 5, 3), kernel=(3, 3), channel_multiplier=2, out_channels=4, strides=(1, 1), rates=(1, 1),
             padding="SAME", data_format="NHWC", dtype="float32")
@@ -48,8 +48,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Complete
     folder = tmp_path_factory.mktemp("accuracy")
     (folder / "noisy.py").write_text(NOISY)
     (folder / "cases.yaml").write_text(SMALL_BANK)
-    done = cli("run", "--cases", "cases.yaml", "--backend", "noisy.py:one_ulp_off", "--backend", "numpy",
-               "--out", "plain", cwd=folder)
+    done = cli_here("run", "--cases", "cases.yaml", "--backend", "noisy.py:one_ulp_off", "--backend", "numpy",
+                    "--out", "plain", cwd=folder)
     return done, folder
 
 

@@ -54,7 +54,7 @@ def test_nonconforming_backend_exits_1_with_a_reproducer(small, tmp_path):
     assert any(p["status"] == "fail" and p["metrics"] for p in properties)
     assert all(p["details"] == {} for p in properties)
     # The reproducer runs that case alone.
-    again = cli(*reproducer.split()[1:], "--out", "again", cwd=tmp_path)
+    again = cli_here(*reproducer.split()[1:], "--out", "again", cwd=tmp_path)
     assert again.returncode == 1
     assert json.loads((tmp_path / "again" / "results.json").read_text())["summary"]["total"] == 1
 

@@ -427,7 +427,7 @@ def test_reproducers_carry_the_run_options_and_their_own_folder(tmp_path, small)
     reproducer = record["reproducer"]  # 24
     for option in ("--reference oracle", "--timeout 30", "--repeat 2", "--out out/reproduce"):
         assert option in reproducer
-    again = cli(*reproducer.split()[1:], cwd=tmp_path)
+    again = cli_here(*reproducer.split()[1:], cwd=tmp_path)
     assert again.returncode == 1 and (tmp_path / "out" / "reproduce" / "results.json").is_file()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["total"] == 2  # untouched
 
