@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from conformance.cases.case import Case
@@ -33,6 +34,10 @@ def _raises(*args: Any, **kwargs: Any) -> Any:
 
 def _returns_a_list(*args: Any, **kwargs: Any) -> Any:
     return [1.0]
+
+
+def _accepts_anything(input: Any, depthwise_filter: Any, pointwise_filter: Any, *args: Any, **kwargs: Any) -> Any:
+    return np.zeros((1, 1, 1, np.shape(pointwise_filter)[-1]), np.asarray(input).dtype)
 
 
 @pytest.mark.parametrize("fn, changes, expected", [
@@ -115,6 +120,22 @@ def test_a_forbidden_case_keeps_breaking_the_same_rule(tmp_path):
     [shrunk] = load_file(out)  # the loader accepts it only if it still breaks the contract
     assert shrunk.expect_error and max(shrunk.rates) > 1 and max(shrunk.strides) > 1
     assert shrunk.input == (1, 1, 1, 1) and shrunk.out_channels == 1 and shrunk.channel_multiplier == 1
+
+
+def test_padding_of_four_pairs_shrinks_as_four_pairs(tmp_path):
+    """Explicit padding of an error case may give all four dimensions' pairs: each candidate changes one
+    number and keeps the four pairs (two would be another case, which the loader refuses as an error case)."""
+    source = _write(tmp_path / "error.yaml", """
+        cases:
+          - {input: [2, 7, 6, 3], kernel: [3, 3], channel_multiplier: 2, out_channels: 4,
+             padding: [[0, 0], [2, 1], [1, 1], [1, 2]], expect: error}
+        """)
+    out = tmp_path / "shrunk.yaml"
+    assert _shrink(source, load_file(source)[0].id, f"{__name__}:_accepts_anything", out, "--reference",
+                   "oracle") == EXIT_OK
+    [shrunk] = load_file(out)
+    assert shrunk.expect_error and len(shrunk.padding) == 4 and shrunk.padding[3] != (0, 0)
+    assert shrunk.padding[:3] == ((0, 0), (0, 0), (0, 0)) and shrunk.input == (1, 1, 1, 1)
 
 
 def test_a_crash_shrinks_through_the_isolated_child(tmp_path):

@@ -99,8 +99,8 @@ def _candidates(case: Case) -> Iterator[tuple[str, Case]]:
         for index, amount in enumerate(flat):
             for value in _smaller(amount, low=0) if amount > 0 else ():
                 changed = flat[:index] + [value] + flat[index + 1:]
-                yield f"padding {changed}", dataclasses.replace(
-                    case, padding=((changed[0], changed[1]), (changed[2], changed[3])))
+                pairs = tuple((changed[i], changed[i + 1]) for i in range(0, len(changed), 2))  # 2 or 4 pairs
+                yield f"padding {changed}", dataclasses.replace(case, padding=pairs)
     simpler: tuple[tuple[str, object], ...] = (("data", "integers"), ("dtype", "float32"), ("data_format", "NHWC"),
                                                ("seed", 0))
     for field, simple in simpler:
