@@ -25,6 +25,7 @@ from conformance.execution.backends import Backend, resolve_backend
 from conformance.execution.external import ExternalCommand
 from conformance.execution.isolation import IsolatedBackend, probe_backend
 from conformance.execution.journal import FolderLock
+from conformance.exitcodes import EXIT_INTERNAL
 from conformance.judging.references import OracleReference
 from tests.conftest import SMALL_BANK, SMALL_CASE, cli, cli_here
 
@@ -611,3 +612,41 @@ def test_the_report_page_counts_an_unknown_status_as_failing(tmp_path, shards):
 
     data = page_data([{"case": "c", "backend": "b", "status": "FAIL", "metrics": {}}], False)
     assert "FAIL" in data["failing"] and "FAIL" in data["statuses"]
+
+
+def test_a_bug_of_the_harness_around_a_case_is_a_harness_fault_never_the_backends(tmp_path, small, monkeypatch):
+    """Outside run_case (which records its own bugs), the plugin's part of a case (expectations, the record)
+    can raise too: that is a fault of ours, exit 3, never the backend's crash."""
+    from conformance.execution import plugin
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(plugin, "apply_expectation", broken)
+    done = run_oracle(tmp_path, small)
+    assert done.returncode == EXIT_INTERNAL, done.stdout + done.stderr
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert {(r["status"], r["fault"]) for r in records} == {("error", "harness")}
+    assert all("harness fault (internal): KeyError" in r["message"] for r in records)
+
+
+def test_a_worker_that_dies_while_the_backend_runs_isolated_is_a_harness_fault(tmp_path, small):
+    """With the backend in a child of its own, a pytest-xdist worker dying during a case is the harness's
+    process dying (here a plugin kills it): no verdict on the backend, unlike with --no-isolate (above)."""
+    (tmp_path / "killer.py").write_text("import os\n\ndef pytest_runtest_call(item):\n"
+                                        "    if '_c2_' in item.name:\n        os._exit(9)\n")
+    done = cli("run", "--cases", str(small), "--reference", "oracle", "--out", "out", "-n", "2", "--", "-p", "killer",
+               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == EXIT_INTERNAL, done.stdout + done.stderr
+    records = {r["status"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["results"]}
+    assert set(records) == {"error", "pass"} and records["error"]["fault"] == "harness", records
+    assert "ended without a result" in records["error"]["message"]
+
+
+def test_a_case_that_pytest_fails_before_the_test_is_a_harness_fault_even_without_isolation(tmp_path, small):
+    (tmp_path / "broken_setup.py").write_text("def pytest_runtest_setup(item):\n    raise RuntimeError('broken')\n")
+    done = cli("run", "--cases", str(small), "--reference", "oracle", "--out", "out", "--no-isolate", "--", "-p",
+               "broken_setup", cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == EXIT_INTERNAL, done.stdout + done.stderr
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert len(records) == 2 and {(r["status"], r["fault"]) for r in records} == {("error", "harness")}

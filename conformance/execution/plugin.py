@@ -261,17 +261,11 @@ class CaseItem(pytest.Item):
         self.extra_keyword_matches.update(case.tags)  # lets -k select by tag
 
     def runtest(self) -> None:
-        run = self.config.stash[RUN]
         options = self.config.stash[REPRODUCE]
-        expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
-        expected = expectations.lookup(self.case) if expectations else None
-        if expected is not None and expected.status == "skip":
-            result = runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}",
-                                    options)
-        else:
-            result = runner.run_case(self.case, self.backend, self.config.stash[REFERENCE], run.repeat, options,
-                                     run.max_error_ratio)
-            result = apply_expectation(result, expected, run.strict_expectations)
+        try:
+            result = self._result(options)
+        except Exception as error:  # noqa: BLE001 - a bug of ours around run_case: never the backend's verdict
+            result = runner.harness_fault(self.case, self.backend.name, error, options)
         self.user_properties.append((RESULT_PROPERTY, json_text(result.to_dict())))
         if is_failing(result.status):
             raise CaseFailure(result)
@@ -279,6 +273,17 @@ class CaseItem(pytest.Item):
             pytest.skip(result.message)
         if result.status == "xfail":
             pytest.xfail(result.message)
+
+    def _result(self, options: list[str]) -> Result:
+        run = self.config.stash[RUN]
+        expectations = self.config.stash[EXPECTATIONS].get(self.backend.name)
+        expected = expectations.lookup(self.case) if expectations else None
+        if expected is not None and expected.status == "skip":
+            return runner.skipped(self.case, self.backend.name, f"skipped by {expected.origin}: {expected.reason}",
+                                  options)
+        result = runner.run_case(self.case, self.backend, self.config.stash[REFERENCE], run.repeat, options,
+                                 run.max_error_ratio)
+        return apply_expectation(result, expected, run.strict_expectations)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CaseFailure):
@@ -291,14 +296,20 @@ class CaseItem(pytest.Item):
         return self.path, self.case.origin.line - 1, f"{self.case.id} [{self.backend.name}]"
 
 
-def _lost_result(report: pytest.TestReport) -> Result:
+def _lost_result(report: pytest.TestReport, no_isolate: bool) -> Result:
     """The record of an item that ended without a result: its test process died under it (pytest-xdist
-    reports a crashed worker this way; with --no-isolate the backend runs in that process)."""
+    reports a crashed worker this way), or pytest failed it outside the test itself (setup, teardown). Only
+    a death during the test with --no-isolate can be the backend's crash: the backend runs in that process.
+    Otherwise the backend ran in a child of its own, and the fault is the harness's."""
     node = report.nodeid.rsplit("::", 1)[-1]
     case, _, backend = node.partition("[")
     text = str(report.longrepr or "")[-500:]
-    return Result(case=case, backend=backend[:-1], status=Status.CRASH, reference_status=ReferenceStatus.NOT_RUN,
-                  message=f"the test process died during this case: {text}", kind=Kind.CRASH)
+    if no_isolate and report.when not in ("setup", "teardown"):  # pytest-xdist's dead worker: when "???"
+        return Result(case=case, backend=backend[:-1], status=Status.CRASH, reference_status=ReferenceStatus.NOT_RUN,
+                      message=f"the test process died during this case: {text}", kind=Kind.CRASH)
+    return Result(case=case, backend=backend[:-1], status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
+                  reference_status=ReferenceStatus.NOT_RUN,
+                  message=f"harness fault: the case ended without a result: {text}")
 
 
 class ResultSink:
@@ -333,7 +344,7 @@ class ResultSink:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = [(i, value) for i, (name, value) in enumerate(report.user_properties) if name == RESULT_PROPERTY]
         if not properties and report.failed and report.nodeid.split("::")[0].endswith(CASE_SUFFIXES):
-            self.record(_lost_result(report))
+            self.record(_lost_result(report, self.config.stash[RUN].no_isolate))
         for index, value in properties:
             data = json.loads(str(value))
             if report.when == "call":  # every phase's report carries the item's properties

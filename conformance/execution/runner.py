@@ -173,12 +173,16 @@ def run_case(case: Case, backend: Backend, reference: ReferenceSource, repeat: i
     try:
         result = _run_case(case, backend, reference, repeat, options, max_error_ratio)
     except Exception as error:  # noqa: BLE001 - a bug of ours: recorded, never a lost result nor a pass
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        result = Result(case=case.id, backend=backend.name, status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
-                        message=f"harness fault (internal): {_describe(error)} at {where.filename}:{where.lineno}",
-                        expect=case.expect, parameters=case.parameters(),
-                        reproducer=reproducer(case, backend.name, options))
+        result = harness_fault(case, backend.name, error, options)
     return dataclasses.replace(result, duration_s=time.perf_counter() - start)
+
+
+def harness_fault(case: Case, backend: str, error: Exception, options: Sequence[str] = ()) -> Result:
+    """The record of a bug of ours on a case (`error`, `fault: harness`): no verdict on the backend."""
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return Result(case=case.id, backend=backend, status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
+                  message=f"harness fault (internal): {_describe(error)} at {where.filename}:{where.lineno}",
+                  expect=case.expect, parameters=case.parameters(), reproducer=reproducer(case, backend, options))
 
 
 def _run_case(case: Case, backend: Backend, source: ReferenceSource, repeat: int, options: Sequence[str],
