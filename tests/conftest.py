@@ -34,6 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
 
+
+# --- golden entries without TensorFlow (test_golden) ------------------------------------------------------
 class OracleAsTensorFlow:
     """A reference source for golden entries without TensorFlow's start-up: `golden build`'s entries with the
     oracle rounded to the dtype standing in for TensorFlow's output (it is within the model, as TensorFlow's
