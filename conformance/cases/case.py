@@ -7,6 +7,7 @@ operator's arguments, the data distribution and seed, and what is expected (a re
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +30,12 @@ def expect_name(expect_error: bool) -> str:
 # (before, after) pairs in layout order, which can pad the batch and channel dimensions too.
 ExplicitPadding = tuple[tuple[int, int], ...]
 Padding = Literal["SAME", "VALID"] | ExplicitPadding
+
+
+def _fields(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields by name, one level deep: dataclasses.asdict deep-copies every value, and
+    Case.parameters runs once per result."""
+    return {item.name: getattr(instance, item.name) for item in dataclasses.fields(instance)}
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,7 @@ class Case:
         return (1, 1, self.depthwise_channels, self.out_channels)
 
     # --- identity ---------------------------------------------------------------------------------
-    @property
+    @functools.cached_property  # asked for many times per result; a frozen Case's id never changes
     def id(self) -> str:
         """Stable, readable id: every parameter that changes the computation, then the name."""
         n, h, w, c = self.input
@@ -194,9 +201,8 @@ class Case:
 
     def parameters(self) -> dict[str, Any]:
         """Every parameter as plain JSON data, for the results file and reports."""
-        # Field by field: dataclasses.asdict deep-copies every value, and this runs once per result.
-        params = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
-        params["tolerance"] = dataclasses.asdict(self.tolerance)
+        params = _fields(self)
+        params["tolerance"] = _fields(self.tolerance)
         params["origin"] = str(self.origin)
         params["padding"] = self.padding if isinstance(self.padding, str) else [list(p) for p in self.padding]
         return params
