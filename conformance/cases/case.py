@@ -7,7 +7,6 @@ operator's arguments, the data distribution and seed, and what is expected (a re
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -172,7 +171,7 @@ class Case:
         return (1, 1, self.depthwise_channels, self.out_channels)
 
     # --- identity ---------------------------------------------------------------------------------
-    @functools.cached_property  # asked for many times per result; a frozen Case's id never changes
+    @property
     def id(self) -> str:
         """Stable, readable id: every parameter that changes the computation, then the name."""
         n, h, w, c = self.input
