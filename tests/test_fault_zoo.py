@@ -598,6 +598,8 @@ def test_no_isolate_with_workers_records_a_segfault_as_that_cases_crash(tmp_path
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads((tmp_path / "out" / "results.json").read_text())
     assert document["run"]["completion"] == "complete" and document["summary"]["statuses"] == {"crash": 1, "pass": 1}
+    crash = next(r for r in document["results"] if r["status"] == "crash")
+    assert crash["parameters"]["padding"] == "SAME" and f"--id {crash['case']}" in crash["reproducer"]
     # Run once: xdist's loadgroup alone would give the crashing case to each replacement worker in turn,
     # until its restart limit stopped the run (conformance.execution.scheduling).
     assert done.stdout.count("node down") == 1, done.stdout
@@ -641,6 +643,8 @@ def test_a_worker_that_dies_while_the_backend_runs_isolated_is_a_harness_fault(t
     records = {r["status"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["results"]}
     assert set(records) == {"error", "pass"} and records["error"]["fault"] == "harness", records
     assert "ended without a result" in records["error"]["message"]
+    lost = records["error"]  # recorded with its case's parameters and reproducer, as any other result
+    assert lost["parameters"]["input"] == [1, 5, 5, 2] and f"--id {lost['case']}" in lost["reproducer"]
 
 
 def test_a_case_that_pytest_fails_before_the_test_is_a_harness_fault_even_without_isolation(tmp_path, small):

@@ -153,7 +153,8 @@ def _configure(config: pytest.Config, run: RunConfig) -> None:
         raise
     config.stash[DONE] = {(r.case, r.backend) for r in resumed}
     if controller:
-        config.pluginmanager.register(ResultSink(config, run.out, header, resumed, lock), "sepconv-result-sink")
+        config.pluginmanager.register(ResultSink(config, run.out, header, resumed, lock, {c.id: c for c in taken}),
+                                      "sepconv-result-sink")
 
 
 def _resumed(report_dir: str, header: dict[str, Any]) -> list[Result]:
@@ -296,20 +297,20 @@ class CaseItem(pytest.Item):
         return self.path, self.case.origin.line - 1, f"{self.case.id} [{self.backend.name}]"
 
 
-def _lost_result(report: pytest.TestReport, no_isolate: bool) -> Result:
+def _lost_result(report: pytest.TestReport, no_isolate: bool, case: Case, backend: str, options: list[str]) -> Result:
     """The record of an item that ended without a result: its test process died under it (pytest-xdist
     reports a crashed worker this way), or pytest failed it outside the test itself (setup, teardown). Only
     a death during the test with --no-isolate can be the backend's crash: the backend runs in that process.
     Otherwise the backend ran in a child of its own, and the fault is the harness's."""
-    node = report.nodeid.rsplit("::", 1)[-1]
-    case, _, backend = node.partition("[")
     text = str(report.longrepr or "")[-500:]
+    common: dict[str, Any] = {"case": case.id, "backend": backend, "expect": case.expect,
+                              "reference_status": ReferenceStatus.NOT_RUN, "parameters": case.parameters(),
+                              "reproducer": runner.reproducer(case, backend, options)}
     if no_isolate and report.when not in ("setup", "teardown"):  # pytest-xdist's dead worker: when "???"
-        return Result(case=case, backend=backend[:-1], status=Status.CRASH, reference_status=ReferenceStatus.NOT_RUN,
-                      message=f"the test process died during this case: {text}", kind=Kind.CRASH)
-    return Result(case=case, backend=backend[:-1], status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
-                  reference_status=ReferenceStatus.NOT_RUN,
-                  message=f"harness fault: the case ended without a result: {text}")
+        return Result(status=Status.CRASH, kind=Kind.CRASH, message=f"the test process died during this case: {text}",
+                      **common)
+    return Result(status=Status.ERROR, fault="harness", kind=Kind.HARNESS,
+                  message=f"harness fault: the case ended without a result: {text}", **common)
 
 
 class ResultSink:
@@ -317,8 +318,9 @@ class ResultSink:
     killed run keeps what it computed), judges the set at the end, writes the reports and the summary."""
 
     def __init__(self, config: pytest.Config, report_dir: str | None, header: dict[str, Any],
-                 resumed: list[Result], lock: FolderLock | None):
+                 resumed: list[Result], lock: FolderLock | None, cases: dict[str, Case]):
         self.config = config
+        self.cases = cases  # by id: what a lost result records (its parameters, its reproducer)
         self.report_dir = Path(report_dir) if report_dir else None
         self.resumed = resumed
         self.results: dict[tuple[str, str], Result] = {(r.case, r.backend): r for r in resumed}
@@ -344,7 +346,9 @@ class ResultSink:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = [(i, value) for i, (name, value) in enumerate(report.user_properties) if name == RESULT_PROPERTY]
         if not properties and report.failed and report.nodeid.split("::")[0].endswith(CASE_SUFFIXES):
-            self.record(_lost_result(report, self.config.stash[RUN].no_isolate))
+            case, _, backend = report.nodeid.rsplit("::", 1)[-1].partition("[")
+            self.record(_lost_result(report, self.config.stash[RUN].no_isolate, self.cases[case], backend[:-1],
+                                     self.config.stash[REPRODUCE]))
         for index, value in properties:
             data = json.loads(str(value))
             if report.when == "call":  # every phase's report carries the item's properties
